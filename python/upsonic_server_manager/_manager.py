@@ -1,0 +1,336 @@
+"""``ServerManager``: the drop-in API. Every call runs in the Rust core."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import sys
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Mapping, Optional, Sequence, Union
+
+from . import _core
+from ._errors import PortHolder
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+DEFAULT_UVICORN_ARGS: tuple[str, ...] = ("--log-level", "error", "--no-access-log")
+
+
+@dataclass(frozen=True)
+class ServerStatus:
+    """A snapshot of one server, as returned by :meth:`ServerManager.status`."""
+
+    name: str
+    pid: Optional[int]
+    host: str
+    port: int
+    #: ``running``, ``starting`` (alive, not yet listening), ``dead`` (a record
+    #: or child remains but the process is gone) or ``stopped``.
+    state: str
+    #: Seconds since the epoch at which the server started.
+    started_at: Optional[float]
+    uptime: Optional[float]
+    #: Resident memory of the server and its workers, in bytes.
+    memory_rss: Optional[int]
+    #: CPU time of the server and its workers over its lifetime, in percent of one core.
+    cpu_percent: Optional[float]
+    workers: list[int] = field(default_factory=list)
+    exit_code: Optional[int] = None
+    stdout_log: Optional[str] = None
+    stderr_log: Optional[str] = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The status as a JSON-ready dict."""
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+class _ChildProcess:
+    """The launched server as upsonic's ``_process`` exposed it (``pid``,
+    ``poll()``, ``returncode``); reaping stays with the core."""
+
+    def __init__(self, core: _core.Core, pid: int) -> None:
+        self._core = core
+        self.pid = pid
+
+    def poll(self) -> Optional[int]:
+        if self._core.child_pid() != self.pid:
+            return self.returncode
+        return self._core.child_poll()
+
+    @property
+    def returncode(self) -> Optional[int]:
+        if self._core.child_pid() != self.pid:
+            return None
+        return self._core.child_poll()
+
+    def __repr__(self) -> str:
+        return f"<server process pid={self.pid} returncode={self.returncode}>"
+
+
+def _home_dir() -> str:
+    home = os.environ.get("HOME", "")
+    if home and os.path.isabs(home):
+        return home
+    try:
+        return pwd.getpwuid(os.getuid()).pw_dir
+    except KeyError:
+        return os.path.abspath(home or ".")
+
+
+def _workers_from_env() -> int:
+    raw = os.environ.get("UPSONIC_WORKERS_AMOUNT")
+    if raw is None or raw.strip() == "":
+        return 1
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(
+            f"UPSONIC_WORKERS_AMOUNT must be a whole number, got {raw!r}"
+        ) from None
+
+
+def _check_type(name: str, value: object, kind: type, what: str) -> None:
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is int:
+        raise TypeError(f"{name} must be {what}, got {type(value).__name__}")
+
+
+class ServerManager:
+    """Start, watch and stop one uvicorn server.
+
+    The first four arguments are positional, as in upsonic's original. The
+    PID file is ``{pid_dir}/.upsonic_{name}_server.pid`` (``pid_dir``
+    defaults to the home directory) and redirected logs go to
+    ``{log_dir}/{name}_server.log`` and ``{log_dir}/{name}_server_error.log``.
+    """
+
+    def __init__(
+        self,
+        app_path: str,
+        host: str,
+        port: int,
+        name: str,
+        *,
+        workers: Optional[int] = None,
+        log_dir: PathLike = "logs",
+        pid_dir: Optional[PathLike] = None,
+        cwd: Optional[PathLike] = None,
+        env: Optional[Mapping[str, str]] = None,
+        start_timeout: float = 30.0,
+        stop_timeout: float = 5.0,
+        uvicorn_args: Sequence[str] = DEFAULT_UVICORN_ARGS,
+    ) -> None:
+        _check_type("app_path", app_path, str, "a string like 'package.module:app'")
+        _check_type("host", host, str, "a string")
+        _check_type("port", port, int, "an int")
+        _check_type("name", name, str, "a string")
+        if workers is None:
+            workers = _workers_from_env()
+        _check_type("workers", workers, int, "an int or None")
+        if isinstance(uvicorn_args, str):
+            raise TypeError("uvicorn_args must be a sequence of strings, not one string")
+        args = list(uvicorn_args)
+        for a in args:
+            _check_type("each uvicorn_args item", a, str, "a string")
+        env_items = [(str(k), str(v)) for k, v in (env or {}).items()]
+        for label, value in (("start_timeout", start_timeout), ("stop_timeout", stop_timeout)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"{label} must be a number of seconds")
+        self._core = _core.Core(
+            app_path,
+            host,
+            port,
+            name,
+            workers,
+            os.fspath(log_dir),
+            os.fspath(pid_dir) if pid_dir is not None else _home_dir(),
+            os.fspath(cwd) if cwd is not None else None,
+            env_items,
+            float(start_timeout),
+            float(stop_timeout),
+            args,
+            sys.executable,
+        )
+        self._app_path = app_path
+        self._host = host
+        self._port = port
+        self._name = name
+        self.workers = workers
+        self._redirect_output = False
+
+    # -- the original's attributes ---------------------------------------------------
+
+    @property
+    def app_path(self) -> str:
+        return self._app_path
+
+    @property
+    def host(self) -> str:
+        return self._host
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def _pid_file(self) -> str:
+        return str(self._core.pid_file)
+
+    @property
+    def _process(self) -> Optional[_ChildProcess]:
+        pid = self._core.child_pid()
+        return None if pid is None else _ChildProcess(self._core, pid)
+
+    @_process.setter
+    def _process(self, value: object) -> None:
+        if value is not None:
+            raise TypeError("_process can only be reset to None")
+        self._core.forget_child()
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def start(self, redirect_output: bool = False, force: bool = False) -> None:
+        """Start the server and return once it listens on its port.
+
+        A no-op if this server already runs. Raises :class:`PortInUseError`
+        if another program holds the port (``force=True`` stops holders
+        owned by the same user), :class:`StartError` if the server exits
+        first and :class:`StartTimeoutError` after ``start_timeout``.
+        """
+        self._redirect_output = bool(redirect_output)
+        self._core.start(bool(redirect_output), bool(force))
+
+    def stop(self) -> None:
+        """Stop the server's whole process group; quiet when nothing runs."""
+        self._core.stop()
+
+    def restart(self, redirect_output: Optional[bool] = None, force: bool = False) -> None:
+        """Stop, then start again (with the last ``redirect_output`` by default)."""
+        self.stop()
+        self.start(
+            self._redirect_output if redirect_output is None else redirect_output, force
+        )
+
+    def is_running(self) -> bool:
+        """True only when this server (identity verified) is alive."""
+        return self._core.is_running()
+
+    def __enter__(self) -> ServerManager:
+        self.start(self._redirect_output)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        self.stop()
+
+    # -- the original's helpers ----------------------------------------------------------
+
+    def _is_port_in_use(self, kill_if_used: bool = False) -> bool:
+        """Whether a bind to (host, port) would fail. With ``kill_if_used``,
+        stops same-user holders and returns False if it stopped any."""
+        in_use = self._core.port_in_use()
+        if in_use and kill_if_used:
+            return not self._core.kill_port_holders()
+        return in_use
+
+    def _kill_process_using_port(self) -> bool:
+        """Stop same-user processes holding the port; True if any was stopped.
+        Raises :class:`PortInUseError` naming holders it may not stop."""
+        return self._core.kill_port_holders()
+
+    def _force_cleanup_port(self) -> None:
+        """Free the port or raise :class:`PortInUseError`."""
+        self._core.force_cleanup_port()
+
+    def _read_pid(self) -> Optional[int]:
+        return self._core.read_pid()
+
+    def _write_pid(self) -> None:
+        self._core.write_pid()
+
+    def _cleanup_pid(self) -> None:
+        self._core.cleanup_pid()
+
+    # -- beyond the original ---------------------------------------------------------
+
+    def port_holders(self) -> list[PortHolder]:
+        """Processes whose listening sockets clash with (host, port)."""
+        return [PortHolder(*h) for h in self._core.port_holders()]
+
+    def status(self) -> ServerStatus:
+        """A snapshot of the server's state, resources and logs."""
+        s = self._core.status()
+        return ServerStatus(
+            name=self.name,
+            pid=s["pid"],
+            host=self.host,
+            port=self.port,
+            state=s["state"],
+            started_at=s["started_at"],
+            uptime=s["uptime"],
+            memory_rss=s["rss_bytes"],
+            cpu_percent=s["cpu_percent"],
+            workers=list(s["workers"]),
+            exit_code=s["exit_code"],
+            stdout_log=None if s["stdout_log"] is None else str(s["stdout_log"]),
+            stderr_log=None if s["stderr_log"] is None else str(s["stderr_log"]),
+        )
+
+    def diagnose(self) -> dict[str, Any]:
+        """The guide's ``diagnose_server_issues`` keys, plus ``port_holders``.
+        Never raises: a failing probe is reported under ``errors``."""
+        results: dict[str, Any] = {}
+        errors: dict[str, str] = {}
+
+        def probe(key: str, fn: Any, default: Any) -> None:
+            try:
+                results[key] = fn()
+            except Exception as e:  # noqa: BLE001 - diagnose must not raise
+                results[key] = default
+                errors[key] = f"{type(e).__name__}: {e}"
+
+        probe("is_running", self.is_running, False)
+        probe("port_available", lambda: not self._is_port_in_use(), None)
+        probe("pid_file_exists", lambda: os.path.exists(self._pid_file), False)
+        probe("stored_pid", self._read_pid, None)
+        pid = results.get("stored_pid")
+        if pid:
+            info = _core.process_info(pid)
+            results["pid_running"] = bool(info and info["alive"])
+            if info:
+                results["process_name"] = info["name"]
+                results["process_cmdline"] = info["cmdline"]
+        probe(
+            "port_holders",
+            lambda: [h._asdict() for h in self.port_holders()],
+            [],
+        )
+        results["system_info"] = {
+            "platform": sys.platform,
+            "python_version": sys.version,
+            "memory_available": _core.memory_available() / (1024 * 1024),
+        }
+        if errors:
+            results["errors"] = errors
+        return results
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({self.app_path!r}, {self.host!r}, {self.port!r}, "
+            f"{self.name!r})"
+        )
+
+
+def port_holders(port: int, host: str = "0.0.0.0") -> list[PortHolder]:
+    """Processes whose listening sockets clash with a bind to (host, port)."""
+    return [PortHolder(*h) for h in _core.port_holders(port, host)]
+
+

@@ -1,0 +1,20 @@
+//! Native core of `upsonic-server-manager`: start, watch and stop uvicorn
+//! servers without ever touching a process that is not ours.
+//!
+//! Plain Rust throughout; only `python` knows PyO3.
+
+pub mod error;
+pub mod lock;
+pub mod platform;
+pub mod port;
+pub mod record;
+pub mod server;
+pub mod spawn;
+pub mod terminate;
+pub mod validate;
+
+#[cfg(feature = "python")]
+mod python;
+
+pub use error::{Error, Result};
+pub use server::{Config, Server, State, Status};

@@ -1,0 +1,10 @@
+//! Linux: sock_diag netlink for the port table, /proc for process identity,
+//! pidfds for waiting on and signalling processes without PID-reuse races.
+
+pub mod netlink;
+pub mod pidfd;
+pub mod procinfo;
+
+pub use netlink::tcp_listeners;
+pub use pidfd::PidFd;
+pub use procinfo::*;

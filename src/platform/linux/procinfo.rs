@@ -1,0 +1,247 @@
+//! What /proc says about a process: identity (PID plus start time in clock
+//! ticks), state, owner, group and session, name, command line, sockets.
+
+use std::collections::HashSet;
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+
+use procfs::process::{FDTarget, Process};
+
+/// A snapshot of one process, read through a single /proc directory handle so
+/// that every field belongs to the same process even if its PID is reused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcInfo {
+    pub pid: i32,
+    pub ppid: i32,
+    pub pgid: i32,
+    pub sid: i32,
+    /// One-letter state from /proc/PID/stat (`Z` is a zombie, `X` dead).
+    pub state: char,
+    /// Start time since boot, in clock ticks: with the PID, the identity.
+    pub start_ticks: u64,
+    pub uid: u32,
+    pub name: String,
+    pub rss_bytes: u64,
+    /// User plus system CPU time, in clock ticks.
+    pub cpu_ticks: u64,
+}
+
+impl ProcInfo {
+    /// True unless the process is a zombie or being torn down.
+    pub fn is_alive(&self) -> bool {
+        !matches!(self.state, 'Z' | 'X' | 'x')
+    }
+}
+
+/// Reads the snapshot of `pid`, or `None` if it does not exist (or is unreadable).
+pub fn proc_info(pid: i32) -> Option<ProcInfo> {
+    if pid <= 0 {
+        return None;
+    }
+    let p = Process::new(pid).ok()?;
+    let stat = p.stat().ok()?;
+    let uid = p.uid().ok()?;
+    Some(ProcInfo {
+        pid,
+        ppid: stat.ppid,
+        pgid: stat.pgrp,
+        sid: stat.session,
+        state: stat.state,
+        start_ticks: stat.starttime,
+        uid,
+        name: stat.comm,
+        rss_bytes: stat.rss.saturating_mul(procfs::page_size()),
+        cpu_ticks: stat.utime.saturating_add(stat.stime),
+    })
+}
+
+/// The command line of `pid` (empty for kernel threads and zombies).
+pub fn cmdline(pid: i32) -> Option<Vec<String>> {
+    Process::new(pid).ok()?.cmdline().ok()
+}
+
+/// True if `pid`'s environment holds `key=value`. Only readable for our own
+/// processes (or as root), which is exactly the set we may act on.
+pub fn environ_has(pid: i32, key: &str, value: &str) -> bool {
+    let Ok(raw) = fs::read(format!("/proc/{pid}/environ")) else {
+        return false;
+    };
+    let mut needle = Vec::with_capacity(key.len() + value.len() + 1);
+    needle.extend_from_slice(key.as_bytes());
+    needle.push(b'=');
+    needle.extend_from_slice(value.as_bytes());
+    raw.split(|b| *b == 0).any(|entry| entry == needle.as_slice())
+}
+
+/// Direct children of `pid`, from every thread's `children` list.
+pub fn children(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for task in tasks.flatten() {
+        let path = task.path().join("children");
+        if let Ok(text) = fs::read_to_string(path) {
+            out.extend(text.split_ascii_whitespace().filter_map(|s| s.parse::<i32>().ok()));
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// Every descendant of `pid` (children, grandchildren, ...), not `pid` itself.
+pub fn descendants(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let mut stack = vec![pid];
+    let mut seen = HashSet::new();
+    while let Some(p) = stack.pop() {
+        for c in children(p) {
+            if seen.insert(c) {
+                out.push(c);
+                stack.push(c);
+            }
+        }
+    }
+    out
+}
+
+/// Inodes of the sockets `pid` has open (empty if unreadable).
+pub fn socket_inodes(pid: i32) -> HashSet<u64> {
+    let mut out = HashSet::new();
+    if let Ok(p) = Process::new(pid) {
+        if let Ok(fds) = p.fd() {
+            for fd in fds.flatten() {
+                if let FDTarget::Socket(inode) = fd.target {
+                    out.insert(inode);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Every PID on the machine. Used only as a last resort: callers narrow by
+/// process group or by owner first.
+pub fn all_pids() -> Vec<i32> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| {
+            let name = e.file_name();
+            let s: &OsStr = name.as_os_str();
+            std::str::from_utf8(s.as_bytes()).ok()?.parse::<i32>().ok()
+        })
+        .collect()
+}
+
+/// The owner of `pid` from one `stat()` of its /proc directory: the cheapest
+/// way to narrow a search to one user's processes.
+pub fn owner_uid(pid: i32) -> Option<u32> {
+    fs::metadata(format!("/proc/{pid}")).ok().map(|m| m.uid())
+}
+
+/// This boot's random identifier; with the start time it makes a recorded
+/// identity unambiguous across reboots.
+pub fn boot_id() -> Option<String> {
+    fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|s| s.trim().to_owned())
+}
+
+/// Clock ticks per second, the unit of `start_ticks` and `cpu_ticks`.
+pub fn ticks_per_second() -> u64 {
+    procfs::ticks_per_second()
+}
+
+/// Seconds since the epoch at which the machine booted.
+pub fn boot_time_secs() -> Option<u64> {
+    procfs::boot_time_secs().ok()
+}
+
+/// Seconds since boot, from /proc/uptime.
+pub fn uptime_secs() -> Option<f64> {
+    let text = fs::read_to_string("/proc/uptime").ok()?;
+    text.split_ascii_whitespace().next()?.parse().ok()
+}
+
+/// The largest PID the kernel hands out.
+pub fn pid_max() -> i32 {
+    fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(4_194_304)
+}
+
+/// Whether a plain `bind()` to `::` also takes the IPv4 wildcard.
+pub fn ipv6_binds_dual_stack() -> bool {
+    fs::read_to_string("/proc/sys/net/ipv6/bindv6only")
+        .map(|s| s.trim() == "0")
+        .unwrap_or(true)
+}
+
+/// The user name for `uid`, or the number as text when it has none.
+pub fn user_name(uid: u32) -> String {
+    match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
+        Ok(Some(u)) => u.name,
+        _ => uid.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    #[test]
+    fn reads_own_identity_and_children() {
+        let me = std::process::id() as i32;
+        let info = proc_info(me).unwrap();
+        assert!(info.is_alive());
+        assert_eq!(info.uid, nix::unistd::getuid().as_raw());
+        let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+        let cpid = child.id() as i32;
+        assert!(children(me).contains(&cpid));
+        assert!(descendants(me).contains(&cpid));
+        let cinfo = proc_info(cpid).unwrap();
+        assert_eq!(cinfo.ppid, me);
+        assert!(cinfo.start_ticks >= info.start_ticks);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(proc_info(cpid).is_none());
+    }
+
+    #[test]
+    fn zombie_is_not_alive() {
+        let mut child = Command::new("true").spawn().unwrap();
+        let pid = child.id() as i32;
+        let fd = crate::platform::PidFd::open(pid).unwrap();
+        fd.wait_exit(std::time::Duration::from_secs(5)).unwrap();
+        let info = proc_info(pid).unwrap();
+        assert_eq!(info.state, 'Z');
+        assert!(!info.is_alive());
+        child.wait().unwrap();
+    }
+
+    #[test]
+    fn environ_marker_is_found() {
+        let mut child = Command::new("sleep")
+            .arg("30")
+            .env("UPSONIC_TEST_MARK", "abc")
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        // Until exec the child still shows the parent's environment.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !environ_has(pid, "UPSONIC_TEST_MARK", "abc") && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(environ_has(pid, "UPSONIC_TEST_MARK", "abc"));
+        assert!(!environ_has(pid, "UPSONIC_TEST_MARK", "ab"));
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}

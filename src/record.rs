@@ -1,0 +1,278 @@
+//! The PID record: `{pid_dir}/.upsonic_{name}_server.pid` holds the bare PID
+//! (what upsonic's own reader expects), and `.upsonic_{name}_server.id` beside
+//! it holds what makes that PID unambiguous: start time, boot, launch marker.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// The longest PID file we read; anything longer is not a PID.
+const MAX_PID_FILE: u64 = 64;
+/// The longest identity file we read.
+const MAX_ID_FILE: u64 = 16 * 1024;
+
+/// The files that belong to one server name.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub pid_file: PathBuf,
+    pub id_file: PathBuf,
+    pub lock_file: PathBuf,
+}
+
+impl Paths {
+    /// Paths for `name` in `pid_dir`; `name` must already be validated.
+    pub fn new(pid_dir: &Path, name: &str) -> Self {
+        Self {
+            pid_file: pid_dir.join(format!(".upsonic_{name}_server.pid")),
+            id_file: pid_dir.join(format!(".upsonic_{name}_server.id")),
+            lock_file: pid_dir.join(format!(".upsonic_{name}_server.lock")),
+        }
+    }
+}
+
+/// Parses PID-file text: ASCII digits with optional surrounding whitespace,
+/// a value in `2..=pid_max`. `0`, `1`, negatives and junk are `None`, so no
+/// caller can ever derive a process group like 0 or 1 from a bad file.
+pub fn parse_pid(text: &[u8], pid_max: i32) -> Option<i32> {
+    let s = std::str::from_utf8(text).ok()?.trim();
+    if s.is_empty() || s.len() > 10 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let v: i64 = s.parse().ok()?;
+    if v < 2 || v > i64::from(pid_max) {
+        return None;
+    }
+    Some(v as i32)
+}
+
+/// What we record about a server we launched.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Identity {
+    pub pid: i32,
+    pub start_ticks: u64,
+    pub boot_id: String,
+    pub launch_id: String,
+    pub host: String,
+    pub port: u16,
+    pub app_path: String,
+    /// Wall-clock start, milliseconds since the epoch.
+    pub started_ms: u64,
+    /// Log directory when output was redirected, else empty.
+    pub log_dir: String,
+}
+
+impl Identity {
+    /// Serialises as `key=value` lines; values never contain newlines.
+    pub fn to_text(&self) -> String {
+        let clean = |s: &str| s.replace(['\n', '\r'], " ");
+        format!(
+            "format=1\npid={}\nstart_ticks={}\nboot_id={}\nlaunch_id={}\nhost={}\nport={}\napp_path={}\nstarted_ms={}\nlog_dir={}\n",
+            self.pid,
+            self.start_ticks,
+            clean(&self.boot_id),
+            clean(&self.launch_id),
+            clean(&self.host),
+            self.port,
+            clean(&self.app_path),
+            self.started_ms,
+            clean(&self.log_dir),
+        )
+    }
+
+    /// Parses `to_text` output; `None` if a required field is missing or bad.
+    pub fn parse(text: &str) -> Option<Self> {
+        let mut id = Identity::default();
+        let mut have_pid = false;
+        let mut have_ticks = false;
+        let mut format_ok = false;
+        for line in text.lines() {
+            let Some((k, v)) = line.split_once('=') else { continue };
+            match k {
+                "format" => format_ok = v == "1",
+                "pid" => {
+                    id.pid = v.parse().ok().filter(|p: &i32| *p > 1)?;
+                    have_pid = true;
+                }
+                "start_ticks" => {
+                    id.start_ticks = v.parse().ok()?;
+                    have_ticks = true;
+                }
+                "boot_id" => id.boot_id = v.to_owned(),
+                "launch_id" => id.launch_id = v.to_owned(),
+                "host" => id.host = v.to_owned(),
+                "port" => id.port = v.parse().ok()?,
+                "app_path" => id.app_path = v.to_owned(),
+                "started_ms" => id.started_ms = v.parse().ok()?,
+                "log_dir" => id.log_dir = v.to_owned(),
+                _ => {}
+            }
+        }
+        (format_ok && have_pid && have_ticks).then_some(id)
+    }
+}
+
+fn read_capped(path: &Path, cap: u64) -> Option<Vec<u8>> {
+    // O_NOFOLLOW: a symlink planted at the record path is never read through.
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut buf = Vec::new();
+    file.take(cap + 1).read_to_end(&mut buf).ok()?;
+    (buf.len() as u64 <= cap).then_some(buf)
+}
+
+/// Reads the PID file: `Some(pid)` only for a well-formed, plausible PID.
+pub fn read_pid(paths: &Paths, pid_max: i32) -> Option<i32> {
+    read_capped(&paths.pid_file, MAX_PID_FILE).and_then(|b| parse_pid(&b, pid_max))
+}
+
+/// Reads the identity file, if present and well-formed.
+pub fn read_identity(paths: &Paths) -> Option<Identity> {
+    let bytes = read_capped(&paths.id_file, MAX_ID_FILE)?;
+    Identity::parse(std::str::from_utf8(&bytes).ok()?)
+}
+
+/// Writes `contents` to `path` atomically: a fresh 0600 temporary file in the
+/// same directory, then `rename()`, which replaces a planted symlink rather
+/// than writing through it.
+pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    let base = path.file_name().and_then(|s| s.to_str()).unwrap_or("record");
+    let mut attempt = 0u32;
+    let (tmp, mut file): (PathBuf, File) = loop {
+        let tmp = dir.join(format!(".{base}.{}.{attempt}.tmp", std::process::id()));
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)
+        {
+            Ok(f) => break (tmp, f),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 100 => {
+                attempt += 1;
+            }
+            Err(e) => return Err(Error::path("cannot write the PID record in", dir, e)),
+        }
+    };
+    let result = file
+        .write_all(contents)
+        .and_then(|()| fs::rename(&tmp, path));
+    if let Err(e) = result {
+        let _ = fs::remove_file(&tmp);
+        return Err(Error::path("cannot write the PID record", path, e));
+    }
+    Ok(())
+}
+
+/// Writes the identity file, then the PID file (readers see the PID last).
+pub fn write(paths: &Paths, id: &Identity) -> Result<()> {
+    write_atomic(&paths.id_file, id.to_text().as_bytes())?;
+    write_atomic(&paths.pid_file, id.pid.to_string().as_bytes())
+}
+
+/// Removes both files unconditionally; missing files are fine.
+pub fn remove(paths: &Paths) {
+    let _ = fs::remove_file(&paths.pid_file);
+    let _ = fs::remove_file(&paths.id_file);
+}
+
+/// Removes the record only while the PID file still names `pid`, so a record
+/// written meanwhile for a newer server survives.
+pub fn remove_if_names(paths: &Paths, pid: i32, pid_max: i32) {
+    let raw = read_capped(&paths.pid_file, MAX_PID_FILE);
+    match raw.as_deref().map(|b| parse_pid(b, pid_max)) {
+        Some(Some(p)) if p == pid => remove(paths),
+        // No PID file: an identity file alone is meaningless.
+        None => {
+            let _ = fs::remove_file(&paths.id_file);
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pid_parsing_rejects_junk() {
+        let max = 4_194_304;
+        assert_eq!(parse_pid(b"1234", max), Some(1234));
+        assert_eq!(parse_pid(b" 1234\n", max), Some(1234));
+        for bad in [
+            &b""[..], b"0", b"1", b"-5", b"abc", b"12 34", b"99999999999", b"4194305",
+            b"\xff\xfe", b"+12", b"1e3", b"0x10",
+        ] {
+            assert_eq!(parse_pid(bad, max), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn identity_round_trip() {
+        let id = Identity {
+            pid: 42,
+            start_ticks: 7,
+            boot_id: "b".into(),
+            launch_id: "l".into(),
+            host: "::1".into(),
+            port: 8000,
+            app_path: "a b:app\nx".into(),
+            started_ms: 5,
+            log_dir: "/tmp/logs".into(),
+        };
+        let parsed = Identity::parse(&id.to_text()).unwrap();
+        assert_eq!(parsed.pid, 42);
+        assert_eq!(parsed.app_path, "a b:app x");
+        assert!(Identity::parse("pid=42\n").is_none());
+        assert!(Identity::parse("format=1\npid=1\nstart_ticks=3\n").is_none());
+    }
+
+    fn tempdir() -> PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "usm-record-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn atomic_write_replaces_a_symlink_instead_of_following_it() {
+        let d = tempdir();
+        let victim = d.join("victim");
+        fs::write(&victim, "precious").unwrap();
+        let paths = Paths::new(&d, "x");
+        std::os::unix::fs::symlink(&victim, &paths.pid_file).unwrap();
+        assert_eq!(read_pid(&paths, 1 << 22), None);
+        let id = Identity { pid: 77, start_ticks: 1, ..Default::default() };
+        write(&paths, &id).unwrap();
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "precious");
+        assert_eq!(read_pid(&paths, 1 << 22), Some(77));
+        assert_eq!(read_identity(&paths).unwrap().pid, 77);
+        remove_if_names(&paths, 78, 1 << 22);
+        assert!(paths.pid_file.exists());
+        remove_if_names(&paths, 77, 1 << 22);
+        assert!(!paths.pid_file.exists() && !paths.id_file.exists());
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn oversized_pid_file_is_ignored() {
+        let d = tempdir();
+        let paths = Paths::new(&d, "big");
+        fs::write(&paths.pid_file, "1".repeat(1 << 20)).unwrap();
+        assert_eq!(read_pid(&paths, 1 << 22), None);
+        fs::remove_dir_all(&d).unwrap();
+    }
+}

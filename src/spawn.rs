@@ -1,0 +1,213 @@
+//! Launching uvicorn: the command line, the environment marker, the new
+//! session, and where its output goes.
+
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use crate::error::{Error, Result};
+
+/// The environment variable that marks every process of one launch, so that
+/// descendants which leave the process group can still be found at stop.
+pub const LAUNCH_ENV: &str = "UPSONIC_SERVER_LAUNCH_ID";
+
+/// What to launch.
+#[derive(Debug, Clone)]
+pub struct LaunchSpec<'a> {
+    pub python: &'a Path,
+    pub app_path: &'a str,
+    pub host: &'a str,
+    pub port: u16,
+    pub workers: u32,
+    pub uvicorn_args: &'a [String],
+    pub graceful_timeout_secs: Option<u64>,
+    pub cwd: Option<&'a Path>,
+    pub env: &'a [(String, String)],
+    pub launch_id: &'a str,
+}
+
+/// The log files of a redirected server.
+#[derive(Debug, Clone)]
+pub struct LogPaths {
+    pub stdout: PathBuf,
+    pub stderr: PathBuf,
+}
+
+impl LogPaths {
+    /// `{log_dir}/{name}_server.log` and `{log_dir}/{name}_server_error.log`.
+    pub fn new(log_dir: &Path, name: &str) -> Self {
+        Self {
+            stdout: log_dir.join(format!("{name}_server.log")),
+            stderr: log_dir.join(format!("{name}_server_error.log")),
+        }
+    }
+}
+
+/// The argument vector after the interpreter.
+pub fn uvicorn_argv(spec: &LaunchSpec<'_>) -> Vec<String> {
+    let mut argv = vec![
+        "-m".to_owned(),
+        "uvicorn".to_owned(),
+        spec.app_path.to_owned(),
+        "--host".to_owned(),
+        spec.host.to_owned(),
+        "--port".to_owned(),
+        spec.port.to_string(),
+    ];
+    if spec.workers > 1 {
+        argv.push("--workers".to_owned());
+        argv.push(spec.workers.to_string());
+    }
+    argv.extend(spec.uvicorn_args.iter().cloned());
+    let user_set_graceful = spec
+        .uvicorn_args
+        .iter()
+        .any(|a| a.starts_with("--timeout-graceful-shutdown"));
+    if let (Some(secs), false) = (spec.graceful_timeout_secs, user_set_graceful) {
+        argv.push("--timeout-graceful-shutdown".to_owned());
+        argv.push(secs.to_string());
+    }
+    argv
+}
+
+fn open_log(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| Error::path("cannot open the log file", path, e))
+}
+
+/// Creates the log directory and opens both logs for appending. Returns the
+/// files and the stderr log's length before launch (where this run begins).
+pub fn open_logs(logs: &LogPaths) -> Result<(File, File, u64)> {
+    if let Some(dir) = logs.stdout.parent() {
+        fs::create_dir_all(dir).map_err(|e| Error::path("cannot create the log directory", dir, e))?;
+    }
+    let out = open_log(&logs.stdout)?;
+    let err = open_log(&logs.stderr)?;
+    let offset = err.metadata().map(|m| m.len()).unwrap_or(0);
+    Ok((out, err, offset))
+}
+
+/// Spawns the server in a new session (its own process group). `logs`, if
+/// given, become its stdout and stderr; they are moved in and closed here
+/// once the child has them, so the caller keeps no copy.
+pub fn spawn(spec: &LaunchSpec<'_>, logs: Option<(File, File)>) -> Result<Child> {
+    let mut cmd = Command::new(spec.python);
+    cmd.args(uvicorn_argv(spec));
+    cmd.stdin(Stdio::null());
+    if let Some(dir) = spec.cwd {
+        cmd.current_dir(dir);
+    }
+    for (k, v) in spec.env {
+        cmd.env(k, v);
+    }
+    cmd.env(LAUNCH_ENV, spec.launch_id);
+    if let Some((out, err)) = logs {
+        cmd.stdout(Stdio::from(out));
+        cmd.stderr(Stdio::from(err));
+    }
+    // SAFETY: the closure runs in the forked child before exec and only calls
+    // setsid(2), which is async-signal-safe and touches no parent state.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            Ok(())
+        });
+    }
+    cmd.spawn().map_err(|e| {
+        if let (Some(dir), std::io::ErrorKind::NotFound) = (spec.cwd, e.kind()) {
+            if !dir.is_dir() {
+                return Error::path("cannot start the server in", dir, e);
+            }
+        }
+        Error::path("cannot run", spec.python, e)
+    })
+}
+
+/// A fresh random launch identifier (hex).
+pub fn new_launch_id() -> String {
+    let mut buf = [0u8; 12];
+    if let Ok(mut f) = File::open("/dev/urandom") {
+        use std::io::Read;
+        let _ = f.read_exact(&mut buf);
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let mut s: String = buf.iter().map(|b| format!("{b:02x}")).collect();
+    s.push_str(&format!("-{}-{:x}", std::process::id(), nanos & 0xffff_ffff));
+    s
+}
+
+/// Whether a command line is uvicorn serving `app_path` on `port`.
+pub fn is_uvicorn_for(cmdline: &[String], app_path: &str, port: Option<u16>) -> bool {
+    let is_uvicorn = cmdline.iter().enumerate().any(|(i, a)| {
+        a == "uvicorn"
+            && i > 0
+            && cmdline[i - 1] == "-m"
+            || a.rsplit('/').next() == Some("uvicorn")
+    });
+    if !is_uvicorn || !cmdline.iter().any(|a| a == app_path) {
+        return false;
+    }
+    let Some(port) = port else { return true };
+    let mut given: Option<String> = None;
+    for (i, a) in cmdline.iter().enumerate() {
+        if a == "--port" {
+            given = cmdline.get(i + 1).cloned();
+        } else if let Some(v) = a.strip_prefix("--port=") {
+            given = Some(v.to_owned());
+        }
+    }
+    given.as_deref().unwrap_or("8000") == port.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec<'a>(args: &'a [String]) -> LaunchSpec<'a> {
+        LaunchSpec {
+            python: Path::new("python3"),
+            app_path: "m:app",
+            host: "127.0.0.1",
+            port: 8123,
+            workers: 3,
+            uvicorn_args: args,
+            graceful_timeout_secs: Some(4),
+            cwd: None,
+            env: &[],
+            launch_id: "x",
+        }
+    }
+
+    #[test]
+    fn argv_has_workers_and_graceful_timeout() {
+        let args = vec!["--log-level".to_owned(), "error".to_owned()];
+        let argv = uvicorn_argv(&spec(&args));
+        assert_eq!(&argv[..3], ["-m", "uvicorn", "m:app"]);
+        assert!(argv.windows(2).any(|w| w == ["--workers", "3"]));
+        assert!(argv.windows(2).any(|w| w == ["--timeout-graceful-shutdown", "4"]));
+        let args = vec!["--timeout-graceful-shutdown=1".to_owned()];
+        let argv = uvicorn_argv(&spec(&args));
+        assert_eq!(argv.iter().filter(|a| a.starts_with("--timeout-graceful")).count(), 1);
+    }
+
+    #[test]
+    fn recognises_uvicorn_command_lines() {
+        let c = |s: &str| s.split(' ').map(str::to_owned).collect::<Vec<_>>();
+        assert!(is_uvicorn_for(&c("/usr/bin/python3 -m uvicorn m:app --host 0.0.0.0 --port 8123"), "m:app", Some(8123)));
+        assert!(is_uvicorn_for(&c("/venv/bin/uvicorn m:app --port=8123"), "m:app", Some(8123)));
+        assert!(is_uvicorn_for(&c("python -m uvicorn m:app"), "m:app", Some(8000)));
+        assert!(!is_uvicorn_for(&c("python -m uvicorn m:app --port 8124"), "m:app", Some(8123)));
+        assert!(!is_uvicorn_for(&c("python -m uvicorn other:app --port 8123"), "m:app", Some(8123)));
+        assert!(!is_uvicorn_for(&c("python -m http.server 8123"), "m:app", Some(8123)));
+    }
+}

@@ -1,0 +1,192 @@
+//! Ending a server: SIGTERM to its process group and to any marked process
+//! that escaped it, a wait on pidfds (no sleep-polling), SIGKILL at the
+//! deadline. Nothing is ever signalled through a bare, unverified PID.
+
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+
+use crate::error::{Error, Result};
+use crate::platform::{self, PidFd};
+
+/// How long to wait for processes to vanish after SIGKILL.
+const KILL_GRACE: Duration = Duration::from_secs(3);
+/// The longest single blocking wait, so `tick` (Ctrl-C) runs often enough.
+const STEP: Duration = Duration::from_millis(20);
+
+/// Whether this process may signal `pid` at all: never PID 0 or 1, never the
+/// caller, never a process of another user (even as root).
+pub fn may_signal(info: &platform::ProcInfo) -> bool {
+    let me = std::process::id() as i32;
+    info.pid > 1 && info.pid != me && info.uid == nix::unistd::geteuid().as_raw()
+}
+
+/// The processes that make up one server, pinned by pidfds.
+#[derive(Debug, Default)]
+pub struct Victims {
+    /// The process-group leader, when the whole group may be signalled.
+    pub leader: Option<(i32, std::sync::Arc<PidFd>)>,
+    /// Every member to wait for (leader included).
+    pub members: Vec<std::sync::Arc<PidFd>>,
+}
+
+impl Victims {
+    /// Adds a process if it may be signalled and is not already listed.
+    pub fn add(&mut self, pid: i32) {
+        if self.members.iter().any(|m| m.pid() == pid) {
+            return;
+        }
+        let Some(info) = platform::proc_info(pid) else { return };
+        if !may_signal(&info) || !info.is_alive() {
+            return;
+        }
+        if let Ok(fd) = PidFd::open(pid) {
+            // Re-read after opening: the pidfd now pins the process we checked.
+            if platform::proc_info(pid).is_some_and(|i| i.start_ticks == info.start_ticks) {
+                self.members.push(std::sync::Arc::new(fd));
+            }
+        }
+    }
+
+    /// Adds a verified group leader (the group may be signalled as a whole)
+    /// and its current descendants.
+    pub fn add_group(&mut self, leader: std::sync::Arc<PidFd>) {
+        let pid = leader.pid();
+        if !self.members.iter().any(|m| m.pid() == pid) {
+            self.members.push(leader.clone());
+        }
+        for d in platform::descendants(pid) {
+            self.add(d);
+        }
+        self.leader = Some((pid, leader));
+    }
+
+    fn signal_all(&self, sig: Signal) {
+        if let Some((pgid, fd)) = &self.leader {
+            // The group number is pinned while its leader exists, even as an
+            // unreaped zombie of ours, so killpg cannot hit a newer group.
+            let pinned = !fd.has_exited() || is_our_unreaped_child(*pgid);
+            let own_group = nix::unistd::getpgrp().as_raw() == *pgid;
+            if pinned && !own_group && *pgid > 1 {
+                let _ = killpg(Pid::from_raw(*pgid), sig);
+            }
+        }
+        for m in &self.members {
+            let _ = m.signal(sig as i32);
+        }
+    }
+
+    fn wait_all(&mut self, deadline: Instant, tick: &mut dyn FnMut() -> Result<()>) -> Result<bool> {
+        loop {
+            self.members.retain(|m| !m.has_exited());
+            if self.members.is_empty() {
+                return Ok(true);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(false);
+            }
+            let refs: Vec<&PidFd> = self.members.iter().map(|m| m.as_ref()).collect();
+            platform::pidfd::wait_any(&refs, (deadline - now).min(STEP))
+                .map_err(|e| Error::os("waiting for the server to exit", e))?;
+            tick()?;
+        }
+    }
+
+    /// TERM, wait up to `timeout`, then KILL and wait again. `sweep` runs once
+    /// after the TERM, while the server shuts down, to find stragglers that
+    /// left the group; they get the same treatment. Returns true if all exited.
+    pub fn terminate(
+        &mut self,
+        timeout: Duration,
+        sweep: &mut dyn FnMut(&mut Victims),
+        tick: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<bool> {
+        self.signal_all(Signal::SIGTERM);
+        let before: Vec<i32> = self.members.iter().map(|m| m.pid()).collect();
+        sweep(self);
+        for m in &self.members {
+            if !before.contains(&m.pid()) {
+                let _ = m.signal(libc::SIGTERM);
+            }
+        }
+        let deadline = Instant::now() + timeout;
+        let graceful = match self.wait_all(deadline, tick) {
+            Ok(done) => done,
+            Err(e) => {
+                // Interrupted: finish the job quickly rather than leave it half done.
+                self.signal_all(Signal::SIGKILL);
+                let _ = self.wait_all(Instant::now() + KILL_GRACE, &mut || Ok(()));
+                return Err(e);
+            }
+        };
+        if graceful {
+            return Ok(true);
+        }
+        self.signal_all(Signal::SIGKILL);
+        self.wait_all(Instant::now() + KILL_GRACE, &mut || Ok(()))
+    }
+}
+
+fn is_our_unreaped_child(pid: i32) -> bool {
+    platform::proc_info(pid)
+        .is_some_and(|i| i.ppid == std::process::id() as i32)
+}
+
+/// Finds processes of ours that carry `launch_id` in their environment and
+/// started no earlier than `since_ticks`: descendants that left the group.
+pub fn marked_processes(launch_id: &str, since_ticks: u64) -> Vec<i32> {
+    if launch_id.is_empty() {
+        return Vec::new();
+    }
+    let my_uid = nix::unistd::geteuid().as_raw();
+    let me = std::process::id() as i32;
+    platform::all_pids()
+        .into_iter()
+        .filter(|&p| p != me && platform::owner_uid(p) == Some(my_uid))
+        .filter(|&p| platform::proc_info(p).is_some_and(|i| i.start_ticks >= since_ticks))
+        .filter(|&p| platform::environ_has(p, crate::spawn::LAUNCH_ENV, launch_id))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::CommandExt;
+    use std::process::Command;
+
+    #[test]
+    fn terminates_a_group_that_ignores_term() {
+        let mut child = Command::new("sh")
+            .args(["-c", "trap '' TERM; sleep 30 & sleep 30 & wait"])
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        std::thread::sleep(Duration::from_millis(200));
+        let mut v = Victims::default();
+        v.add_group(std::sync::Arc::new(PidFd::open(pid).unwrap()));
+        assert!(v.members.len() >= 3, "{:?}", v.members);
+        let start = Instant::now();
+        let done = v
+            .terminate(Duration::from_millis(300), &mut |_| {}, &mut || Ok(()))
+            .unwrap();
+        assert!(done);
+        assert!(start.elapsed() >= Duration::from_millis(300));
+        child.wait().unwrap();
+    }
+
+    #[test]
+    fn never_signals_self_or_init() {
+        let me = platform::proc_info(std::process::id() as i32).unwrap();
+        assert!(!may_signal(&me));
+        if let Some(init) = platform::proc_info(1) {
+            assert!(!may_signal(&init));
+        }
+        let mut v = Victims::default();
+        v.add(std::process::id() as i32);
+        v.add(1);
+        assert!(v.members.is_empty());
+    }
+}
