@@ -56,8 +56,13 @@ impl Launched {
     /// Reaps without blocking; the exit code, negative for a signal.
     fn poll(&mut self) -> Option<i32> {
         if self.exit.is_none() {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                self.exit = Some(exit_code(st));
+            match self.child.try_wait() {
+                Ok(Some(st)) => self.exit = Some(exit_code(st)),
+                Ok(None) => {}
+                // Someone else reaped it (e.g. os.waitpid in the caller): the
+                // code is lost; report 0 as subprocess.Popen does.
+                Err(_) if self.pidfd.has_exited() => self.exit = Some(0),
+                Err(_) => {}
             }
         }
         self.exit
@@ -578,7 +583,11 @@ impl Server {
                     port::format_addr(self.addrs[0], self.cfg.port),
                 );
                 match &tail {
-                    Some(t) => message.push_str(&format!("; its stderr ends with:\n{t}")),
+                    Some(t) => {
+                        // The last line is usually the exception: put it first.
+                        let last = t.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+                        message.push_str(&format!(": {}\n--- end of its stderr ---\n{t}", last.trim()));
+                    }
                     None if err_offset.is_none() => {
                         message.push_str(" (its output went to the terminal; start(redirect_output=True) captures it)")
                     }
@@ -617,9 +626,7 @@ impl Server {
         let mut guard = self.launched.lock();
         if let Some(l) = guard.as_mut() {
             if l.exit.is_none() && (pidfd.has_exited() || result.is_ok()) {
-                if let Ok(st) = l.child.wait() {
-                    l.exit = Some(exit_code(st));
-                }
+                l.exit = Some(l.child.wait().map(exit_code).unwrap_or(0));
             }
             if l.exit.is_some() {
                 *guard = None;
