@@ -14,23 +14,41 @@ pub enum Error {
 
     /// Something we may not or cannot stop holds the port.
     #[error("{message}")]
-    PortInUse { port: u16, holders: Vec<Holder>, message: String },
+    PortInUse {
+        port: u16,
+        holders: Vec<Holder>,
+        message: String,
+    },
 
     /// The server exited (or could not be spawned) before it was ready.
     #[error("{message}")]
-    StartFailed { message: String, exit_code: Option<i32>, stderr_tail: Option<String> },
+    StartFailed {
+        message: String,
+        exit_code: Option<i32>,
+        stderr_tail: Option<String>,
+    },
 
     /// The server did not listen within `start_timeout`; it was stopped.
     #[error("{message}")]
-    StartTimeout { message: String, stderr_tail: Option<String> },
+    StartTimeout {
+        message: String,
+        stderr_tail: Option<String>,
+    },
 
     /// A file system operation failed on `path`.
     #[error("{what} {path}: {source}")]
-    Path { what: &'static str, path: PathBuf, source: std::io::Error },
+    Path {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
 
     /// Any other operating-system failure.
     #[error("{what}: {source}")]
-    Os { what: &'static str, source: std::io::Error },
+    Os {
+        what: &'static str,
+        source: std::io::Error,
+    },
 
     /// The waiting call was interrupted (Ctrl-C); cleanup already ran.
     #[error("interrupted")]
@@ -45,8 +63,16 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    pub(crate) fn path(what: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Path { what, path: path.into(), source }
+    pub(crate) fn path(
+        what: &'static str,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> Self {
+        Error::Path {
+            what,
+            path: path.into(),
+            source,
+        }
     }
     pub(crate) fn os(what: &'static str, source: std::io::Error) -> Self {
         Error::Os { what, source }

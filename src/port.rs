@@ -40,9 +40,7 @@ pub struct Holder {
 pub fn conflicts(bind: IpAddr, l: &Listener, dual_stack_bind: bool) -> bool {
     match (bind, l.addr) {
         (IpAddr::V4(b), IpAddr::V4(a)) => a.is_unspecified() || b.is_unspecified() || a == b,
-        (IpAddr::V6(b), IpAddr::V6(a)) => {
-            a.is_unspecified() || b.is_unspecified() || a == b
-        }
+        (IpAddr::V6(b), IpAddr::V6(a)) => a.is_unspecified() || b.is_unspecified() || a == b,
         (IpAddr::V4(b), IpAddr::V6(a)) => {
             (a.is_unspecified() && !l.v6only) || a.to_ipv4_mapped() == Some(b)
         }
@@ -157,7 +155,13 @@ mod tests {
     use std::net::{Ipv4Addr, Ipv6Addr};
 
     fn l(addr: &str, v6only: bool) -> Listener {
-        Listener { addr: addr.parse().unwrap(), port: 1, inode: 1, uid: 0, v6only }
+        Listener {
+            addr: addr.parse().unwrap(),
+            port: 1,
+            inode: 1,
+            uid: 0,
+            v6only,
+        }
     }
 
     #[test]

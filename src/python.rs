@@ -23,7 +23,10 @@ fn to_py(py: Python<'_>, err: Error) -> PyErr {
         Err(e) => return e,
     };
     let build = |cls: &str, args: Bound<'_, PyTuple>, kwargs: Option<Bound<'_, PyDict>>| -> PyErr {
-        match errors.getattr(cls).and_then(|c| c.call(args, kwargs.as_ref())) {
+        match errors
+            .getattr(cls)
+            .and_then(|c| c.call(args, kwargs.as_ref()))
+        {
             Ok(obj) => PyErr::from_value(obj),
             Err(e) => e,
         }
@@ -38,7 +41,11 @@ fn to_py(py: Python<'_>, err: Error) -> PyErr {
                 kw.set_item("holders", holders_to_py(py, &holders)?)?;
                 build("PortInUseError", PyTuple::new(py, [msg])?, Some(kw))
             }
-            Error::StartFailed { exit_code, stderr_tail, .. } => {
+            Error::StartFailed {
+                exit_code,
+                stderr_tail,
+                ..
+            } => {
                 let kw = PyDict::new(py);
                 kw.set_item("exit_code", exit_code)?;
                 kw.set_item("stderr_tail", stderr_tail)?;
@@ -61,7 +68,14 @@ fn to_py(py: Python<'_>, err: Error) -> PyErr {
 fn holders_to_py<'py>(py: Python<'py>, holders: &[Holder]) -> PyResult<Bound<'py, PyList>> {
     let list = PyList::empty(py);
     for h in holders {
-        list.append((h.pid, h.name.as_str(), h.user.as_str(), h.address.as_str(), h.same_user, h.uid))?;
+        list.append((
+            h.pid,
+            h.name.as_str(),
+            h.user.as_str(),
+            h.address.as_str(),
+            h.same_user,
+            h.uid,
+        ))?;
     }
     Ok(list)
 }
@@ -94,7 +108,9 @@ fn run<T: Send>(
 
 fn secs(name: &str, v: f64) -> PyResult<Duration> {
     if !v.is_finite() || v <= 0.0 || v > 1e9 {
-        return Err(PyValueError::new_err(format!("{name} must be a positive number of seconds, got {v}")));
+        return Err(PyValueError::new_err(format!(
+            "{name} must be a positive number of seconds, got {v}"
+        )));
     }
     Ok(Duration::from_secs_f64(v))
 }
@@ -127,11 +143,15 @@ impl Core {
     ) -> PyResult<Self> {
         let port = validate::port(port).map_err(|e| PyValueError::new_err(e.to_string()))?;
         if !(1..=4096).contains(&workers) {
-            return Err(PyValueError::new_err(format!("workers must be between 1 and 4096, got {workers}")));
+            return Err(PyValueError::new_err(format!(
+                "workers must be between 1 and 4096, got {workers}"
+            )));
         }
         for (k, v) in &env {
             if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
-                return Err(PyValueError::new_err(format!("env has an invalid entry {k:?}")));
+                return Err(PyValueError::new_err(format!(
+                    "env has an invalid entry {k:?}"
+                )));
             }
         }
         let cfg = Config {
@@ -153,7 +173,9 @@ impl Core {
             Error::InvalidArgument(m) => PyValueError::new_err(m),
             other => PyRuntimeError::new_err(other.to_string()),
         })?;
-        Ok(Self { inner: Arc::new(server) })
+        Ok(Self {
+            inner: Arc::new(server),
+        })
     }
 
     /// Starts the server unless it already runs; True if it launched one.
@@ -271,7 +293,8 @@ fn port_holders<'py>(py: Python<'py>, port: i64, host: String) -> PyResult<Bound
     let port = validate::port(port).map_err(|e| PyValueError::new_err(e.to_string()))?;
     let addrs = validate::host(&host).map_err(|e| PyValueError::new_err(e.to_string()))?;
     let holders = run(py, move |_| {
-        let ls = port::conflicting_listeners(&addrs, port).map_err(|e| Error::os("reading the port table", e))?;
+        let ls = port::conflicting_listeners(&addrs, port)
+            .map_err(|e| Error::os("reading the port table", e))?;
         Ok(port::holders_of(&ls, &[]))
     })?;
     holders_to_py(py, &holders)
@@ -280,8 +303,12 @@ fn port_holders<'py>(py: Python<'py>, port: i64, host: String) -> PyResult<Bound
 /// What /proc says about `pid`, or None.
 #[pyfunction]
 fn process_info<'py>(py: Python<'py>, pid: i64) -> PyResult<Option<Bound<'py, PyDict>>> {
-    let Ok(pid) = i32::try_from(pid) else { return Ok(None) };
-    let Some(info) = platform::proc_info(pid) else { return Ok(None) };
+    let Ok(pid) = i32::try_from(pid) else {
+        return Ok(None);
+    };
+    let Some(info) = platform::proc_info(pid) else {
+        return Ok(None);
+    };
     let d = PyDict::new(py);
     d.set_item("pid", info.pid)?;
     d.set_item("ppid", info.ppid)?;
@@ -295,6 +322,28 @@ fn process_info<'py>(py: Python<'py>, pid: i64) -> PyResult<Option<Bound<'py, Py
     d.set_item("name", info.name)?;
     d.set_item("cmdline", platform::cmdline(pid).unwrap_or_default())?;
     d.set_item("rss_bytes", info.rss_bytes)?;
+    Ok(Some(d))
+}
+
+/// The identity recorded for server `name` in `pid_dir`, as a dict, or None.
+#[pyfunction]
+fn read_record<'py>(py: Python<'py>, pid_dir: PathBuf, name: String) -> PyResult<Option<Bound<'py, PyDict>>> {
+    validate::name(&name).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    let paths = crate::record::Paths::new(&pid_dir, &name);
+    let pid = crate::record::read_pid(&paths, platform::pid_max());
+    let d = PyDict::new(py);
+    d.set_item("pid", pid)?;
+    match crate::record::read_identity(&paths).filter(|id| Some(id.pid) == pid) {
+        Some(id) => {
+            d.set_item("host", id.host)?;
+            d.set_item("port", id.port)?;
+            d.set_item("app_path", id.app_path)?;
+            d.set_item("log_dir", (!id.log_dir.is_empty()).then_some(id.log_dir))?;
+            d.set_item("started_ms", id.started_ms)?;
+        }
+        None if pid.is_none() => return Ok(None),
+        None => {}
+    }
     Ok(Some(d))
 }
 
@@ -324,5 +373,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(process_info, m)?)?;
     m.add_function(wrap_pyfunction!(memory_available, m)?)?;
     m.add_function(wrap_pyfunction!(descendants, m)?)?;
+    m.add_function(wrap_pyfunction!(read_record, m)?)?;
     Ok(())
 }

@@ -89,7 +89,9 @@ impl Identity {
         let mut have_ticks = false;
         let mut format_ok = false;
         for line in text.lines() {
-            let Some((k, v)) = line.split_once('=') else { continue };
+            let Some((k, v)) = line.split_once('=') else {
+                continue;
+            };
             match k {
                 "format" => format_ok = v == "1",
                 "pid" => {
@@ -145,7 +147,10 @@ pub fn read_identity(paths: &Paths) -> Option<Identity> {
 /// than writing through it.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    let base = path.file_name().and_then(|s| s.to_str()).unwrap_or("record");
+    let base = path
+        .file_name()
+        .and_then(|s| s.to_str())
+        .unwrap_or("record");
     let mut attempt = 0u32;
     let (tmp, mut file): (PathBuf, File) = loop {
         let tmp = dir.join(format!(".{base}.{}.{attempt}.tmp", std::process::id()));
@@ -209,8 +214,18 @@ mod tests {
         assert_eq!(parse_pid(b"1234", max), Some(1234));
         assert_eq!(parse_pid(b" 1234\n", max), Some(1234));
         for bad in [
-            &b""[..], b"0", b"1", b"-5", b"abc", b"12 34", b"99999999999", b"4194305",
-            b"\xff\xfe", b"+12", b"1e3", b"0x10",
+            &b""[..],
+            b"0",
+            b"1",
+            b"-5",
+            b"abc",
+            b"12 34",
+            b"99999999999",
+            b"4194305",
+            b"\xff\xfe",
+            b"+12",
+            b"1e3",
+            b"0x10",
         ] {
             assert_eq!(parse_pid(bad, max), None, "{bad:?}");
         }
@@ -255,7 +270,11 @@ mod tests {
         let paths = Paths::new(&d, "x");
         std::os::unix::fs::symlink(&victim, &paths.pid_file).unwrap();
         assert_eq!(read_pid(&paths, 1 << 22), None);
-        let id = Identity { pid: 77, start_ticks: 1, ..Default::default() };
+        let id = Identity {
+            pid: 77,
+            start_ticks: 1,
+            ..Default::default()
+        };
         write(&paths, &id).unwrap();
         assert_eq!(fs::read_to_string(&victim).unwrap(), "precious");
         assert_eq!(read_pid(&paths, 1 << 22), Some(77));

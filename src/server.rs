@@ -149,10 +149,18 @@ impl Server {
             return Err(Error::InvalidArgument("workers must be at least 1".into()));
         }
         if cfg.start_timeout.is_zero() || cfg.stop_timeout.is_zero() {
-            return Err(Error::InvalidArgument("start_timeout and stop_timeout must be positive".into()));
+            return Err(Error::InvalidArgument(
+                "start_timeout and stop_timeout must be positive".into(),
+            ));
         }
         let paths = Paths::new(&cfg.pid_dir, &cfg.name);
-        Ok(Self { cfg, addrs, paths, pid_max: platform::pid_max(), launched: Mutex::new(None) })
+        Ok(Self {
+            cfg,
+            addrs,
+            paths,
+            pid_max: platform::pid_max(),
+            launched: Mutex::new(None),
+        })
     }
 
     /// The configuration this server was built with.
@@ -170,7 +178,9 @@ impl Server {
         let dir = if self.cfg.log_dir.is_absolute() {
             self.cfg.log_dir.clone()
         } else {
-            std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")).join(&self.cfg.log_dir)
+            std::env::current_dir()
+                .unwrap_or_else(|_| PathBuf::from("."))
+                .join(&self.cfg.log_dir)
         };
         LogPaths::new(&dir, &self.cfg.name)
     }
@@ -196,8 +206,8 @@ impl Server {
         let identity = record::read_identity(&self.paths).filter(|id| id.pid == pid);
         let (identity, legacy) = match identity {
             Some(id) => {
-                let same_boot = id.boot_id.is_empty()
-                    || platform::boot_id().is_none_or(|b| b == id.boot_id);
+                let same_boot =
+                    id.boot_id.is_empty() || platform::boot_id().is_none_or(|b| b == id.boot_id);
                 if id.start_ticks != info.start_ticks || !same_boot {
                     return None;
                 }
@@ -218,7 +228,13 @@ impl Server {
         if again.start_ticks != info.start_ticks {
             return None;
         }
-        Some(Found { pid, pidfd: Arc::new(pidfd), info: again, identity, legacy })
+        Some(Found {
+            pid,
+            pidfd: Arc::new(pidfd),
+            info: again,
+            identity,
+            legacy,
+        })
     }
 
     /// Our server, alive or not: our child first, then the record.
@@ -262,12 +278,25 @@ impl Server {
         self.remove_stale_record();
     }
 
-    /// Under the lock: removes the record unless it names a live server of ours.
+    /// Under the lock: removes the record unless it names a live server of
+    /// ours. A bare PID file naming a live uvicorn of ours that serves another
+    /// app is left alone: it may be upsonic's original tracking its own server.
     fn remove_stale_record(&self) {
-        let alive = self.find_recorded().is_some_and(|f| f.info.is_alive());
-        if !alive {
-            record::remove(&self.paths);
+        if self.find_recorded().is_some_and(|f| f.info.is_alive()) {
+            return;
         }
+        if let Some(pid) = self.read_pid() {
+            let has_identity = record::read_identity(&self.paths).is_some_and(|id| id.pid == pid);
+            let foreign_uvicorn = !has_identity
+                && platform::proc_info(pid)
+                    .is_some_and(|i| i.is_alive() && i.uid == nix::unistd::geteuid().as_raw())
+                && platform::cmdline(pid)
+                    .is_some_and(|c| c.iter().any(|a| a == "uvicorn" || a.ends_with("/uvicorn")));
+            if foreign_uvicorn {
+                return;
+            }
+        }
+        record::remove(&self.paths);
     }
 
     // ---- the port -------------------------------------------------------------
@@ -293,7 +322,12 @@ impl Server {
     fn port_in_use_error(&self, holders: &[Holder], what: &str) -> Error {
         let names: Vec<String> = holders
             .iter()
-            .map(|h| format!("pid {} ({}, user {}) on {}", h.pid, h.name, h.user, h.address))
+            .map(|h| {
+                format!(
+                    "pid {} ({}, user {}) on {}",
+                    h.pid, h.name, h.user, h.address
+                )
+            })
             .collect();
         let who = if names.is_empty() {
             "an unidentified process".to_owned()
@@ -316,7 +350,8 @@ impl Server {
         for h in holders {
             let leader_ok = h.pgid > 1
                 && h.pgid != my_pgid
-                && platform::proc_info(h.pgid).is_some_and(|i| terminate::may_signal(&i) && i.pgid == h.pgid);
+                && platform::proc_info(h.pgid)
+                    .is_some_and(|i| terminate::may_signal(&i) && i.pgid == h.pgid);
             if leader_ok {
                 if let Ok(fd) = PidFd::open(h.pgid) {
                     let mut group = Victims::default();
@@ -368,9 +403,15 @@ impl Server {
         }
         let (mine, foreign): (Vec<Holder>, Vec<Holder>) =
             holders.into_iter().partition(|h| self.may_stop_holder(h));
-        let stopped = if mine.is_empty() { 0 } else { self.stop_holders(&mine, tick)? };
+        let stopped = if mine.is_empty() {
+            0
+        } else {
+            self.stop_holders(&mine, tick)?
+        };
         if !foreign.is_empty() {
-            return Err(self.port_in_use_error(&foreign, "is held by processes that may not be stopped"));
+            return Err(
+                self.port_in_use_error(&foreign, "is held by processes that may not be stopped")
+            );
         }
         if stopped > 0 {
             self.wait_port_free(tick)?;
@@ -439,13 +480,19 @@ impl Server {
                 .into_iter()
                 .partition(|h| self.is_stale_instance(h) || (force && self.may_stop_holder(h)));
             if !blocking.is_empty() || stoppable.is_empty() {
-                let hint = if force { "" } else { " (start(force=True) stops holders owned by you)" };
+                let hint = if force {
+                    ""
+                } else {
+                    " (start(force=True) stops holders owned by you)"
+                };
                 return Err(self.port_in_use_error(&blocking, &format!("is already in use{hint}")));
             }
             self.stop_holders(&stoppable, tick)?;
             if !self.wait_port_free(tick)? {
                 let holders = self.port_holders()?;
-                return Err(self.port_in_use_error(&holders, "is still in use after stopping its holders"));
+                return Err(
+                    self.port_in_use_error(&holders, "is still in use after stopping its holders")
+                );
             }
         }
         self.launch(redirect_output, tick)?;
@@ -491,7 +538,8 @@ impl Server {
         let child = spawn::spawn(&spec, files)?;
         let pid = child.id() as i32;
         // Our unreaped child cannot be replaced under its PID: these reads are safe.
-        let pidfd = Arc::new(PidFd::open(pid).map_err(|e| Error::os("opening a pidfd for the server", e))?);
+        let pidfd =
+            Arc::new(PidFd::open(pid).map_err(|e| Error::os("opening a pidfd for the server", e))?);
         let start_ticks = platform::proc_info(pid).map(|i| i.start_ticks).unwrap_or(0);
         let identity = Identity {
             pid,
@@ -503,12 +551,20 @@ impl Server {
             app_path: self.cfg.app_path.clone(),
             started_ms,
             log_dir: if redirect_output {
-                logs.stdout.parent().map(|p| p.display().to_string()).unwrap_or_default()
+                logs.stdout
+                    .parent()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
             } else {
                 String::new()
             },
         };
-        *self.launched.lock() = Some(Launched { child, pidfd: pidfd.clone(), identity: identity.clone(), exit: None });
+        *self.launched.lock() = Some(Launched {
+            child,
+            pidfd: pidfd.clone(),
+            identity: identity.clone(),
+            exit: None,
+        });
 
         if let Err(e) = record::write(&self.paths, &identity) {
             self.abort_launch(tick);
@@ -545,7 +601,9 @@ impl Server {
 
     /// Whether a socket of our server's process group listens on the port.
     fn our_group_listens(&self, leader: i32) -> bool {
-        let Ok(ls) = platform::tcp_listeners(self.cfg.port) else { return false };
+        let Ok(ls) = platform::tcp_listeners(self.cfg.port) else {
+            return false;
+        };
         if ls.is_empty() {
             return false;
         }
@@ -557,12 +615,20 @@ impl Server {
         })
     }
 
-    fn wait_ready(&self, pidfd: &Arc<PidFd>, logs: &LogPaths, err_offset: Option<u64>, tick: Tick<'_>) -> Result<()> {
+    fn wait_ready(
+        &self,
+        pidfd: &Arc<PidFd>,
+        logs: &LogPaths,
+        err_offset: Option<u64>,
+        tick: Tick<'_>,
+    ) -> Result<()> {
         let start = Instant::now();
         let deadline = start + self.cfg.start_timeout;
         let mut last_tick = start;
         loop {
-            let exited = pidfd.wait_exit(READY_STEP).map_err(|e| Error::os("waiting for the server", e))?;
+            let exited = pidfd
+                .wait_exit(READY_STEP)
+                .map_err(|e| Error::os("waiting for the server", e))?;
             if exited {
                 let code = {
                     let mut guard = self.launched.lock();
@@ -593,7 +659,11 @@ impl Server {
                     }
                     None => {}
                 }
-                return Err(Error::StartFailed { message, exit_code: code, stderr_tail: tail });
+                return Err(Error::StartFailed {
+                    message,
+                    exit_code: code,
+                    stderr_tail: tail,
+                });
             }
             if self.our_group_listens(pidfd.pid()) {
                 return Ok(());
@@ -607,7 +677,10 @@ impl Server {
                     self.cfg.port,
                     self.cfg.start_timeout.as_secs_f64()
                 );
-                return Err(Error::StartTimeout { message, stderr_tail: tail });
+                return Err(Error::StartTimeout {
+                    message,
+                    stderr_tail: tail,
+                });
             }
             if now - last_tick >= TICK_EVERY {
                 last_tick = now;
@@ -620,7 +693,9 @@ impl Server {
 
     /// Stops our launched child (if any) and forgets it. Caller holds the lock.
     fn stop_launched(&self, tick: Tick<'_>) -> Result<()> {
-        let Some((pidfd, identity, _)) = self.own_child() else { return Ok(()) };
+        let Some((pidfd, identity, _)) = self.own_child() else {
+            return Ok(());
+        };
         let result = self.terminate_server(pidfd.clone(), Some(&identity), tick);
         // Reap: the pidfd said it exited, so this does not block for long.
         let mut guard = self.launched.lock();
@@ -637,7 +712,12 @@ impl Server {
         result
     }
 
-    fn terminate_server(&self, leader: Arc<PidFd>, identity: Option<&Identity>, tick: Tick<'_>) -> Result<()> {
+    fn terminate_server(
+        &self,
+        leader: Arc<PidFd>,
+        identity: Option<&Identity>,
+        tick: Tick<'_>,
+    ) -> Result<()> {
         let mut victims = Victims::default();
         victims.add_group(leader.clone());
         let launch = identity.map(|i| (i.launch_id.clone(), i.start_ticks));
@@ -666,7 +746,8 @@ impl Server {
         self.stop_launched(tick)?;
         if let Some(found) = self.find_recorded() {
             if Some(found.pid) != own_pid {
-                let result = self.terminate_server(found.pidfd.clone(), found.identity.as_ref(), tick);
+                let result =
+                    self.terminate_server(found.pidfd.clone(), found.identity.as_ref(), tick);
                 record::remove_if_names(&self.paths, found.pid, self.pid_max);
                 result?;
             }
@@ -716,7 +797,9 @@ impl Server {
     /// A snapshot of the server's state and resources.
     pub fn status(&self) -> Status {
         let logs = self.log_paths();
-        let found = self.find().filter(|f| f.info.is_alive() && !f.pidfd.has_exited());
+        let found = self
+            .find()
+            .filter(|f| f.info.is_alive() && !f.pidfd.has_exited());
         let child_exit = self.launched.lock().as_mut().and_then(|l| l.poll());
         let Some(f) = found else {
             let recorded = self.read_pid();
@@ -750,7 +833,9 @@ impl Server {
             (_, Some(a)) => Some(now_ms() as f64 / 1000.0 - a),
             _ => None,
         };
-        let cpu_percent = age.filter(|a| *a > 0.0).map(|a| 100.0 * (cpu as f64 / hz) / a);
+        let cpu_percent = age
+            .filter(|a| *a > 0.0)
+            .map(|a| 100.0 * (cpu as f64 / hz) / a);
         let (stdout_log, stderr_log) = match f.identity.as_ref().map(|i| i.log_dir.as_str()) {
             Some(d) if !d.is_empty() => {
                 let lp = LogPaths::new(Path::new(d), &self.cfg.name);
@@ -759,7 +844,11 @@ impl Server {
             _ => (None, None),
         };
         let _ = logs;
-        let state = if self.our_group_listens(f.pid) { State::Running } else { State::Starting };
+        let state = if self.our_group_listens(f.pid) {
+            State::Running
+        } else {
+            State::Starting
+        };
         Status {
             pid: Some(f.pid),
             state,

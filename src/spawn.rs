@@ -86,7 +86,8 @@ fn open_log(path: &Path) -> Result<File> {
 /// files and the stderr log's length before launch (where this run begins).
 pub fn open_logs(logs: &LogPaths) -> Result<(File, File, u64)> {
     if let Some(dir) = logs.stdout.parent() {
-        fs::create_dir_all(dir).map_err(|e| Error::path("cannot create the log directory", dir, e))?;
+        fs::create_dir_all(dir)
+            .map_err(|e| Error::path("cannot create the log directory", dir, e))?;
     }
     let out = open_log(&logs.stdout)?;
     let err = open_log(&logs.stderr)?;
@@ -142,17 +143,18 @@ pub fn new_launch_id() -> String {
         .map(|d| d.as_nanos())
         .unwrap_or(0);
     let mut s: String = buf.iter().map(|b| format!("{b:02x}")).collect();
-    s.push_str(&format!("-{}-{:x}", std::process::id(), nanos & 0xffff_ffff));
+    s.push_str(&format!(
+        "-{}-{:x}",
+        std::process::id(),
+        nanos & 0xffff_ffff
+    ));
     s
 }
 
 /// Whether a command line is uvicorn serving `app_path` on `port`.
 pub fn is_uvicorn_for(cmdline: &[String], app_path: &str, port: Option<u16>) -> bool {
     let is_uvicorn = cmdline.iter().enumerate().any(|(i, a)| {
-        a == "uvicorn"
-            && i > 0
-            && cmdline[i - 1] == "-m"
-            || a.rsplit('/').next() == Some("uvicorn")
+        a == "uvicorn" && i > 0 && cmdline[i - 1] == "-m" || a.rsplit('/').next() == Some("uvicorn")
     });
     if !is_uvicorn || !cmdline.iter().any(|a| a == app_path) {
         return false;
@@ -194,20 +196,51 @@ mod tests {
         let argv = uvicorn_argv(&spec(&args));
         assert_eq!(&argv[..3], ["-m", "uvicorn", "m:app"]);
         assert!(argv.windows(2).any(|w| w == ["--workers", "3"]));
-        assert!(argv.windows(2).any(|w| w == ["--timeout-graceful-shutdown", "4"]));
+        assert!(argv
+            .windows(2)
+            .any(|w| w == ["--timeout-graceful-shutdown", "4"]));
         let args = vec!["--timeout-graceful-shutdown=1".to_owned()];
         let argv = uvicorn_argv(&spec(&args));
-        assert_eq!(argv.iter().filter(|a| a.starts_with("--timeout-graceful")).count(), 1);
+        assert_eq!(
+            argv.iter()
+                .filter(|a| a.starts_with("--timeout-graceful"))
+                .count(),
+            1
+        );
     }
 
     #[test]
     fn recognises_uvicorn_command_lines() {
         let c = |s: &str| s.split(' ').map(str::to_owned).collect::<Vec<_>>();
-        assert!(is_uvicorn_for(&c("/usr/bin/python3 -m uvicorn m:app --host 0.0.0.0 --port 8123"), "m:app", Some(8123)));
-        assert!(is_uvicorn_for(&c("/venv/bin/uvicorn m:app --port=8123"), "m:app", Some(8123)));
-        assert!(is_uvicorn_for(&c("python -m uvicorn m:app"), "m:app", Some(8000)));
-        assert!(!is_uvicorn_for(&c("python -m uvicorn m:app --port 8124"), "m:app", Some(8123)));
-        assert!(!is_uvicorn_for(&c("python -m uvicorn other:app --port 8123"), "m:app", Some(8123)));
-        assert!(!is_uvicorn_for(&c("python -m http.server 8123"), "m:app", Some(8123)));
+        assert!(is_uvicorn_for(
+            &c("/usr/bin/python3 -m uvicorn m:app --host 0.0.0.0 --port 8123"),
+            "m:app",
+            Some(8123)
+        ));
+        assert!(is_uvicorn_for(
+            &c("/venv/bin/uvicorn m:app --port=8123"),
+            "m:app",
+            Some(8123)
+        ));
+        assert!(is_uvicorn_for(
+            &c("python -m uvicorn m:app"),
+            "m:app",
+            Some(8000)
+        ));
+        assert!(!is_uvicorn_for(
+            &c("python -m uvicorn m:app --port 8124"),
+            "m:app",
+            Some(8123)
+        ));
+        assert!(!is_uvicorn_for(
+            &c("python -m uvicorn other:app --port 8123"),
+            "m:app",
+            Some(8123)
+        ));
+        assert!(!is_uvicorn_for(
+            &c("python -m http.server 8123"),
+            "m:app",
+            Some(8123)
+        ));
     }
 }

@@ -37,7 +37,9 @@ impl Victims {
         if self.members.iter().any(|m| m.pid() == pid) {
             return;
         }
-        let Some(info) = platform::proc_info(pid) else { return };
+        let Some(info) = platform::proc_info(pid) else {
+            return;
+        };
         if !may_signal(&info) || !info.is_alive() {
             return;
         }
@@ -77,7 +79,11 @@ impl Victims {
         }
     }
 
-    fn wait_all(&mut self, deadline: Instant, tick: &mut dyn FnMut() -> Result<()>) -> Result<bool> {
+    fn wait_all(
+        &mut self,
+        deadline: Instant,
+        tick: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<bool> {
         loop {
             self.members.retain(|m| !m.has_exited());
             if self.members.is_empty() {
@@ -130,8 +136,7 @@ impl Victims {
 }
 
 fn is_our_unreaped_child(pid: i32) -> bool {
-    platform::proc_info(pid)
-        .is_some_and(|i| i.ppid == std::process::id() as i32)
+    platform::proc_info(pid).is_some_and(|i| i.ppid == std::process::id() as i32)
 }
 
 /// Finds processes of ours that carry `launch_id` in their environment and

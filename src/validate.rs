@@ -23,7 +23,9 @@ pub fn port(port: i64) -> Result<u16> {
     if (1..=65535).contains(&port) {
         Ok(port as u16)
     } else {
-        Err(Error::InvalidArgument(format!("port {port} is outside 1..65535")))
+        Err(Error::InvalidArgument(format!(
+            "port {port} is outside 1..65535"
+        )))
     }
 }
 
@@ -43,20 +45,24 @@ pub fn app_path(app: &str) -> Result<()> {
 /// Resolves `host` to the addresses a server bound to it would listen on.
 pub fn host(host: &str) -> Result<Vec<IpAddr>> {
     if host.is_empty() || host.contains('\0') || host.starts_with('-') {
-        return Err(Error::InvalidArgument(format!("host {host:?} is not a host name or address")));
+        return Err(Error::InvalidArgument(format!(
+            "host {host:?} is not a host name or address"
+        )));
     }
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     if let Ok(ip) = bare.parse::<IpAddr>() {
         return Ok(vec![ip]);
     }
-    let addrs = (bare, 0u16).to_socket_addrs().map_err(|e| {
-        Error::InvalidArgument(format!("host {host:?} does not resolve: {e}"))
-    })?;
+    let addrs = (bare, 0u16)
+        .to_socket_addrs()
+        .map_err(|e| Error::InvalidArgument(format!("host {host:?} does not resolve: {e}")))?;
     let mut out: Vec<IpAddr> = addrs.map(|a| a.ip()).collect();
     out.sort();
     out.dedup();
     if out.is_empty() {
-        return Err(Error::InvalidArgument(format!("host {host:?} does not resolve")));
+        return Err(Error::InvalidArgument(format!(
+            "host {host:?} does not resolve"
+        )));
     }
     Ok(out)
 }
@@ -70,7 +76,17 @@ mod tests {
         for good in ["main", "a.b", "x_y-z", "A1"] {
             assert!(name(good).is_ok(), "{good}");
         }
-        for bad in ["", ".", "..", "../x", "a/b", "a b", "é", "a\0b", &"x".repeat(201)] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../x",
+            "a/b",
+            "a b",
+            "é",
+            "a\0b",
+            &"x".repeat(201),
+        ] {
             assert!(name(bad).is_err(), "{bad:?}");
         }
     }
@@ -86,9 +102,15 @@ mod tests {
 
     #[test]
     fn hosts() {
-        assert_eq!(host("0.0.0.0").unwrap(), vec!["0.0.0.0".parse::<IpAddr>().unwrap()]);
+        assert_eq!(
+            host("0.0.0.0").unwrap(),
+            vec!["0.0.0.0".parse::<IpAddr>().unwrap()]
+        );
         assert_eq!(host("::").unwrap(), vec!["::".parse::<IpAddr>().unwrap()]);
-        assert_eq!(host("[::1]").unwrap(), vec!["::1".parse::<IpAddr>().unwrap()]);
+        assert_eq!(
+            host("[::1]").unwrap(),
+            vec!["::1".parse::<IpAddr>().unwrap()]
+        );
         assert!(host("localhost").unwrap().iter().any(|a| a.is_loopback()));
         assert!(host("no-such-host.invalid").is_err());
         assert!(host("").is_err());

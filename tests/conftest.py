@@ -156,3 +156,11 @@ def kill_helper(p: psutil.Popen) -> None:
     p.wait(10)
     if p.stdout:
         p.stdout.close()
+
+
+def gone(p: psutil.Process) -> bool:
+    """The process has exited (a zombie awaiting its parent counts as gone)."""
+    try:
+        return not p.is_running() or p.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True

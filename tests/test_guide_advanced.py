@@ -7,7 +7,6 @@ import os
 import psutil
 import pytest
 from conftest import free_port, get, kill_helper, listen_helper
-
 from upsonic_server_manager import ServerManager
 
 
@@ -86,7 +85,9 @@ def test_start_server_cluster_rolls_back(home, managers):
     bad = {"app_path": "usm_broken:app", "host": "127.0.0.1", "port": free_port(), "name": "b"}
     probe = ServerManager(**good)
     managers.append(probe)
-    with pytest.raises(RuntimeError, match="Failed to start server cluster.*No module named .usm_this_module"):
+    with pytest.raises(
+        RuntimeError, match="Failed to start server cluster.*No module named .usm_this_module"
+    ):
         start_server_cluster([good, bad])
     assert not probe.is_running()
     assert not probe._is_port_in_use()

@@ -7,7 +7,6 @@ import os
 import psutil
 import pytest
 from conftest import get
-
 from upsonic_server_manager import ServerManager
 
 

@@ -6,7 +6,6 @@ import socket
 
 import pytest
 from conftest import free_port, get
-
 from upsonic_server_manager import ServerManager
 
 

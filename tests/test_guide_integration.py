@@ -10,7 +10,6 @@ import textwrap
 
 import pytest
 from conftest import APPS, free_port, get, wait_until
-
 from upsonic_server_manager import ServerManager
 
 CONTROLLER = textwrap.dedent(

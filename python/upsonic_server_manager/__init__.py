@@ -10,18 +10,29 @@ from ._errors import (
     StartError,
     StartTimeoutError,
 )
-from ._manager import DEFAULT_UVICORN_ARGS, ServerManager, ServerStatus, port_holders
+from ._group import ServerGroup, install_signal_handlers, stop_on_exit
+from ._manager import (
+    DEFAULT_UVICORN_ARGS,
+    ServerManager,
+    ServerStatus,
+    list_records,
+    port_holders,
+)
 
 __all__ = [
     "DEFAULT_UVICORN_ARGS",
     "PortHolder",
     "PortInUseError",
+    "ServerGroup",
     "ServerManager",
     "ServerManagerError",
     "ServerStatus",
     "StartError",
     "StartTimeoutError",
+    "install_signal_handlers",
+    "list_records",
     "port_holders",
+    "stop_on_exit",
 ]
 
 __version__ = "0.1.0"

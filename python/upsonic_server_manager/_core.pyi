@@ -1,8 +1,19 @@
 """The compiled core of upsonic-server-manager (private: use the package API)."""
 
 from os import PathLike
-from typing import Any, Optional, Sequence
+from pathlib import Path
+from typing import Any, Optional, Sequence, final
 
+__all__ = [
+    "Core",
+    "descendants",
+    "memory_available",
+    "port_holders",
+    "process_info",
+    "read_record",
+]
+
+@final
 class Core:
     """The native half of a ``ServerManager``: every syscall, wait and signal."""
 
@@ -49,20 +60,20 @@ class Core:
     def forget_child(self) -> None:
         """Stop tracking the launched child (it keeps running)."""
     @property
-    def pid_file(self) -> str:
+    def pid_file(self) -> Path:
         """Path of the PID file."""
     @property
-    def id_file(self) -> str:
+    def id_file(self) -> Path:
         """Path of the identity file beside the PID file."""
     @property
-    def lock_file(self) -> str:
+    def lock_file(self) -> Path:
         """Path of the per-name lock file."""
-    def log_paths(self) -> tuple[str, str]:
+    def log_paths(self) -> tuple[Path, Path]:
         """(stdout log, stderr log) used when output is redirected."""
     def status(self) -> dict[str, Any]:
         """A snapshot of state and resources as plain values."""
 
-def port_holders(port: int, host: str = "0.0.0.0") -> list[tuple[int, str, str, str, bool, int]]:
+def port_holders(port: int, host: str = ...) -> list[tuple[int, str, str, str, bool, int]]:
     """Holders of listening sockets that clash with a bind to (host, port)."""
 
 def process_info(pid: int) -> Optional[dict[str, Any]]:
@@ -73,3 +84,7 @@ def memory_available() -> int:
 
 def descendants(pid: int) -> list[int]:
     """PIDs of every descendant of ``pid``."""
+
+def read_record(pid_dir: str | PathLike[str], name: str) -> Optional[dict[str, Any]]:
+    """The PID record of server ``name``: pid, and host, port, app_path,
+    log_dir, started_ms when our identity file is beside it; None if absent."""

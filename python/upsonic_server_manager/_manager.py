@@ -85,9 +85,7 @@ def _workers_from_env() -> int:
     try:
         return int(raw)
     except ValueError:
-        raise ValueError(
-            f"UPSONIC_WORKERS_AMOUNT must be a whole number, got {raw!r}"
-        ) from None
+        raise ValueError(f"UPSONIC_WORKERS_AMOUNT must be a whole number, got {raw!r}") from None
 
 
 def _check_type(name: str, value: object, kind: type, what: str) -> None:
@@ -211,9 +209,7 @@ class ServerManager:
     def restart(self, redirect_output: Optional[bool] = None, force: bool = False) -> None:
         """Stop, then start again (with the last ``redirect_output`` by default)."""
         self.stop()
-        self.start(
-            self._redirect_output if redirect_output is None else redirect_output, force
-        )
+        self.start(self._redirect_output if redirect_output is None else redirect_output, force)
 
     def is_running(self) -> bool:
         """True only when this server (identity verified) is alive."""
@@ -322,15 +318,82 @@ class ServerManager:
             results["errors"] = errors
         return results
 
+    @classmethod
+    def from_record(
+        cls, name: str, pid_dir: Optional[PathLike] = None, **kwargs: Any
+    ) -> Optional[ServerManager]:
+        """A manager for the server recorded under ``name``, rebuilt from its
+        PID record (ours, or the command line of an original's server), or
+        None when there is no record to go on."""
+        directory = os.fspath(pid_dir) if pid_dir is not None else _home_dir()
+        rec = _core.read_record(directory, name)
+        if rec is None:
+            return None
+        app, host, port = rec.get("app_path"), rec.get("host"), rec.get("port")
+        if app is None and rec["pid"] is not None:
+            info = _core.process_info(rec["pid"])
+            app, host, port = _parse_uvicorn_cmdline(info["cmdline"] if info else [])
+        if not app:
+            return None
+        if rec.get("log_dir"):
+            kwargs.setdefault("log_dir", rec["log_dir"])
+        return cls(app, host or "127.0.0.1", int(port or 8000), name, pid_dir=directory, **kwargs)
+
     def __repr__(self) -> str:
         return (
-            f"{type(self).__name__}({self.app_path!r}, {self.host!r}, {self.port!r}, "
-            f"{self.name!r})"
+            f"{type(self).__name__}({self.app_path!r}, {self.host!r}, {self.port!r}, {self.name!r})"
         )
+
+
+def _parse_uvicorn_cmdline(
+    cmd: Sequence[str],
+) -> tuple[Optional[str], Optional[str], Optional[int]]:
+    """(app_path, host, port) from a ``python -m uvicorn APP ...`` command line."""
+    app: Optional[str] = None
+    host: Optional[str] = None
+    port: Optional[int] = None
+    args = list(cmd)
+    try:
+        i = args.index("uvicorn")
+    except ValueError:
+        i = next((k for k, a in enumerate(args) if a.endswith("/uvicorn")), -1)
+        if i < 0:
+            return None, None, None
+    rest = args[i + 1 :]
+    k = 0
+    while k < len(rest):
+        a = rest[k]
+        if a in ("--host", "--port") and k + 1 < len(rest):
+            if a == "--host":
+                host = rest[k + 1]
+            elif rest[k + 1].isdigit():
+                port = int(rest[k + 1])
+            k += 2
+            continue
+        if a.startswith("--host="):
+            host = a.split("=", 1)[1]
+        elif a.startswith("--port=") and a.split("=", 1)[1].isdigit():
+            port = int(a.split("=", 1)[1])
+        elif not a.startswith("-") and app is None:
+            app = a
+        k += 1
+    return app, host, port
+
+
+def list_records(pid_dir: Optional[PathLike] = None) -> list[str]:
+    """Names of every server with a PID file in ``pid_dir`` (default: home)."""
+    directory = os.fspath(pid_dir) if pid_dir is not None else _home_dir()
+    names = []
+    try:
+        entries = os.listdir(directory)
+    except OSError:
+        return []
+    for entry in entries:
+        if entry.startswith(".upsonic_") and entry.endswith("_server.pid"):
+            names.append(entry[len(".upsonic_") : -len("_server.pid")])
+    return sorted(n for n in names if n)
 
 
 def port_holders(port: int, host: str = "0.0.0.0") -> list[PortHolder]:
     """Processes whose listening sockets clash with a bind to (host, port)."""
     return [PortHolder(*h) for h in _core.port_holders(port, host)]
-
-

@@ -8,4 +8,6 @@ mod linux;
 pub use linux::*;
 
 #[cfg(not(target_os = "linux"))]
-compile_error!("upsonic-server-manager supports Linux only for now; add a platform module to port it");
+compile_error!(
+    "upsonic-server-manager supports Linux only for now; add a platform module to port it"
+);

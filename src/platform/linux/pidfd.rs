@@ -63,12 +63,11 @@ pub fn wait_any(fds: &[&PidFd], timeout: Duration) -> io::Result<bool> {
         tv_sec: timeout.as_secs() as _,
         tv_nsec: timeout.subsec_nanos() as _,
     };
-    loop {
-        match poll(&mut polls, Some(&ts)) {
-            Ok(n) => return Ok(n > 0),
-            Err(e) if e == rustix::io::Errno::INTR => return Ok(false),
-            Err(e) => return Err(e.into()),
-        }
+    // EINTR counts as "not yet": callers loop with their own deadline.
+    match poll(&mut polls, Some(&ts)) {
+        Ok(n) => Ok(n > 0),
+        Err(e) if e == rustix::io::Errno::INTR => Ok(false),
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -72,7 +72,8 @@ pub fn environ_has(pid: i32, key: &str, value: &str) -> bool {
     needle.extend_from_slice(key.as_bytes());
     needle.push(b'=');
     needle.extend_from_slice(value.as_bytes());
-    raw.split(|b| *b == 0).any(|entry| entry == needle.as_slice())
+    raw.split(|b| *b == 0)
+        .any(|entry| entry == needle.as_slice())
 }
 
 /// Direct children of `pid`, from every thread's `children` list.
@@ -84,7 +85,10 @@ pub fn children(pid: i32) -> Vec<i32> {
     for task in tasks.flatten() {
         let path = task.path().join("children");
         if let Ok(text) = fs::read_to_string(path) {
-            out.extend(text.split_ascii_whitespace().filter_map(|s| s.parse::<i32>().ok()));
+            out.extend(
+                text.split_ascii_whitespace()
+                    .filter_map(|s| s.parse::<i32>().ok()),
+            );
         }
     }
     out.sort_unstable();
@@ -236,7 +240,8 @@ mod tests {
         let pid = child.id() as i32;
         // Until exec the child still shows the parent's environment.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while !environ_has(pid, "UPSONIC_TEST_MARK", "abc") && std::time::Instant::now() < deadline {
+        while !environ_has(pid, "UPSONIC_TEST_MARK", "abc") && std::time::Instant::now() < deadline
+        {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         assert!(environ_has(pid, "UPSONIC_TEST_MARK", "abc"));

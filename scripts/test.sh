@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Every check, from a fresh machine: builds the extension into a private
+# virtual environment, then runs the Rust tests and lints, the Python lints,
+# the stub check and the pytest suite (real uvicorn servers).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV="${USM_VENV:-.venv}"
+if [ ! -x "$VENV/bin/python" ]; then
+    python3 -m venv "$VENV"
+fi
+# shellcheck disable=SC1091
+. "$VENV/bin/activate"
+python -m pip install -q --upgrade pip
+python -m pip install -q "maturin>=1.7,<2"
+# Runtime + test dependencies, then upsonic 0.45.0 itself (for the
+# compatibility tests; --no-deps because only its server_manager is used).
+python -m pip install -q "uvicorn>=0.29" "fastapi>=0.110" "httpx>=0.27" "pytest>=8" \
+    "pytest-timeout>=2.3" "psutil>=5.9" "ruff>=0.6" "mypy>=1.10"
+python -m pip install -q --no-deps "upsonic==0.45.0"
+maturin develop --release -q
+
+echo "== cargo fmt / clippy / test"
+cargo fmt --check
+cargo clippy -q --all-targets -- -D warnings
+cargo clippy -q --all-targets --no-default-features -- -D warnings
+cargo test -q --no-default-features
+
+echo "== ruff / stubtest"
+ruff check python tests benchmarks
+ruff format --check python tests benchmarks
+python -m mypy.stubtest upsonic_server_manager._core
+
+echo "== pytest"
+python -m pytest "$@"

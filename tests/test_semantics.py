@@ -1,0 +1,636 @@
+"""The numbered semantics of the Rust core (issue: drop-in core). Each test
+would fail without the behaviour it names."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import psutil
+import pytest
+from conftest import (
+    APPS,
+    free_port,
+    get,
+    gone,
+    kill_helper,
+    listen_helper,
+    spawn_helper,
+    wait_until,
+)
+from upsonic_server_manager import (
+    PortInUseError,
+    ServerManager,
+    ServerManagerError,
+    StartError,
+    StartTimeoutError,
+)
+
+# ---- 1. launch ---------------------------------------------------------------------
+
+
+def test_launch_new_session_cwd_env_and_logs(home, managers, tmp_path):
+    port = free_port()
+    s = ServerManager(
+        "usm_hello:app",
+        "127.0.0.1",
+        port,
+        "launch",
+        cwd=APPS,
+        env={"USM_MARKER": "hello-env"},
+        log_dir=tmp_path / "mylogs",
+    )
+    managers.append(s)
+    s.start(redirect_output=True)
+    body = get(port)
+    pid = body["pid"]
+    assert body["marker"] == "hello-env"
+    assert get(port, "/cwd")["cwd"] == str(APPS)
+    assert os.getsid(pid) == pid and os.getpgid(pid) == pid
+    assert os.getsid(pid) != os.getsid(0)
+    cmd = psutil.Process(pid).cmdline()
+    assert cmd[:4] == [sys.executable, "-m", "uvicorn", "usm_hello:app"]
+    assert cmd[4:8] == ["--host", "127.0.0.1", "--port", str(port)]
+    assert "--no-access-log" in cmd
+    assert (tmp_path / "mylogs" / "launch_server.log").exists()
+    assert (tmp_path / "mylogs" / "launch_server_error.log").exists()
+    mine = [f.path for f in psutil.Process().open_files()]
+    assert not any("mylogs" in p for p in mine)
+    st = s.status()
+    assert st.stderr_log == str(tmp_path / "mylogs" / "launch_server_error.log")
+
+
+def test_workers_from_environment(home, managers, monkeypatch):
+    monkeypatch.setenv("UPSONIC_WORKERS_AMOUNT", "2")
+    port = free_port()
+    s = ServerManager("usm_hello:app", "127.0.0.1", port, "envw")
+    managers.append(s)
+    assert s.workers == 2
+    s.start()
+    cmd = psutil.Process(s._read_pid()).cmdline()
+    assert cmd[cmd.index("--workers") + 1] == "2"
+
+
+# ---- 2. PID record --------------------------------------------------------------------
+
+
+def test_pid_record_is_atomic_private_and_has_identity(home, managers):
+    port = free_port()
+    s = ServerManager("usm_hello:app", "127.0.0.1", port, "rec")
+    managers.append(s)
+    s.start()
+    st = os.stat(s._pid_file)
+    assert st.st_mode & 0o777 == 0o600
+    with open(s._pid_file) as f:
+        assert f.read() == str(s._process.pid)
+    idfile = s._pid_file[: -len(".pid")] + ".id"
+    with open(idfile) as f:
+        text = f.read()
+    with open(f"/proc/{s._process.pid}/stat") as f:
+        ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+    assert f"start_ticks={ticks}\n" in text
+    assert f"pid={s._process.pid}\n" in text
+
+
+def test_symlink_planted_at_pid_path_is_replaced_not_followed(home, managers, tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("do not touch")
+    port = free_port()
+    s = ServerManager("usm_hello:app", "127.0.0.1", port, "sym")
+    managers.append(s)
+    os.symlink(victim, s._pid_file)
+    assert s._read_pid() is None
+    s.start()
+    assert victim.read_text() == "do not touch"
+    assert not os.path.islink(s._pid_file)
+    assert s._read_pid() == get(port)["pid"]
+
+
+SLEEPER = "import time; time.sleep(600)"
+
+
+def test_reused_pid_of_unrelated_python_process_is_never_ours(home, managers):
+    port = free_port()
+    s = ServerManager("usm_hello:app", "127.0.0.1", port, "reuse")
+    managers.append(s)
+    s.start()
+    s.stop()
+    stranger = spawn_helper(SLEEPER)
+    try:
+        # Simulate PID reuse: our old record now names the stranger.
+        idfile = s._pid_file[: -len(".pid")] + ".id"
+        with open(s._pid_file, "w") as f:
+            f.write(str(stranger.pid))
+        with open(idfile, "w") as f:
+            f.write(f"format=1\npid={stranger.pid}\nstart_ticks=1\n")
+        other = ServerManager("usm_hello:app", "127.0.0.1", port, "reuse")
+        assert other.is_running() is False
+        other.stop()
+        assert stranger.is_running() and stranger.status() != psutil.STATUS_ZOMBIE
+        # A bare PID file (the original's format) naming a non-uvicorn process
+        # is not accepted either.
+        with open(s._pid_file, "w") as f:
+            f.write(str(stranger.pid))
+        assert other.is_running() is False
+        other.stop()
+        assert stranger.is_running()
+        assert not os.path.exists(s._pid_file)
+    finally:
+        kill_helper(stranger)
+
+
+# ---- 3. lock ----------------------------------------------------------------------------
+
+CONCURRENT = textwrap.dedent(
+    """
+    import sys, time
+    from upsonic_server_manager import ServerManager
+    s = ServerManager("usm_hello:app", "127.0.0.1", int(sys.argv[1]), "race")
+    sys.stdin.readline()
+    s.start()
+    print(s._read_pid(), s._process is not None, flush=True)
+    """
+)
+
+
+def test_four_concurrent_starts_launch_exactly_one_server(home, managers):
+    port = free_port()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", CONCURRENT, str(port)],
+            cwd=APPS,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    m = ServerManager("usm_hello:app", "127.0.0.1", port, "race")
+    managers.append(m)
+    try:
+        for p in procs:
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        # readline, not communicate: the server inherits the launcher's stdout.
+        outs = [p.stdout.readline().split() for p in procs]
+        assert all(p.wait(60) == 0 for p in procs)
+        pids = {o[0] for o in outs}
+        assert len(pids) == 1
+        assert sum(o[1] == "True" for o in outs) == 1
+        # The launcher exited; its orphaned server is still ours and serving.
+        assert get(port)["pid"] == int(pids.pop())
+        assert m.is_running()
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+            p.stdin.close()
+            p.stdout.close()
+        m.stop()
+
+
+# ---- 4. readiness ---------------------------------------------------------------------
+
+
+def test_start_returns_only_when_our_group_listens(home, managers):
+    port = free_port()
+    s = ServerManager("usm_hello:app", "127.0.0.1", port, "ready")
+    managers.append(s)
+    s.start()
+    # No retry: the very first request after start() is served.
+    assert get(port)["hello"] == "world"
+    assert s.status().state == "running"
+
+
+def test_app_that_fails_to_import_says_why(home, managers):
+    port = free_port()
+    s = ServerManager("usm_broken:app", "127.0.0.1", port, "broken")
+    managers.append(s)
+    t0 = time.monotonic()
+    with pytest.raises(StartError) as ei:
+        s.start(redirect_output=True)
+    assert time.monotonic() - t0 < s_start_budget()
+    e = ei.value
+    assert isinstance(e, RuntimeError) and isinstance(e, ServerManagerError)
+    assert e.exit_code == 1
+    assert "No module named 'usm_this_module_does_not_exist'" in str(e)
+    assert "No module named" in e.stderr_tail
+    assert not os.path.exists(s._pid_file)
+    assert not s.is_running()
+
+
+def s_start_budget() -> float:
+    # Far below the 30 s start_timeout: the failure is noticed when the
+    # process exits, not when the timeout runs out.
+    return 20.0
+
+
+def test_start_timeout_stops_the_whole_group(home, managers, monkeypatch):
+    monkeypatch.setenv("USM_SLOW_SECONDS", "60")
+    port = free_port()
+    s = ServerManager("usm_slow:app", "127.0.0.1", port, "slow", start_timeout=1.5)
+    managers.append(s)
+    with pytest.raises(StartTimeoutError) as ei:
+        s.start()
+    assert isinstance(ei.value, TimeoutError) and isinstance(ei.value, StartError)
+    assert not s.is_running()
+    assert not os.path.exists(s._pid_file)
+
+
+CTRL_C = textwrap.dedent(
+    """
+    import sys, time
+    from upsonic_server_manager import ServerManager
+    s = ServerManager("usm_slow:app", "127.0.0.1", int(sys.argv[1]), "ctrlc")
+    print("starting", flush=True)
+    try:
+        s.start()
+    except KeyboardInterrupt:
+        t = time.monotonic()
+        print("interrupted", s._pid_file, flush=True)
+        sys.exit(42)
+    """
+)
+
+
+def test_ctrl_c_during_slow_start(home):
+    port = free_port()
+    env = dict(os.environ, USM_SLOW_SECONDS="60")
+    p = subprocess.Popen(
+        [sys.executable, "-c", CTRL_C, str(port)],
+        cwd=APPS,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert p.stdout.readline().strip() == "starting"
+        # Wait until the server process exists, then press Ctrl-C.
+        assert wait_until(lambda: bool(psutil.Process(p.pid).children()), 10)
+        server = psutil.Process(p.pid).children()[0]
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        p.send_signal(signal.SIGINT)
+        line = p.stdout.readline().split()
+        elapsed = time.monotonic() - t0
+        assert line[0] == "interrupted"
+        assert p.wait(10) == 42
+        assert not os.path.exists(line[1])
+        assert not server.is_running() or server.status() == psutil.STATUS_ZOMBIE
+        # Generous bound for a loaded CI box; the benchmark measures it precisely.
+        assert elapsed < 5
+    finally:
+        p.kill()
+        p.wait()
+        p.stdout.close()
+
+
+# ---- 5. port conflicts ----------------------------------------------------------------
+
+PERL_LISTEN = (
+    "use IO::Socket::INET; my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', "
+    'LocalPort => $ARGV[0], Listen => 5, ReuseAddr => 1) or die; print "ready\\n"; '
+    "$| = 1; sleep 600;"
+)
+
+
+def test_non_python_program_on_the_port_is_named_and_untouched(home, managers):
+    port = free_port()
+    perl = psutil.Popen(
+        ["perl", "-e", PERL_LISTEN.replace("print", "$|=1; print"), str(port), "usm-helper"],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert perl.stdout.readline().strip() == b"ready"
+        s = ServerManager("usm_hello:app", "127.0.0.1", port, "perl")
+        managers.append(s)
+        with pytest.raises(PortInUseError) as ei:
+            s.start()
+        e = ei.value
+        assert e.port == port
+        assert [h.pid for h in e.holders] == [perl.pid]
+        assert e.holders[0].name == "perl"
+        assert "perl" in str(e) and str(perl.pid) in str(e)
+        assert perl.is_running()
+        assert not s.is_running()
+        assert not os.path.exists(s._pid_file)
+        # force=True stops a holder owned by the same user.
+        s.start(force=True)
+        assert perl.wait(10) is not None
+        assert get(port)["hello"] == "world"
+    finally:
+        kill_helper(perl)
+
+
+def test_second_start_is_a_noop_not_a_restart(home, managers):
+    port = free_port()
+    s = ServerManager("usm_hello:app", "127.0.0.1", port, "noop")
+    managers.append(s)
+    s.start()
+    pid = get(port)["pid"]
+    ServerManager("usm_hello:app", "127.0.0.1", port, "noop").start()
+    s.start()
+    assert get(port)["pid"] == pid
+
+
+def test_stale_instance_of_this_server_is_replaced(home, managers):
+    port = free_port()
+    old = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "usm_hello:app", "--port", str(port)],
+        cwd=APPS,
+        start_new_session=True,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert wait_until(lambda: ServerManager("x", "127.0.0.1", port, "p")._is_port_in_use())
+        s = ServerManager("usm_hello:app", "127.0.0.1", port, "stale")
+        managers.append(s)
+        s.start()
+        assert old.wait(10) is not None
+        assert get(port)["pid"] == s._process.pid
+    finally:
+        old.kill()
+        old.wait()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a process as another user")
+def test_other_users_program_is_never_signalled_even_as_root(home, managers):
+    port = free_port()
+    code = (
+        f"import socket,time;s=socket.socket();s.bind(('127.0.0.1',{port}));s.listen();"
+        "print('ready',flush=True);time.sleep(600)"
+    )
+    other = psutil.Popen(
+        [
+            "setpriv",
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            sys.executable,
+            "-c",
+            code,
+            "usm-helper",
+        ],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert other.stdout.readline().strip() == b"ready"
+        s = ServerManager("usm_hello:app", "127.0.0.1", port, "otheruser")
+        managers.append(s)
+        for call in (
+            lambda: s.start(force=True),
+            s._kill_process_using_port,
+            s._force_cleanup_port,
+        ):
+            with pytest.raises(PortInUseError) as ei:
+                call()
+            assert ei.value.holders[0].user == "nobody"
+            assert ei.value.holders[0].same_user is False
+            assert "nobody" in str(ei.value)
+        assert other.is_running()
+    finally:
+        kill_helper(other)
+
+
+def test_kill_helpers_never_signal_the_caller(home):
+    import socket
+
+    port = free_port()
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", port))
+    sock.listen()
+    try:
+        s = ServerManager("usm_hello:app", "127.0.0.1", port, "self")
+        assert s._is_port_in_use()
+        with pytest.raises(PortInUseError) as ei:
+            s._kill_process_using_port()
+        assert ei.value.holders[0].pid == os.getpid()
+        with pytest.raises(PortInUseError):
+            s.start(force=True)
+    finally:
+        sock.close()
+
+
+# ---- 6. stop -------------------------------------------------------------------------
+
+
+def test_stop_ends_every_worker(home, managers):
+    port = free_port()
+    s = ServerManager("usm_hello:app", "127.0.0.1", port, "w3", workers=3)
+    managers.append(s)
+    s.start()
+    leader = psutil.Process(s._read_pid())
+    assert wait_until(lambda: len(leader.children()) >= 3, 30)
+    group = [leader] + leader.children(recursive=True)
+    get(port)
+    s.stop()
+    for p in group:
+        assert gone(p)
+    assert not s._is_port_in_use()
+
+
+@pytest.mark.parametrize("ignore_term", ["0", "1"])
+def test_stop_a_server_whose_shutdown_never_finishes(home, managers, monkeypatch, ignore_term):
+    monkeypatch.setenv("USM_IGNORE_TERM", ignore_term)
+    port = free_port()
+    s = ServerManager("usm_stubborn:app", "127.0.0.1", port, "stub", stop_timeout=1.0)
+    managers.append(s)
+    s.start()
+    pid = s._read_pid()
+    t0 = time.monotonic()
+    s.stop()
+    took = time.monotonic() - t0
+    assert took >= 0.9  # it waited for the graceful window
+    assert not psutil.pid_exists(pid)
+    assert s._process is None
+    assert not s._is_port_in_use()
+
+
+def test_server_killed_with_sigkill(home, managers):
+    port = free_port()
+    s = ServerManager("usm_hello:app", "127.0.0.1", port, "k9")
+    managers.append(s)
+    s.start()
+    pid = s._read_pid()
+    os.kill(pid, signal.SIGKILL)
+    assert wait_until(lambda: not s.is_running(), 5)
+    assert s.status().state in ("dead", "stopped")
+    s.stop()
+    assert not os.path.exists(s._pid_file)
+    assert not psutil.pid_exists(pid)  # reaped: no zombie left behind
+    s.start()
+    assert get(port)["hello"] == "world"
+
+
+MANAGER = textwrap.dedent(
+    """
+    import sys
+    from upsonic_server_manager import ServerManager
+    s = ServerManager("usm_hello:app", "127.0.0.1", int(sys.argv[1]), "orphan", workers=2)
+    s.start()
+    print(s._read_pid(), flush=True)
+    sys.stdin.readline()
+    """
+)
+
+
+def test_manager_killed_with_sigkill_a_new_manager_stops_its_server(home, managers):
+    port = free_port()
+    p = subprocess.Popen(
+        [sys.executable, "-c", MANAGER, str(port)],
+        cwd=APPS,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    m = ServerManager("usm_hello:app", "127.0.0.1", port, "orphan")
+    managers.append(m)
+    try:
+        pid = int(p.stdout.readline())
+        leader = psutil.Process(pid)
+        assert wait_until(lambda: len(leader.children()) >= 2, 30)
+        group = [leader] + leader.children(recursive=True)
+        p.kill()
+        p.wait()
+        assert m.is_running()
+        assert get(port)["hello"] == "world"
+        m.stop()
+        for proc in group:
+            assert gone(proc)
+        assert not m._is_port_in_use()
+        assert not os.path.exists(m._pid_file)
+    finally:
+        p.kill()
+        p.wait()
+        p.stdin.close()
+        p.stdout.close()
+
+
+# ---- 7. is_running --------------------------------------------------------------------
+
+
+def test_is_running_removes_a_stale_record(home):
+    s = ServerManager("usm_hello:app", "127.0.0.1", free_port(), "stale2")
+    gone = psutil.Popen(["true"])
+    gone.wait()
+    with open(s._pid_file, "w") as f:
+        f.write(str(gone.pid))
+    assert s.is_running() is False
+    assert not os.path.exists(s._pid_file)
+
+
+def test_zombie_is_not_running(home):
+    # A child of ours that exited and was not reaped is a zombie: not running.
+    zombie = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "usm_broken:app", "--port", "1"],
+        cwd=APPS,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert wait_until(lambda: psutil.Process(zombie.pid).status() == psutil.STATUS_ZOMBIE)
+        s = ServerManager("usm_broken:app", "127.0.0.1", 1, "zombie")
+        with open(s._pid_file, "w") as f:
+            f.write(str(zombie.pid))
+        assert s.is_running() is False
+    finally:
+        zombie.wait()
+
+
+# ---- 8. waiting releases the GIL --------------------------------------------------------
+
+
+def test_gil_is_released_while_starting(home, managers, monkeypatch):
+    monkeypatch.setenv("USM_SLOW_SECONDS", "1")
+    port = free_port()
+    s = ServerManager("usm_slow:app", "127.0.0.1", port, "gil")
+    managers.append(s)
+    ticks = 0
+    stop = threading.Event()
+
+    def spin():
+        nonlocal ticks
+        while not stop.is_set():
+            ticks += 1
+            time.sleep(0.001)
+
+    t = threading.Thread(target=spin)
+    t.start()
+    try:
+        s.start()
+    finally:
+        stop.set()
+        t.join()
+    assert ticks > 100  # the other thread ran throughout the ~1 s start
+
+
+# ---- 9. no leaks -------------------------------------------------------------------------
+
+
+def test_no_descriptor_thread_or_zombie_growth_over_cycles(home, managers):
+    port = free_port()
+    s = ServerManager("usm_hello:app", "127.0.0.1", port, "cycles")
+    managers.append(s)
+    me = psutil.Process()
+    s.start(redirect_output=True)
+    s.stop()
+    fds, threads = me.num_fds(), me.num_threads()
+    for _ in range(8):
+        s.start(redirect_output=True)
+        get(port)
+        s.stop()
+    assert me.num_fds() == fds
+    assert me.num_threads() == threads
+    assert [c for c in me.children() if c.status() == psutil.STATUS_ZOMBIE] == []
+
+
+# ---- argument validation ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, word",
+    [
+        ({"name": "../evil"}, ValueError, "name"),
+        ({"name": ".."}, ValueError, "name"),
+        ({"name": "a/b"}, ValueError, "name"),
+        ({"name": ""}, ValueError, "name"),
+        ({"app_path": ""}, ValueError, "app_path"),
+        ({"port": 70000}, ValueError, "port"),
+        ({"port": "80"}, TypeError, "port"),
+        ({"host": "no-such-host.invalid"}, ValueError, "host"),
+        ({"workers": 0}, ValueError, "workers"),
+        ({"start_timeout": -1}, ValueError, "start_timeout"),
+    ],
+)
+def test_bad_arguments_fail_fast_naming_the_argument(home, kwargs, exc, word):
+    args = {"app_path": "usm_hello:app", "host": "127.0.0.1", "port": 8000, "name": "ok"}
+    args.update(kwargs)
+    app_path, host, port, name = (args.pop(k) for k in ("app_path", "host", "port", "name"))
+    t0 = time.monotonic()
+    with pytest.raises(exc, match=word):
+        ServerManager(app_path, host, port, name, **args)
+    assert time.monotonic() - t0 < 5
+    assert os.listdir(home) == []
+
+
+def test_subclassing_works(home, managers):
+    class Mine(ServerManager):
+        def start(self, redirect_output=False, force=False):
+            self.started = True
+            super().start(redirect_output, force)
+
+    port = free_port()
+    m = Mine("usm_hello:app", "127.0.0.1", port, "sub")
+    managers.append(m)
+    with m:
+        assert m.started and get(port)["hello"] == "world"
+    assert not m.is_running()
+
+
+def test_listen_helper_is_cleaned(home):
+    h = listen_helper("127.0.0.1", free_port())
+    kill_helper(h)
