@@ -115,16 +115,37 @@ pub fn descendants(pid: i32) -> Vec<i32> {
 /// Inodes of the sockets `pid` has open (empty if unreadable).
 pub fn socket_inodes(pid: i32) -> HashSet<u64> {
     let mut out = HashSet::new();
-    if let Ok(p) = Process::new(pid) {
-        if let Ok(fds) = p.fd() {
-            for fd in fds.flatten() {
-                if let FDTarget::Socket(inode) = fd.target {
-                    out.insert(inode);
+    let Ok(p) = Process::new(pid) else { return out };
+    if let Ok(fds) = p.fd() {
+        for fd in fds.flatten() {
+            if let FDTarget::Socket(inode) = fd.target {
+                out.insert(inode);
+            }
+        }
+    }
+    // A zombie thread-group leader whose other threads live on shows no
+    // descriptors of its own; the live threads still hold them.
+    if out.is_empty() && p.stat().is_ok_and(|s| s.state == 'Z') {
+        if let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) {
+            for task in tasks.flatten() {
+                let Ok(fds) = fs::read_dir(task.path().join("fd")) else { continue };
+                for fd in fds.flatten() {
+                    if let Some(inode) = fs::read_link(fd.path())
+                        .ok()
+                        .and_then(|t| socket_inode_from_link(&t.to_string_lossy()))
+                    {
+                        out.insert(inode);
+                    }
                 }
             }
         }
     }
     out
+}
+
+/// Parses a descriptor link target such as `socket:[12345]`.
+fn socket_inode_from_link(target: &str) -> Option<u64> {
+    target.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
 }
 
 /// Every PID on the machine. Used only as a last resort: callers narrow by

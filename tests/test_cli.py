@@ -1,0 +1,277 @@
+"""The ``upsonic-server`` CLI, driven through subprocesses as a user types it."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+from conftest import APPS, free_port, get, gone, kill_helper, listen_helper, wait_until
+from upsonic_server_manager import ServerManager
+
+CLI = [sys.executable, "-m", "upsonic_server_manager"]
+
+
+def cli(*args: str, home, timeout: float = 60, **kw) -> subprocess.CompletedProcess:
+    env = dict(os.environ, HOME=str(home))
+    env.update(kw.pop("env", {}))
+    return subprocess.run(
+        [*CLI, *args],
+        cwd=kw.pop("cwd", APPS),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        **kw,
+    )
+
+
+@pytest.fixture
+def stop_named(home):
+    names: list[str] = []
+    yield names
+    for n in names:
+        m = ServerManager.from_record(n, home)
+        if m is not None:
+            m.stop()
+
+
+def test_start_status_logs_restart_stop(home, stop_named):
+    port = free_port()
+    stop_named.append("web")
+    r = cli(
+        "start",
+        "usm_hello:app",
+        "--port",
+        str(port),
+        "--name",
+        "web",
+        "--redirect-output",
+        home=home,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "web: pid" in r.stdout and f"127.0.0.1:{port}" in r.stdout and "ms" in r.stdout
+    pid = get(port)["pid"]
+
+    r = cli("status", "web", home=home)
+    assert r.returncode == 0
+    header, row = r.stdout.splitlines()
+    assert header.split() == ["NAME", "PID", "ADDRESS", "STATE", "UPTIME", "MEM", "CPU", "WORKERS"]
+    assert row.split()[:4] == ["web", str(pid), f"127.0.0.1:{port}", "running"]
+
+    r = cli("status", "--json", home=home)
+    data = json.loads(r.stdout)
+    assert [(d["name"], d["pid"], d["host"], d["port"], d["state"]) for d in data] == [
+        ("web", pid, "127.0.0.1", port, "running")
+    ]
+
+    r = cli("logs", "web", "--stderr", "-n", "5", home=home)
+    assert r.returncode == 0
+
+    r = cli("restart", "web", home=home)
+    assert r.returncode == 0, r.stderr
+    new_pid = get(port)["pid"]
+    assert new_pid != pid
+
+    r = cli("stop", "web", home=home)
+    assert r.returncode == 0 and "stopped" in r.stdout
+    assert not psutil.pid_exists(new_pid) or gone(psutil.Process(new_pid))
+    r = cli("status", "web", home=home)
+    assert r.returncode == 3
+    r = cli("stop", "web", home=home)
+    assert r.returncode == 0 and "not running" in r.stdout
+
+
+def test_status_of_unknown_name_exits_3(home):
+    r = cli("status", "nothing-here", home=home)
+    assert r.returncode == 3
+    assert "stopped" in r.stdout
+
+
+def test_status_after_server_killed(home, stop_named):
+    port = free_port()
+    stop_named.append("k")
+    # --redirect-output: without it the server shares (and keeps open) our pipe.
+    args = ["--name", "k", "--redirect-output"]
+    assert cli("start", "usm_hello:app", "--port", str(port), *args, home=home).returncode == 0
+    pid = get(port)["pid"]
+    os.kill(pid, signal.SIGKILL)
+    assert wait_until(lambda: gone(psutil.Process(pid)) if psutil.pid_exists(pid) else True)
+    r = cli("status", "k", "--json", home=home)
+    assert r.returncode == 3
+    assert json.loads(r.stdout)[0]["state"] == "dead"
+
+
+@pytest.mark.parametrize(
+    "args, word",
+    [
+        (["start", "usm_hello:app", "--port", "x", "--name", "a"], "--port"),
+        (["start", "usm_hello:app", "--port", "70000", "--name", "a"], "port"),
+        (["start", "usm_hello:app", "--port", "8000", "--name", "../a"], "name"),
+        (["start", "usm_hello:app", "--name", "a"], "--port"),
+        (["logs", "a", "-n", "many"], "-n"),
+        (["frobnicate"], "frobnicate"),
+    ],
+)
+def test_bad_arguments_exit_2_with_one_line(home, args, word):
+    r = cli(*args, home=home)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert word in lines[0]
+    assert "Traceback" not in r.stderr
+
+
+def test_core_error_exits_1_with_the_message(home):
+    port = free_port()
+    holder = listen_helper("127.0.0.1", port)
+    try:
+        r = cli("start", "usm_hello:app", "--port", str(port), "--name", "busy", home=home)
+        assert r.returncode == 1
+        assert f"Port {port}" in r.stderr and str(holder.pid) in r.stderr
+        assert "Traceback" not in r.stderr
+        assert holder.is_running()
+    finally:
+        kill_helper(holder)
+
+
+def test_demo_end_to_end(home, tmp_path):
+    r = cli("demo", home=home, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert "started the bundled demo app" in out
+    assert "GET /hello -> 200" in out and "from upsonic-server-manager" in out
+    assert "NAME" in out and "running" in out
+    assert "is free" in out and "running=False" in out
+
+
+def test_run_notifies_systemd_and_stops_on_sigterm(home, tmp_path):
+    port = free_port()
+    sock_path = str(tmp_path / "notify.sock")
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(sock_path)
+    env = dict(os.environ, HOME=str(home), NOTIFY_SOCKET=sock_path)
+    p = subprocess.Popen(
+        [*CLI, "run", "usm_hello:app", "--port", str(port), "--name", "svc"],
+        cwd=APPS,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        notify.settimeout(30)
+        msg = notify.recv(4096).decode()
+        assert "READY=1" in msg
+        assert f"MAINPID={p.pid}" in msg
+        server_pid = get(port)["pid"]
+        assert psutil.Process(server_pid).ppid() == p.pid
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(30) == 0
+        assert "STOPPING=1" in notify.recv(4096).decode()
+        assert not ServerManager("x", "127.0.0.1", port, "probe")._is_port_in_use()
+        assert not psutil.pid_exists(server_pid)
+    finally:
+        p.kill()
+        p.wait()
+        p.stdout.close()
+        p.stderr.close()
+        notify.close()
+
+
+def test_run_exits_with_the_server_exit_code(home):
+    port = free_port()
+    env = dict(os.environ, HOME=str(home))
+    p = subprocess.Popen(
+        [*CLI, "run", "usm_hello:app", "--port", str(port), "--name", "dies"],
+        cwd=APPS,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert "serving" in p.stdout.readline()
+        os.kill(get(port)["pid"], signal.SIGKILL)
+        assert p.wait(30) == 128 + signal.SIGKILL
+    finally:
+        p.kill()
+        p.wait()
+        p.stdout.close()
+
+
+def test_systemd_unit(home):
+    r = cli(
+        "systemd-unit",
+        "usm_hello:app",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "7541",
+        "--name",
+        "main",
+        "--user",
+        "upsonic",
+        "--env",
+        "A=b c",
+        home=home,
+    )
+    assert r.returncode == 0, r.stderr
+    unit = r.stdout
+    for needle in (
+        "Type=notify",
+        "Restart=on-failure",
+        f"WorkingDirectory={APPS}",
+        "User=upsonic",
+        "Environment='A=b c'",
+        " run usm_hello:app --host 0.0.0.0 --port 7541 --name main",
+        "systemctl daemon-reload",
+        "[Install]",
+    ):
+        assert needle in unit, needle
+
+
+def test_spinner_on_a_real_terminal(home, stop_named):
+    port = free_port()
+    stop_named.append("tty")
+    env = dict(os.environ, HOME=str(home), USM_SLOW_SECONDS="1")
+    master, slave = pty.openpty()
+    p = subprocess.Popen(
+        [*CLI, "start", "usm_slow:app", "--port", str(port), "--name", "tty"],
+        cwd=APPS,
+        env=env,
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+    )
+    os.close(slave)
+    out = b""
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            r, _, _ = select.select([master], [], [], 0.5)
+            if r:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                out += chunk
+            elif p.poll() is not None:
+                break
+        assert p.wait(30) == 0
+    finally:
+        os.close(master)
+    text = out.decode(errors="replace")
+    assert "\r" in text and "starting tty" in text
+    assert any(f"{c} starting tty" in text for c in "|/-\\")
+    assert "tty: pid" in text
