@@ -61,8 +61,13 @@ pub fn format_addr(addr: IpAddr, port: u16) -> String {
 
 /// Listeners on `port` that clash with binding any of `addrs`.
 pub fn conflicting_listeners(addrs: &[IpAddr], port: u16) -> io::Result<Vec<Listener>> {
-    let dual = platform::ipv6_binds_dual_stack();
     let all = platform::tcp_listeners(port)?;
+    if all.is_empty() {
+        return Ok(all);
+    }
+    // Only a bind to `::` next to an IPv4 listener depends on the sysctl.
+    let dual = addrs.iter().any(|a| a.is_ipv6() && a.is_unspecified())
+        && platform::ipv6_binds_dual_stack();
     Ok(all
         .into_iter()
         .filter(|l| addrs.iter().any(|a| conflicts(*a, l, dual)))
@@ -73,80 +78,141 @@ pub fn conflicting_listeners(addrs: &[IpAddr], port: u16) -> io::Result<Vec<List
 ///
 /// Looks first among `likely` (e.g. a known server's process group), then
 /// among processes owned by each socket's uid, and only then everywhere, so
-/// that the common cases never walk the whole process table.
+/// that the common cases never read every process's descriptors. Within one
+/// owner, processes with more than the three standard descriptors are read
+/// first (one `stat()` each tells the count); the rest only if a socket is
+/// still unaccounted for.
+///
+/// Once every socket has a holder the search stops, after reading the
+/// holders' relatives: a socket is shared by inheritance, so pre-fork
+/// workers are the descendants of a holder (or of its parent, when the
+/// parent holds the socket too). A socket passed to an unrelated process
+/// over a Unix socket is the one case this can miss.
 pub fn holders_of(listeners: &[Listener], likely: &[i32]) -> Vec<Holder> {
     if listeners.is_empty() {
         return Vec::new();
     }
-    let my_uid = nix::unistd::geteuid().as_raw();
-    let by_inode: HashMap<u64, &Listener> = listeners.iter().map(|l| (l.inode, l)).collect();
-    let mut found: HashMap<i32, Holder> = HashMap::new();
-    let mut seen_inodes: HashSet<u64> = HashSet::new();
-    let mut visited: HashSet<i32> = HashSet::new();
-
-    let mut scan = |pids: &mut dyn Iterator<Item = i32>,
-                    found: &mut HashMap<i32, Holder>,
-                    seen: &mut HashSet<u64>| {
-        for pid in pids {
-            if !visited.insert(pid) {
-                continue;
-            }
-            let inodes = platform::socket_inodes(pid);
-            for inode in inodes {
-                if let Some(l) = by_inode.get(&inode) {
-                    seen.insert(inode);
-                    if found.contains_key(&pid) {
-                        continue;
-                    }
-                    if let Some(info) = platform::proc_info(pid) {
-                        found.insert(
-                            pid,
-                            Holder {
-                                pid,
-                                name: info.name.clone(),
-                                uid: info.uid,
-                                user: platform::user_name(info.uid),
-                                pgid: info.pgid,
-                                start_ticks: info.start_ticks,
-                                address: format_addr(l.addr, l.port),
-                                same_user: info.uid == my_uid,
-                            },
-                        );
-                    }
-                }
-            }
-        }
+    let mut scan = Scan {
+        by_inode: listeners.iter().map(|l| (l.inode, l)).collect(),
+        my_uid: nix::unistd::geteuid().as_raw(),
+        found: HashMap::new(),
+        seen_inodes: HashSet::new(),
+        visited: HashSet::new(),
     };
 
     // 1. The likely processes and their descendants (pre-fork workers).
-    let mut first: Vec<i32> = Vec::new();
     for &p in likely {
-        first.push(p);
-        first.extend(platform::descendants(p));
-    }
-    scan(&mut first.into_iter(), &mut found, &mut seen_inodes);
-    let likely_group_hit = !seen_inodes.is_empty();
-
-    // 2. Processes owned by the sockets' owners. Pre-fork workers share one
-    // socket, so every such process is checked even after a first hit.
-    let uids: HashSet<u32> = listeners.iter().map(|l| l.uid).collect();
-    let pids = platform::all_pids();
-    let mut same_owner = pids
-        .iter()
-        .copied()
-        .filter(|p| platform::owner_uid(*p).is_some_and(|u| uids.contains(&u)));
-    scan(&mut same_owner, &mut found, &mut seen_inodes);
-
-    // 3. Everyone else, only for sockets still unaccounted for (a socket
-    // created by one user and passed to a process of another).
-    let missing = listeners.iter().any(|l| !seen_inodes.contains(&l.inode));
-    if missing && !(likely_group_hit && seen_inodes.len() == by_inode.len()) {
-        scan(&mut pids.into_iter(), &mut found, &mut seen_inodes);
+        scan.visit(p);
+        for d in platform::descendants(p) {
+            scan.visit(d);
+        }
     }
 
-    let mut out: Vec<Holder> = found.into_values().collect();
+    if scan.missing() {
+        // 2. Processes owned by the sockets' owners: busy ones first.
+        let uids: HashSet<u32> = listeners.iter().map(|l| l.uid).collect();
+        let mut quiet = Vec::new();
+        let mut others = Vec::new();
+        let mut busy = Vec::new();
+        for pid in platform::all_pids() {
+            if scan.visited.contains(&pid) {
+                continue;
+            }
+            match platform::fd_dir_stat(pid) {
+                Some((uid, n)) if uids.contains(&uid) => {
+                    if n == 0 || n > 3 {
+                        busy.push(pid);
+                    } else {
+                        quiet.push(pid);
+                    }
+                }
+                _ => others.push(pid),
+            }
+        }
+        // 3. Everyone else only for sockets still unaccounted for (a socket
+        // handed from one user's process to another's).
+        for stage in [busy, quiet, others] {
+            for pid in stage {
+                if !scan.missing() {
+                    break;
+                }
+                scan.visit(pid);
+            }
+        }
+    }
+    scan.visit_relatives();
+    let mut out: Vec<Holder> = scan.found.into_values().collect();
     out.sort_by_key(|h| h.pid);
     out
+}
+
+struct Scan<'a> {
+    by_inode: HashMap<u64, &'a Listener>,
+    my_uid: u32,
+    found: HashMap<i32, Holder>,
+    seen_inodes: HashSet<u64>,
+    visited: HashSet<i32>,
+}
+
+impl Scan<'_> {
+    fn missing(&self) -> bool {
+        self.seen_inodes.len() < self.by_inode.len()
+    }
+
+    /// Reads the holders' relatives that could share their sockets: their
+    /// descendants, and their parent's when the parent holds one too.
+    fn visit_relatives(&mut self) {
+        let mut queue: Vec<i32> = self.found.keys().copied().collect();
+        let mut expanded = HashSet::new();
+        while let Some(pid) = queue.pop() {
+            if !expanded.insert(pid) {
+                continue;
+            }
+            let mut relatives = platform::descendants(pid);
+            if let Some(info) = platform::proc_info(pid) {
+                if info.ppid > 1 {
+                    relatives.push(info.ppid);
+                }
+            }
+            for r in relatives {
+                let before = self.found.len();
+                self.visit(r);
+                if self.found.len() > before || self.found.contains_key(&r) {
+                    queue.push(r);
+                }
+            }
+        }
+    }
+
+    fn visit(&mut self, pid: i32) {
+        if !self.visited.insert(pid) {
+            return;
+        }
+        for inode in platform::socket_inodes(pid) {
+            let Some(l) = self.by_inode.get(&inode) else {
+                continue;
+            };
+            self.seen_inodes.insert(inode);
+            if self.found.contains_key(&pid) {
+                continue;
+            }
+            if let Some(info) = platform::proc_info(pid) {
+                self.found.insert(
+                    pid,
+                    Holder {
+                        pid,
+                        name: info.name.clone(),
+                        uid: info.uid,
+                        user: platform::user_name(info.uid),
+                        pgid: info.pgid,
+                        start_ticks: info.start_ticks,
+                        address: format_addr(l.addr, l.port),
+                        same_user: info.uid == self.my_uid,
+                    },
+                );
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -327,7 +327,11 @@ fn process_info<'py>(py: Python<'py>, pid: i64) -> PyResult<Option<Bound<'py, Py
 
 /// The identity recorded for server `name` in `pid_dir`, as a dict, or None.
 #[pyfunction]
-fn read_record<'py>(py: Python<'py>, pid_dir: PathBuf, name: String) -> PyResult<Option<Bound<'py, PyDict>>> {
+fn read_record<'py>(
+    py: Python<'py>,
+    pid_dir: PathBuf,
+    name: String,
+) -> PyResult<Option<Bound<'py, PyDict>>> {
     validate::name(&name).map_err(|e| PyValueError::new_err(e.to_string()))?;
     let paths = crate::record::Paths::new(&pid_dir, &name);
     let pid = crate::record::read_pid(&paths, platform::pid_max());

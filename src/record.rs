@@ -123,12 +123,31 @@ fn read_capped(path: &Path, cap: u64) -> Option<Vec<u8>> {
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
         .ok()?;
-    if !file.metadata().ok()?.is_file() {
+    let meta = file.metadata().ok()?;
+    if !meta.is_file() || meta.len() > cap {
         return None;
     }
-    let mut buf = Vec::new();
-    file.take(cap + 1).read_to_end(&mut buf).ok()?;
-    (buf.len() as u64 <= cap).then_some(buf)
+    // Sized from fstat: one read() normally returns it all; the loop only
+    // matters if the file grew meanwhile.
+    let mut buf = vec![0u8; meta.len() as usize + 1];
+    let mut filled = 0;
+    let mut file = file;
+    while filled < buf.len() {
+        match file.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+        if filled <= meta.len() as usize {
+            break;
+        }
+    }
+    if filled as u64 > cap {
+        return None;
+    }
+    buf.truncate(filled);
+    Some(buf)
 }
 
 /// Reads the PID file: `Some(pid)` only for a well-formed, plausible PID.

@@ -197,6 +197,24 @@ impl Server {
 
     /// Verifies that the PID record names a live server of ours.
     pub fn find_recorded(&self) -> Option<Found> {
+        let (pid, info, identity, legacy) = self.verify_record()?;
+        let pidfd = PidFd::open(pid).ok()?;
+        let again = platform::proc_info(pid)?;
+        if again.start_ticks != info.start_ticks {
+            return None;
+        }
+        Some(Found {
+            pid,
+            pidfd: Arc::new(pidfd),
+            info: again,
+            identity,
+            legacy,
+        })
+    }
+
+    /// The check behind `find_recorded`, without pinning: enough to answer
+    /// "is it running" with a handful of reads.
+    fn verify_record(&self) -> Option<(i32, platform::ProcInfo, Option<Identity>, bool)> {
         let pid = record::read_pid(&self.paths, self.pid_max)?;
         let info = platform::proc_info(pid)?;
         let my_uid = nix::unistd::geteuid().as_raw();
@@ -207,7 +225,7 @@ impl Server {
         let (identity, legacy) = match identity {
             Some(id) => {
                 let same_boot =
-                    id.boot_id.is_empty() || platform::boot_id().is_none_or(|b| b == id.boot_id);
+                    id.boot_id.is_empty() || platform::boot_id().is_none_or(|b| *b == id.boot_id);
                 if id.start_ticks != info.start_ticks || !same_boot {
                     return None;
                 }
@@ -223,18 +241,7 @@ impl Server {
                 (None, true)
             }
         };
-        let pidfd = PidFd::open(pid).ok()?;
-        let again = platform::proc_info(pid)?;
-        if again.start_ticks != info.start_ticks {
-            return None;
-        }
-        Some(Found {
-            pid,
-            pidfd: Arc::new(pidfd),
-            info: again,
-            identity,
-            legacy,
-        })
+        Some((pid, info, identity, legacy))
     }
 
     /// Our server, alive or not: our child first, then the record.
@@ -258,13 +265,40 @@ impl Server {
     /// True only for our server, alive and not a zombie. Removes a stale
     /// record when no start or stop is under way.
     pub fn is_running(&self) -> bool {
-        if let Some(f) = self.find() {
-            if f.info.is_alive() && !f.pidfd.has_exited() {
+        if let Some((pidfd, _, None)) = self.own_child() {
+            if !pidfd.has_exited() {
                 return true;
             }
         }
+        if self.recorded_alive() {
+            return true;
+        }
         self.remove_stale_record_if_idle();
         false
+    }
+
+    /// The `is_running()` fast path: with our identity file, one read of
+    /// /proc/PID/stat decides (same PID, same start tick, same boot: the
+    /// process we launched); a bare PID file takes the full check.
+    fn recorded_alive(&self) -> bool {
+        let Some(pid) = record::read_pid(&self.paths, self.pid_max) else {
+            return false;
+        };
+        if pid == std::process::id() as i32 {
+            return false;
+        }
+        match record::read_identity(&self.paths).filter(|id| id.pid == pid) {
+            Some(id) => {
+                let same_boot =
+                    id.boot_id.is_empty() || platform::boot_id().is_none_or(|b| *b == id.boot_id);
+                platform::state_and_start(pid).is_some_and(|(state, ticks)| {
+                    same_boot && ticks == id.start_ticks && !matches!(state, 'Z' | 'X' | 'x')
+                })
+            }
+            None => self
+                .verify_record()
+                .is_some_and(|(_, info, _, _)| info.is_alive()),
+        }
     }
 
     fn remove_stale_record_if_idle(&self) {
@@ -544,7 +578,7 @@ impl Server {
         let identity = Identity {
             pid,
             start_ticks,
-            boot_id: platform::boot_id().unwrap_or_default(),
+            boot_id: platform::boot_id().cloned().unwrap_or_default(),
             launch_id,
             host: self.cfg.host.clone(),
             port: self.cfg.port,

@@ -10,7 +10,6 @@ from ._errors import (
     StartError,
     StartTimeoutError,
 )
-from ._group import ServerGroup, install_signal_handlers, stop_on_exit
 from ._manager import (
     DEFAULT_UVICORN_ARGS,
     ServerManager,
@@ -36,3 +35,19 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+_LAZY = {"ServerGroup", "install_signal_handlers", "stop_on_exit"}
+
+
+def __getattr__(name: str) -> object:
+    # The group helpers pull in threading, atexit and signal: load them on
+    # first use so that a plain import stays cheap.
+    if name in _LAZY:
+        from . import _group
+
+        return getattr(_group, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | _LAZY)

@@ -6,18 +6,62 @@ written for upsonic's original ``ServerManager`` keeps working.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Sequence
+# typing is imported for type checkers only: at run time it costs milliseconds.
+TYPE_CHECKING = False
+
+if TYPE_CHECKING:
+    from typing import Any, Optional, Sequence
 
 
-class PortHolder(NamedTuple):
-    """A process holding a listening socket that clashes with the port."""
+class PortHolder(tuple):
+    """A process holding a listening socket that clashes with the port:
+    ``(pid, name, user, address, same_user, uid)``, a named tuple.
 
-    pid: int
-    name: str
-    user: str
-    address: str
-    same_user: bool
-    uid: int
+    Hand-written rather than ``typing.NamedTuple`` so that importing the
+    package does not pull in ``typing`` and ``collections``.
+    """
+
+    __slots__ = ()
+    _fields = ("pid", "name", "user", "address", "same_user", "uid")
+
+    def __new__(
+        cls, pid: int, name: str, user: str, address: str, same_user: bool, uid: int
+    ) -> PortHolder:
+        return tuple.__new__(cls, (pid, name, user, address, same_user, uid))
+
+    @property
+    def pid(self) -> int:
+        return self[0]
+
+    @property
+    def name(self) -> str:
+        return self[1]
+
+    @property
+    def user(self) -> str:
+        return self[2]
+
+    @property
+    def address(self) -> str:
+        return self[3]
+
+    @property
+    def same_user(self) -> bool:
+        return self[4]
+
+    @property
+    def uid(self) -> int:
+        return self[5]
+
+    def _asdict(self) -> dict[str, Any]:
+        return dict(zip(self._fields, self))
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{k}={v!r}" for k, v in zip(self._fields, self))
+        return f"PortHolder({inner})"
+
+    def __getnewargs__(self) -> tuple:
+        return tuple(self)
 
 
 class ServerManagerError(RuntimeError):

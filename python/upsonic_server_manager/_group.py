@@ -6,12 +6,21 @@ from __future__ import annotations
 import atexit
 import signal
 import sys
-from concurrent.futures import ThreadPoolExecutor
-from types import FrameType, TracebackType
-from typing import Iterable, Optional, Union
+import threading
 
 from ._errors import ServerManagerError
-from ._manager import ServerManager, ServerStatus
+from ._manager import ServerManager
+
+# typing is imported for type checkers only: at run time it costs milliseconds.
+TYPE_CHECKING = False
+
+if TYPE_CHECKING:
+    from types import FrameType, TracebackType
+    from typing import Iterable, Iterator, Optional, Union
+
+    from ._manager import ServerStatus
+
+    Stoppable = Union[ServerManager, "ServerGroup"]
 
 
 class ServerGroup:
@@ -34,13 +43,23 @@ class ServerGroup:
             return
         # The core releases the GIL while it waits, so threads give real
         # parallelism here.
-        with ThreadPoolExecutor(max_workers=len(self.managers)) as pool:
-            futures = [pool.submit(m.start, redirect_output, force) for m in self.managers]
-            errors: list[tuple[ServerManager, BaseException]] = []
-            for m, f in zip(self.managers, futures):
-                exc = f.exception()
-                if exc is not None:
-                    errors.append((m, exc))
+        outcome: dict[int, BaseException] = {}
+
+        def run(i: int, m: ServerManager) -> None:
+            try:
+                m.start(redirect_output, force)
+            except BaseException as e:  # noqa: BLE001 - reported below
+                outcome[i] = e
+
+        threads = [
+            threading.Thread(target=run, args=(i, m), name=f"start-{m.name}")
+            for i, m in enumerate(self.managers)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        errors = [(self.managers[i], e) for i, e in sorted(outcome.items())]
         if errors:
             for m in reversed(self.managers):
                 try:
@@ -80,14 +99,11 @@ class ServerGroup:
     ) -> None:
         self.stop()
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[ServerManager]:
         return iter(self.managers)
 
     def __len__(self) -> int:
         return len(self.managers)
-
-
-Stoppable = Union[ServerManager, ServerGroup]
 
 
 def _stop_all(items: Iterable[Stoppable]) -> None:

@@ -3,46 +3,102 @@
 from __future__ import annotations
 
 import os
-import pwd
 import sys
-from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Mapping, Optional, Sequence, Union
 
 from . import _core
 from ._errors import PortHolder
 
-PathLike = Union[str, "os.PathLike[str]"]
+# typing is imported for type checkers only: at run time it costs milliseconds.
+TYPE_CHECKING = False
+
+if TYPE_CHECKING:
+    # Only for annotations: importing typing at run time costs milliseconds.
+    from types import TracebackType
+    from typing import Any, Mapping, Optional, Sequence, Union
+
+    PathLike = Union[str, os.PathLike[str]]
 
 DEFAULT_UVICORN_ARGS: tuple[str, ...] = ("--log-level", "error", "--no-access-log")
 
 
-@dataclass(frozen=True)
 class ServerStatus:
-    """A snapshot of one server, as returned by :meth:`ServerManager.status`."""
+    """A snapshot of one server, as returned by :meth:`ServerManager.status`.
+
+    ``state`` is ``running``, ``starting`` (alive, not yet listening),
+    ``dead`` (a record or child remains but the process is gone) or
+    ``stopped``. ``started_at`` is in seconds since the epoch,
+    ``memory_rss`` in bytes (server and workers), ``cpu_percent`` the CPU
+    time of server and workers over its lifetime, in percent of one core.
+    """
+
+    __slots__ = (
+        "name",
+        "pid",
+        "host",
+        "port",
+        "state",
+        "started_at",
+        "uptime",
+        "memory_rss",
+        "cpu_percent",
+        "workers",
+        "exit_code",
+        "stdout_log",
+        "stderr_log",
+    )
 
     name: str
     pid: Optional[int]
     host: str
     port: int
-    #: ``running``, ``starting`` (alive, not yet listening), ``dead`` (a record
-    #: or child remains but the process is gone) or ``stopped``.
     state: str
-    #: Seconds since the epoch at which the server started.
     started_at: Optional[float]
     uptime: Optional[float]
-    #: Resident memory of the server and its workers, in bytes.
     memory_rss: Optional[int]
-    #: CPU time of the server and its workers over its lifetime, in percent of one core.
     cpu_percent: Optional[float]
-    workers: list[int] = field(default_factory=list)
-    exit_code: Optional[int] = None
-    stdout_log: Optional[str] = None
-    stderr_log: Optional[str] = None
+    workers: list[int]
+    exit_code: Optional[int]
+    stdout_log: Optional[str]
+    stderr_log: Optional[str]
+
+    def __init__(
+        self,
+        name: str,
+        pid: Optional[int],
+        host: str,
+        port: int,
+        state: str,
+        started_at: Optional[float],
+        uptime: Optional[float],
+        memory_rss: Optional[int],
+        cpu_percent: Optional[float],
+        workers: Optional[list[int]] = None,
+        exit_code: Optional[int] = None,
+        stdout_log: Optional[str] = None,
+        stderr_log: Optional[str] = None,
+    ) -> None:
+        values = locals()
+        for k in self.__slots__:
+            object.__setattr__(self, k, values[k])
+        object.__setattr__(self, "workers", list(workers or []))
+
+    def __setattr__(self, key: str, value: object) -> None:
+        raise AttributeError("ServerStatus is read-only")
 
     def as_dict(self) -> dict[str, Any]:
         """The status as a JSON-ready dict."""
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+        return {k: getattr(self, k) for k in self.__slots__}
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ServerStatus):
+            return NotImplemented
+        return self.as_dict() == other.as_dict()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__slots__)
+        return f"ServerStatus({inner})"
 
 
 class _ChildProcess:
@@ -72,6 +128,8 @@ def _home_dir() -> str:
     home = os.environ.get("HOME", "")
     if home and os.path.isabs(home):
         return home
+    import pwd
+
     try:
         return pwd.getpwuid(os.getuid()).pw_dir
     except KeyError:

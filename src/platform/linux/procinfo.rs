@@ -7,7 +7,7 @@ use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 
-use procfs::process::{FDTarget, Process};
+use procfs::process::Process;
 
 /// A snapshot of one process, read through a single /proc directory handle so
 /// that every field belongs to the same process even if its PID is reused.
@@ -37,6 +37,21 @@ impl ProcInfo {
 
 /// Reads the snapshot of `pid`, or `None` if it does not exist (or is unreadable).
 pub fn proc_info(pid: i32) -> Option<ProcInfo> {
+    proc_info_full(pid)
+}
+
+/// State and start time of `pid` from a single read of /proc/PID/stat: the
+/// cheapest identity check, used on the `is_running()` path.
+pub fn state_and_start(pid: i32) -> Option<(char, u64)> {
+    use procfs::FromRead;
+    if pid <= 0 {
+        return None;
+    }
+    let stat = procfs::process::Stat::from_file(format!("/proc/{pid}/stat")).ok()?;
+    Some((stat.state, stat.starttime))
+}
+
+fn proc_info_full(pid: i32) -> Option<ProcInfo> {
     if pid <= 0 {
         return None;
     }
@@ -115,37 +130,50 @@ pub fn descendants(pid: i32) -> Vec<i32> {
 /// Inodes of the sockets `pid` has open (empty if unreadable).
 pub fn socket_inodes(pid: i32) -> HashSet<u64> {
     let mut out = HashSet::new();
-    let Ok(p) = Process::new(pid) else { return out };
-    if let Ok(fds) = p.fd() {
-        for fd in fds.flatten() {
-            if let FDTarget::Socket(inode) = fd.target {
-                out.insert(inode);
-            }
-        }
-    }
+    read_socket_links(&format!("/proc/{pid}/fd"), &mut out);
     // A zombie thread-group leader whose other threads live on shows no
     // descriptors of its own; the live threads still hold them.
-    if out.is_empty() && p.stat().is_ok_and(|s| s.state == 'Z') {
+    if out.is_empty() && proc_info(pid).is_some_and(|i| i.state == 'Z') {
         if let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) {
             for task in tasks.flatten() {
-                let Ok(fds) = fs::read_dir(task.path().join("fd")) else { continue };
-                for fd in fds.flatten() {
-                    if let Some(inode) = fs::read_link(fd.path())
-                        .ok()
-                        .and_then(|t| socket_inode_from_link(&t.to_string_lossy()))
-                    {
-                        out.insert(inode);
-                    }
-                }
+                read_socket_links(&task.path().join("fd").to_string_lossy(), &mut out);
             }
         }
     }
     out
 }
 
+/// Adds the socket inodes behind the descriptor links in `dir`. One
+/// `readlink` per descriptor: cheaper than a general-purpose parser.
+fn read_socket_links(dir: &str, out: &mut HashSet<u64>) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if let Ok(target) = fs::read_link(e.path()) {
+            if let Some(inode) = target.to_str().and_then(socket_inode_from_link) {
+                out.insert(inode);
+            }
+        }
+    }
+}
+
 /// Parses a descriptor link target such as `socket:[12345]`.
 fn socket_inode_from_link(target: &str) -> Option<u64> {
-    target.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+    target
+        .strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
+}
+
+/// Owner and open-descriptor count of `pid`, from one `stat()` of its
+/// /proc/PID/fd directory (Linux 6.2+ reports the count as the size; older
+/// kernels report 0, which callers must read as "unknown").
+pub fn fd_dir_stat(pid: i32) -> Option<(u32, u64)> {
+    fs::metadata(format!("/proc/{pid}/fd"))
+        .ok()
+        .map(|m| (m.uid(), m.size()))
 }
 
 /// Every PID on the machine. Used only as a last resort: callers narrow by
@@ -171,10 +199,15 @@ pub fn owner_uid(pid: i32) -> Option<u32> {
 
 /// This boot's random identifier; with the start time it makes a recorded
 /// identity unambiguous across reboots.
-pub fn boot_id() -> Option<String> {
-    fs::read_to_string("/proc/sys/kernel/random/boot_id")
-        .ok()
-        .map(|s| s.trim().to_owned())
+pub fn boot_id() -> Option<&'static String> {
+    static BOOT_ID: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    BOOT_ID
+        .get_or_init(|| {
+            fs::read_to_string("/proc/sys/kernel/random/boot_id")
+                .ok()
+                .map(|s| s.trim().to_owned())
+        })
+        .as_ref()
 }
 
 /// Clock ticks per second, the unit of `start_ticks` and `cpu_ticks`.

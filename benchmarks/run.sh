@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: ours, upsonic 0.45.0, mirakuru and bare uvicorn,
+# in one private environment, one run. Prints a table, writes docs/benchmark.md
+# and docs/benchmark.png.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV="${USM_BENCH_VENV:-benchmarks/.env}"
+if [ ! -x "$VENV/bin/python" ]; then
+    python3 -m venv "$VENV"
+fi
+# shellcheck disable=SC1091
+. "$VENV/bin/activate"
+python -m pip install -q --upgrade pip
+python -m pip install -q . "fastapi>=0.110" "mirakuru>=2.5" "psutil>=5.9" "matplotlib>=3.7"
+python -m pip install -q --no-deps "upsonic==0.45.0"
+python benchmarks/bench.py "$@"
