@@ -118,29 +118,32 @@ impl Identity {
 
 fn read_capped(path: &Path, cap: u64) -> Option<Vec<u8>> {
     // O_NOFOLLOW: a symlink planted at the record path is never read through.
-    let file = OpenOptions::new()
+    // O_NONBLOCK: a FIFO planted there cannot block us.
+    let mut file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
         .ok()?;
-    let meta = file.metadata().ok()?;
-    if !meta.is_file() || meta.len() > cap {
-        return None;
-    }
-    // Sized from fstat: one read() normally returns it all; the loop only
-    // matters if the file grew meanwhile.
-    let mut buf = vec![0u8; meta.len() as usize + 1];
+    read_prefix(&mut file, cap)
+}
+
+/// Reads at most `cap + 1` bytes; `None` if there are more than `cap` (a
+/// record that long is not ours) or on error. A short read of a regular
+/// file is its end, so the usual cost is one `read()`.
+pub(crate) fn read_prefix(file: &mut impl Read, cap: u64) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; cap as usize + 1];
     let mut filled = 0;
-    let mut file = file;
     while filled < buf.len() {
         match file.read(&mut buf[filled..]) {
             Ok(0) => break,
-            Ok(n) => filled += n,
+            Ok(n) => {
+                filled += n;
+                if filled < buf.len() {
+                    break;
+                }
+            }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(_) => return None,
-        }
-        if filled <= meta.len() as usize {
-            break;
         }
     }
     if filled as u64 > cap {

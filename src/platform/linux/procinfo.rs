@@ -44,10 +44,16 @@ pub fn proc_info(pid: i32) -> Option<ProcInfo> {
 /// cheapest identity check, used on the `is_running()` path.
 pub fn state_and_start(pid: i32) -> Option<(char, u64)> {
     use procfs::FromRead;
+    use std::io::Read;
     if pid <= 0 {
         return None;
     }
-    let stat = procfs::process::Stat::from_file(format!("/proc/{pid}/stat")).ok()?;
+    // One open and one read into a fixed buffer (a stat line is < 1 KiB),
+    // then the library's parser.
+    let mut f = fs::File::open(format!("/proc/{pid}/stat")).ok()?;
+    let mut buf = [0u8; 2048];
+    let n = f.read(&mut buf).ok()?;
+    let stat = procfs::process::Stat::from_read(&buf[..n]).ok()?;
     Some((stat.state, stat.starttime))
 }
 
