@@ -13,6 +13,8 @@ pub mod spawn;
 pub mod terminate;
 pub mod validate;
 
+mod fuzz;
+
 #[cfg(feature = "python")]
 mod python;
 

@@ -370,6 +370,14 @@ fn descendants(pid: i64) -> PyResult<Vec<i32>> {
     Ok(platform::descendants(pid))
 }
 
+/// Panics on purpose, so that tests can check that a Rust panic reaches
+/// Python as an exception instead of aborting the interpreter.
+#[pyfunction]
+fn _panic_for_tests(message: String) -> PyResult<()> {
+    // Inside a detached section as well, as every real call is.
+    Python::attach(|py| py.detach(|| -> PyResult<()> { panic!("{message}") }))
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Core>()?;
@@ -378,5 +386,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(memory_available, m)?)?;
     m.add_function(wrap_pyfunction!(descendants, m)?)?;
     m.add_function(wrap_pyfunction!(read_record, m)?)?;
+    m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;
     Ok(())
 }

@@ -17,6 +17,11 @@ import pytest
 
 APPS = Path(__file__).parent / "apps"
 LAUNCH_ENV = "UPSONIC_SERVER_LAUNCH_ID"
+# Every process this test session starts inherits this marker, so the leak
+# guard below sees only our own leftovers, not another run's on the machine.
+SESSION_ENV = "USM_TEST_SESSION"
+SESSION_ID = f"{os.getpid()}-{time.time_ns()}"
+os.environ[SESSION_ENV] = SESSION_ID
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -45,13 +50,9 @@ def wait_until(cond, timeout: float = 10.0, step: float = 0.02) -> bool:
 
 
 def _ours(p: psutil.Process) -> bool:
-    """A process started by this test suite: a server we launched, or a
-    helper whose command line names a test app."""
+    """A process started by this test session (it carries our marker)."""
     try:
-        cmd = " ".join(p.cmdline())
-        if "usm_" in cmd or "usm-helper" in cmd:
-            return True
-        return LAUNCH_ENV in p.environ()
+        return p.environ().get(SESSION_ENV) == SESSION_ID
     except (psutil.Error, OSError):
         return False
 
@@ -95,8 +96,13 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A private HOME (where PID files go) and working directory with the apps."""
     h = tmp_path / "home"
     h.mkdir()
+    work = tmp_path / "work"
+    work.mkdir()
     monkeypatch.setenv("HOME", str(h))
-    monkeypatch.chdir(APPS)
+    # Servers import the test apps through PYTHONPATH and write their logs
+    # under a private working directory, never into the repository.
+    monkeypatch.setenv("PYTHONPATH", str(APPS))
+    monkeypatch.chdir(work)
     monkeypatch.delenv("UPSONIC_WORKERS_AMOUNT", raising=False)
     return h
 

@@ -14,7 +14,7 @@ import time
 
 import psutil
 import pytest
-from conftest import APPS, free_port, get, gone, kill_helper, listen_helper, wait_until
+from conftest import free_port, get, gone, kill_helper, listen_helper, wait_until
 from upsonic_server_manager import ServerManager
 
 CLI = [sys.executable, "-m", "upsonic_server_manager"]
@@ -25,7 +25,7 @@ def cli(*args: str, home, timeout: float = 60, **kw) -> subprocess.CompletedProc
     env.update(kw.pop("env", {}))
     return subprocess.run(
         [*CLI, *args],
-        cwd=kw.pop("cwd", APPS),
+        cwd=kw.pop("cwd", None),
         env=env,
         capture_output=True,
         text=True,
@@ -162,7 +162,6 @@ def test_run_notifies_systemd_and_stops_on_sigterm(home, tmp_path):
     env = dict(os.environ, HOME=str(home), NOTIFY_SOCKET=sock_path)
     p = subprocess.Popen(
         [*CLI, "run", "usm_hello:app", "--port", str(port), "--name", "svc"],
-        cwd=APPS,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -193,7 +192,6 @@ def test_run_exits_with_the_server_exit_code(home):
     env = dict(os.environ, HOME=str(home))
     p = subprocess.Popen(
         [*CLI, "run", "usm_hello:app", "--port", str(port), "--name", "dies"],
-        cwd=APPS,
         env=env,
         stdout=subprocess.PIPE,
         text=True,
@@ -229,7 +227,7 @@ def test_systemd_unit(home):
     for needle in (
         "Type=notify",
         "Restart=on-failure",
-        f"WorkingDirectory={APPS}",
+        f"WorkingDirectory={os.getcwd()}",
         "User=upsonic",
         "Environment='A=b c'",
         " run usm_hello:app --host 0.0.0.0 --port 7541 --name main",
@@ -246,7 +244,6 @@ def test_spinner_on_a_real_terminal(home, stop_named):
     master, slave = pty.openpty()
     p = subprocess.Popen(
         [*CLI, "start", "usm_slow:app", "--port", str(port), "--name", "tty"],
-        cwd=APPS,
         env=env,
         stdin=slave,
         stdout=slave,

@@ -9,7 +9,7 @@ import sys
 import textwrap
 
 import pytest
-from conftest import APPS, free_port, get
+from conftest import free_port, get
 from upsonic_server_manager import (
     ServerGroup,
     ServerManager,
@@ -78,7 +78,6 @@ def test_exit_hooks_stop_servers(home, mode):
     p1, p2 = free_port(), free_port()
     p = subprocess.Popen(
         [sys.executable, "-c", HOOKS, mode, str(p1), str(p2)],
-        cwd=APPS,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,

@@ -9,7 +9,7 @@ import sys
 import textwrap
 
 import pytest
-from conftest import APPS, free_port, get, wait_until
+from conftest import free_port, get, wait_until
 from upsonic_server_manager import ServerManager
 
 CONTROLLER = textwrap.dedent(
@@ -52,7 +52,6 @@ def test_server_controller_stops_everything_at_exit(home):
     p1, p2 = free_port(), free_port()
     proc = subprocess.Popen(
         [sys.executable, "-c", CONTROLLER, str(p1), str(p2)],
-        cwd=APPS,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -103,7 +102,7 @@ def test_docker_signal_handlers_stop_the_server(home, sig):
     port = free_port()
     env = dict(os.environ, SERVER_HOST="127.0.0.1", SERVER_PORT=str(port))
     proc = subprocess.Popen(
-        [sys.executable, "-c", DOCKER], cwd=APPS, env=env, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", DOCKER], env=env, stdout=subprocess.PIPE, text=True
     )
     try:
         line = proc.stdout.readline().split()

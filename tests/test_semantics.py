@@ -163,7 +163,6 @@ def test_four_concurrent_starts_launch_exactly_one_server(home, managers):
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", CONCURRENT, str(port)],
-            cwd=APPS,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -263,7 +262,6 @@ def test_ctrl_c_during_slow_start(home):
     env = dict(os.environ, USM_SLOW_SECONDS="60")
     p = subprocess.Popen(
         [sys.executable, "-c", CTRL_C, str(port)],
-        cwd=APPS,
         env=env,
         stdout=subprocess.PIPE,
         text=True,
@@ -342,7 +340,6 @@ def test_stale_instance_of_this_server_is_replaced(home, managers):
     port = free_port()
     old = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "usm_hello:app", "--port", str(port)],
-        cwd=APPS,
         start_new_session=True,
         stderr=subprocess.DEVNULL,
     )
@@ -483,7 +480,6 @@ def test_manager_killed_with_sigkill_a_new_manager_stops_its_server(home, manage
     port = free_port()
     p = subprocess.Popen(
         [sys.executable, "-c", MANAGER, str(port)],
-        cwd=APPS,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -528,7 +524,6 @@ def test_zombie_is_not_running(home):
     # A child of ours that exited and was not reaped is a zombie: not running.
     zombie = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "usm_broken:app", "--port", "1"],
-        cwd=APPS,
         stderr=subprocess.DEVNULL,
     )
     try:

@@ -11,6 +11,7 @@ __all__ = [
     "port_holders",
     "process_info",
     "read_record",
+    "_panic_for_tests",
 ]
 
 @final
@@ -88,3 +89,6 @@ def descendants(pid: int) -> list[int]:
 def read_record(pid_dir: str | PathLike[str], name: str) -> Optional[dict[str, Any]]:
     """The PID record of server ``name``: pid, and host, port, app_path,
     log_dir, started_ms when our identity file is beside it; None if absent."""
+
+def _panic_for_tests(message: str) -> None:
+    """Panic in Rust on purpose (tests check it surfaces as PanicException)."""
