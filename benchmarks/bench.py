@@ -8,7 +8,6 @@ process run; ratios, not absolute times, are what the targets speak of.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
@@ -27,6 +26,7 @@ APP = "hello_app:app"
 os.chdir(HERE)  # so `hello_app` is importable by every server
 sys.path.insert(0, str(HERE))
 
+from _original import load_original_module  # noqa: E402
 from upsonic_server_manager import ServerGroup, ServerManager, port_holders  # noqa: E402
 
 
@@ -37,14 +37,7 @@ def free_port() -> int:
 
 
 def load_original():
-    spec = importlib.util.find_spec("upsonic")
-    assert spec and spec.submodule_search_locations, "pip install --no-deps upsonic==0.45.0"
-    path = Path(list(spec.submodule_search_locations)[0]) / "server_manager.py"
-    s = importlib.util.spec_from_file_location("_upsonic_original", path)
-    assert s and s.loader
-    mod = importlib.util.module_from_spec(s)
-    s.loader.exec_module(mod)
-    return mod.ServerManager
+    return load_original_module().ServerManager
 
 
 def listening(port: int) -> bool:
@@ -211,6 +204,41 @@ def import_cost(n: int) -> tuple[float, float]:
     return statistics.median(ts) * 1e3, statistics.median(rs) / 2**20
 
 
+# ---- Ctrl-C during start() ----------------------------------------------------------------
+
+CTRL_C = """
+import sys, time
+from upsonic_server_manager import ServerManager
+m = ServerManager("slow_app:app", "127.0.0.1", int(sys.argv[1]), "bench_ctrlc")
+print("go", flush=True)
+try:
+    m.start()
+except KeyboardInterrupt:
+    print(time.monotonic(), flush=True)
+"""
+
+
+def ctrl_c_latency_ms() -> float:
+    """SIGINT to KeyboardInterrupt, the half-started server already stopped."""
+    p = subprocess.Popen(
+        [sys.executable, "-c", CTRL_C, str(free_port())], stdout=subprocess.PIPE, text=True
+    )
+    assert p.stdout and p.stdout.readline().strip() == "go"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with open(f"/proc/{p.pid}/task/{p.pid}/children") as f:
+            if f.read().strip():
+                break
+        time.sleep(0.01)
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    p.send_signal(signal.SIGINT)
+    t1 = float(p.stdout.readline())
+    p.wait()
+    p.stdout.close()
+    return (t1 - t0) * 1e3
+
+
 # ---- main ------------------------------------------------------------------------------
 
 
@@ -332,6 +360,7 @@ def main() -> None:
         "one by one": statistics.median(g_seq) * 1e3,
         "ServerGroup": statistics.median(g_par) * 1e3,
     }
+    results["ctrl_c_ms"] = statistics.median(ctrl_c_latency_ms() for _ in range(5))
     results["machine"] = (
         f"{platform.machine()}, {os.cpu_count()} cores, Linux {platform.release()}, "
         f"Python {platform.python_version()}"
@@ -382,6 +411,8 @@ def report(r: dict, home: Path, runs: int) -> None:
         "|---|---|---|",
         f"| 4 servers: one by one / ServerGroup | {g['one by one']:.0f} ms / "
         f"{g['ServerGroup']:.0f} ms | ratio {g['ServerGroup'] / g['one by one']:.2f} |",
+        f"| Ctrl-C during start() to KeyboardInterrupt (server already stopped) | "
+        f"{r['ctrl_c_ms']:.1f} ms | |",
     ]
     text = "\n".join(lines)
     print(text)
@@ -418,18 +449,14 @@ def chart(r: dict, path: Path) -> None:
     lk = r["holder_lookup_us"]
     keys = list(lk)
     x = range(len(keys))
-    axes[1].bar(
-        [i - 0.2 for i in x],
-        [lk[k]["ours, held port"] for k in keys],
-        0.4,
-        label="ours (held port)",
-    )
-    axes[1].bar(
-        [i + 0.2 for i in x],
-        [lk[k]["upsonic 0.45.0 (walk)"] for k in keys],
-        0.4,
-        label="upsonic 0.45.0",
-    )
+    w = 0.27
+    series = [
+        ("ours, managed server's port", "ours, managed server"),
+        ("ours, held port", "ours, unrelated holder"),
+        ("upsonic 0.45.0 (walk)", "upsonic 0.45.0"),
+    ]
+    for j, (key, label) in enumerate(series):
+        axes[1].bar([i + (j - 1) * w for i in x], [lk[k][key] for k in keys], w, label=label)
     axes[1].set_yscale("log")
     axes[1].set_xticks(list(x), [k.split(" (")[0] for k in keys])
     axes[1].set_ylabel("µs (median, log)")

@@ -4,13 +4,8 @@
 # and docs/benchmark.png.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-VENV="${USM_BENCH_VENV:-benchmarks/.env}"
-if [ ! -x "$VENV/bin/python" ]; then
-    python3 -m venv "$VENV"
-fi
-# shellcheck disable=SC1091
-. "$VENV/bin/activate"
-python -m pip install -q --upgrade pip
+. scripts/_venv.sh
+usm_venv "${USM_BENCH_VENV:-benchmarks/.env}"
 python -m pip install -q . "fastapi>=0.110" "mirakuru>=2.5" "psutil>=5.9" "matplotlib>=3.7"
 python -m pip install -q --no-deps "upsonic==0.45.0"
 python benchmarks/bench.py "$@"

@@ -4,12 +4,7 @@
 # its status and stop it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-VENV="${USM_VENV:-.venv}"
-if [ ! -x "$VENV/bin/python" ]; then
-    python3 -m venv "$VENV"
-fi
-# shellcheck disable=SC1091
-. "$VENV/bin/activate"
-python -m pip install -q --upgrade pip
+. scripts/_venv.sh
+usm_venv "${USM_VENV:-.venv}"
 python -m pip install -q .
 upsonic-server demo

@@ -5,13 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-VENV="${USM_VENV:-.venv}"
-if [ ! -x "$VENV/bin/python" ]; then
-    python3 -m venv "$VENV"
-fi
-# shellcheck disable=SC1091
-. "$VENV/bin/activate"
-python -m pip install -q --upgrade pip
+. scripts/_venv.sh
+usm_venv "${USM_VENV:-.venv}"
 python -m pip install -q "maturin>=1.7,<2"
 # Runtime + test dependencies, then upsonic 0.45.0 itself (for the
 # compatibility tests; --no-deps because only its server_manager is used).

@@ -16,20 +16,25 @@ pub struct NameLock {
     _lock: Flock<File>,
 }
 
+/// Opens (creating, 0600, never through a symlink) the lock file.
+fn open_lock_file(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| Error::path("cannot open the lock file", path, e))
+}
+
 /// Acquires the lock at `path`, calling `tick` every few milliseconds while
 /// another holder has it, so the wait can be cancelled.
 pub fn acquire(path: &Path, tick: &mut dyn FnMut() -> Result<()>) -> Result<NameLock> {
     let mut delay = Duration::from_micros(200);
     loop {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(path)
-            .map_err(|e| Error::path("cannot open the lock file", path, e))?;
+        let file = open_lock_file(path)?;
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(lock) => return Ok(NameLock { _lock: lock }),
             Err((_, nix::errno::Errno::EWOULDBLOCK)) | Err((_, nix::errno::Errno::EINTR)) => {
@@ -45,17 +50,8 @@ pub fn acquire(path: &Path, tick: &mut dyn FnMut() -> Result<()>) -> Result<Name
 }
 
 /// Takes the lock only if it is free right now.
-pub fn try_acquire(path: &Path, _tick: &mut dyn FnMut() -> Result<()>) -> Result<NameLock> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
-        .map_err(|e| Error::path("cannot open the lock file", path, e))?;
-    Flock::lock(file, FlockArg::LockExclusiveNonblock)
+pub fn try_acquire(path: &Path) -> Result<NameLock> {
+    Flock::lock(open_lock_file(path)?, FlockArg::LockExclusiveNonblock)
         .map(|lock| NameLock { _lock: lock })
         .map_err(|_| Error::Interrupted)
 }

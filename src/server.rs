@@ -305,8 +305,7 @@ impl Server {
         if !self.paths.pid_file.exists() && !self.paths.id_file.exists() {
             return;
         }
-        let mut never = || Err(Error::Interrupted);
-        let Ok(_lock) = crate::lock::try_acquire(&self.paths.lock_file, &mut never) else {
+        let Ok(_lock) = crate::lock::try_acquire(&self.paths.lock_file) else {
             return;
         };
         self.remove_stale_record();
@@ -635,7 +634,9 @@ impl Server {
 
     /// Whether a socket of our server's process group listens on the port.
     fn our_group_listens(&self, leader: i32) -> bool {
-        let Ok(ls) = platform::tcp_listeners(self.cfg.port) else {
+        let v4 = self.addrs.iter().any(|a| a.is_ipv4());
+        let v6 = self.addrs.iter().any(|a| a.is_ipv6());
+        let Ok(ls) = platform::tcp_listeners_in(self.cfg.port, v4, v6) else {
             return false;
         };
         if ls.is_empty() {

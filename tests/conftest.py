@@ -170,3 +170,38 @@ def gone(p: psutil.Process) -> bool:
         return not p.is_running() or p.status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return True
+
+
+def other_user_listener(port: int) -> psutil.Popen:
+    """A listener on 127.0.0.1:port run as `nobody` (needs root to set up)."""
+    import subprocess
+
+    code = (
+        f"import socket,time;s=socket.socket();s.bind(('127.0.0.1',{port}));s.listen();"
+        "print('ready',flush=True);time.sleep(600)"
+    )
+    p = psutil.Popen(
+        [
+            "setpriv",
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            sys.executable,
+            "-c",
+            code,
+            "usm-helper",
+        ],
+        stdout=subprocess.PIPE,
+    )
+    assert p.stdout is not None
+    assert p.stdout.readline().strip() == b"ready"
+    return p
+
+
+def has_ipv6() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False

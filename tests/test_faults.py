@@ -16,7 +16,16 @@ import time
 import httpx
 import psutil
 import pytest
-from conftest import APPS, _ours, free_port, get, gone, spawn_helper, wait_until
+from conftest import (
+    APPS,
+    _ours,
+    free_port,
+    get,
+    gone,
+    has_ipv6,
+    spawn_helper,
+    wait_until,
+)
 from upsonic_server_manager import (
     PortInUseError,
     ServerManager,
@@ -355,22 +364,13 @@ def test_app_path_with_spaces_and_unicode(home, managers):
     m.stop()
 
 
-def _has_ipv6() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
-
-
 @pytest.mark.parametrize(
     "host, client",
     [
         ("localhost", "127.0.0.1"),
         ("0.0.0.0", "127.0.0.1"),
-        pytest.param("::1", "::1", marks=pytest.mark.skipif(not _has_ipv6(), reason="no IPv6")),
-        pytest.param("::", "::1", marks=pytest.mark.skipif(not _has_ipv6(), reason="no IPv6")),
+        pytest.param("::1", "::1", marks=pytest.mark.skipif(not has_ipv6(), reason="no IPv6")),
+        pytest.param("::", "::1", marks=pytest.mark.skipif(not has_ipv6(), reason="no IPv6")),
     ],
 )
 def test_host_forms(home, managers, host, client):

@@ -7,13 +7,21 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import textwrap
 import time
 
 import psutil
 import pytest
-from conftest import free_port, get, kill_helper, listen_helper, spawn_helper, wait_until
+from conftest import (
+    free_port,
+    get,
+    has_ipv6,
+    kill_helper,
+    listen_helper,
+    other_user_listener,
+    spawn_helper,
+    wait_until,
+)
 from upsonic_server_manager import ServerManager, port_holders
 
 
@@ -41,16 +49,7 @@ LISTENERS = [
 BINDS = ["127.0.0.1", "127.0.0.2", "0.0.0.0", "::1", "::"]
 
 
-def _has_ipv6() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
-
-
-@pytest.mark.skipif(not _has_ipv6(), reason="no IPv6 loopback here")
+@pytest.mark.skipif(not has_ipv6(), reason="no IPv6 loopback here")
 @pytest.mark.parametrize("listen_host, v6only", LISTENERS)
 def test_is_port_in_use_answers_what_bind_would(home, listen_host, v6only):
     port = free_port("::" if ":" in listen_host else "0.0.0.0")
@@ -123,25 +122,8 @@ def test_zombie_leader_still_holding_the_port_is_found(home):
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a process as another user")
 def test_holder_owned_by_another_user(home):
     port = free_port()
-    code = (
-        f"import socket,time;s=socket.socket();s.bind(('127.0.0.1',{port}));s.listen();"
-        "print('ready',flush=True);time.sleep(600)"
-    )
-    other = psutil.Popen(
-        [
-            "setpriv",
-            "--reuid=nobody",
-            "--regid=nogroup",
-            "--clear-groups",
-            sys.executable,
-            "-c",
-            code,
-            "usm-helper",
-        ],
-        stdout=subprocess.PIPE,
-    )
+    other = other_user_listener(port)
     try:
-        assert other.stdout.readline().strip() == b"ready"
         (h,) = port_holders(port, "0.0.0.0")
         assert (h.pid, h.user, h.same_user) == (other.pid, "nobody", False)
     finally:

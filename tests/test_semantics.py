@@ -20,6 +20,7 @@ from conftest import (
     gone,
     kill_helper,
     listen_helper,
+    other_user_listener,
     spawn_helper,
     wait_until,
 )
@@ -358,25 +359,8 @@ def test_stale_instance_of_this_server_is_replaced(home, managers):
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a process as another user")
 def test_other_users_program_is_never_signalled_even_as_root(home, managers):
     port = free_port()
-    code = (
-        f"import socket,time;s=socket.socket();s.bind(('127.0.0.1',{port}));s.listen();"
-        "print('ready',flush=True);time.sleep(600)"
-    )
-    other = psutil.Popen(
-        [
-            "setpriv",
-            "--reuid=nobody",
-            "--regid=nogroup",
-            "--clear-groups",
-            sys.executable,
-            "-c",
-            code,
-            "usm-helper",
-        ],
-        stdout=subprocess.PIPE,
-    )
+    other = other_user_listener(port)
     try:
-        assert other.stdout.readline().strip() == b"ready"
         s = ServerManager("usm_hello:app", "127.0.0.1", port, "otheruser")
         managers.append(s)
         for call in (

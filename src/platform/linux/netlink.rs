@@ -18,11 +18,19 @@ use crate::port::Listener;
 /// Every TCP socket in LISTEN state on `port`, IPv4 and IPv6. A dual-stack
 /// `::` listener appears once, in the IPv6 answer, with `v6only == false`.
 pub fn tcp_listeners(port: u16) -> io::Result<Vec<Listener>> {
+    tcp_listeners_in(port, true, true)
+}
+
+/// Like [`tcp_listeners`], asking only for the families wanted: readiness
+/// polls for a server bound to an IPv4 address need only the IPv4 table.
+pub fn tcp_listeners_in(port: u16, v4: bool, v6: bool) -> io::Result<Vec<Listener>> {
     let socket = Socket::new(NETLINK_SOCK_DIAG)?;
     socket.connect(&SocketAddr::new(0, 0))?;
     let mut out = Vec::new();
-    for family in [AF_INET, AF_INET6] {
-        dump_family(&socket, family, port, &mut out)?;
+    for (family, wanted) in [(AF_INET, v4), (AF_INET6, v6)] {
+        if wanted {
+            dump_family(&socket, family, port, &mut out)?;
+        }
     }
     Ok(out)
 }
