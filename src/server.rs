@@ -852,10 +852,21 @@ impl Server {
                 stderr_log: None,
             };
         };
-        let workers: Vec<i32> = platform::descendants(f.pid);
+        let descendants = platform::descendants(f.pid);
+        // Workers are the descendants that serve; multiprocessing's resource
+        // tracker is a helper, counted in memory and CPU but not as a worker.
+        let workers: Vec<i32> = descendants
+            .iter()
+            .copied()
+            .filter(|p| {
+                !platform::cmdline(*p).is_some_and(|c| {
+                    c.iter().any(|a| a.contains("multiprocessing.resource_tracker"))
+                })
+            })
+            .collect();
         let mut rss = f.info.rss_bytes;
         let mut cpu = f.info.cpu_ticks;
-        for w in &workers {
+        for w in &descendants {
             if let Some(i) = platform::proc_info(*w) {
                 rss += i.rss_bytes;
                 cpu += i.cpu_ticks;

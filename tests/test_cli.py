@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 
+import httpx
 import psutil
 import pytest
 from conftest import free_port, get, gone, kill_helper, listen_helper, wait_until
@@ -272,3 +273,48 @@ def test_spinner_on_a_real_terminal(home, stop_named):
     assert "\r" in text and "starting tty" in text
     assert any(f"{c} starting tty" in text for c in "|/-\\")
     assert "tty: pid" in text
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root for a PID namespace (unshare)")
+def test_run_as_pid_1_reaps_orphans(home):
+    port = free_port()
+    env = dict(os.environ, HOME=str(home))
+    p = subprocess.Popen(
+        [
+            "unshare",
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            *CLI,
+            "run",
+            "usm_orphaner:app",
+            "--port",
+            str(port),
+            "--name",
+            "init",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert "serving" in p.stdout.readline()
+        unshare = psutil.Process(p.pid)
+        (init,) = unshare.children()  # our `run`, PID 1 inside the namespace
+        assert "run" in init.cmdline()
+        for _ in range(3):
+            httpx.post(f"http://127.0.0.1:{port}/orphan", timeout=10).raise_for_status()
+        time.sleep(2.5)  # the orphans exit after 0.3 s; `run` looks once a second
+
+        def zombies() -> list[int]:
+            return [c.pid for c in init.children() if c.status() == psutil.STATUS_ZOMBIE]
+
+        assert zombies() == []
+        # unshare does not forward signals: send SIGTERM to `run` itself.
+        init.send_signal(signal.SIGTERM)
+        assert p.wait(30) == 0
+        assert not ServerManager("x", "127.0.0.1", port, "probe")._is_port_in_use()
+    finally:
+        p.kill()
+        p.wait()
+        p.stdout.close()
