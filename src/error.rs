@@ -54,6 +54,10 @@ pub enum Error {
     #[error("interrupted")]
     Interrupted,
 
+    /// The name is recorded for a different, running server.
+    #[error("{0}")]
+    NameTaken(String),
+
     /// A stop could not end every process of the server.
     #[error("{0}")]
     StopFailed(String),

@@ -229,6 +229,11 @@ impl Server {
                 if id.start_ticks != info.start_ticks || !same_boot {
                     return None;
                 }
+                // Same name, other app or port: a different server shares
+                // this name; it is not the one this manager describes.
+                if !self.same_config(&id) {
+                    return None;
+                }
                 (Some(id), false)
             }
             None => {
@@ -291,14 +296,34 @@ impl Server {
             Some(id) => {
                 let same_boot =
                     id.boot_id.is_empty() || platform::boot_id().is_none_or(|b| *b == id.boot_id);
-                platform::state_and_start(pid).is_some_and(|(state, ticks)| {
-                    same_boot && ticks == id.start_ticks && !matches!(state, 'Z' | 'X' | 'x')
-                })
+                self.same_config(&id)
+                    && platform::state_and_start(pid).is_some_and(|(state, ticks)| {
+                        same_boot && ticks == id.start_ticks && !matches!(state, 'Z' | 'X' | 'x')
+                    })
             }
             None => self
                 .verify_record()
                 .is_some_and(|(_, info, _, _)| info.is_alive()),
         }
+    }
+
+    /// Whether a recorded identity describes this manager's server.
+    fn same_config(&self, id: &Identity) -> bool {
+        id.port == self.cfg.port && id.app_path == self.cfg.app_path
+    }
+
+    /// A live server recorded under this name by a manager with another app
+    /// or port: still somebody's tracked server, so never stale, never ours.
+    fn live_record_for_other_config(&self) -> Option<Identity> {
+        let pid = record::read_pid(&self.paths, self.pid_max)?;
+        let id = record::read_identity(&self.paths).filter(|id| id.pid == pid)?;
+        if self.same_config(&id) {
+            return None;
+        }
+        let info = platform::proc_info(pid)?;
+        let same_boot =
+            id.boot_id.is_empty() || platform::boot_id().is_none_or(|b| *b == id.boot_id);
+        (info.is_alive() && same_boot && info.start_ticks == id.start_ticks).then_some(id)
     }
 
     fn remove_stale_record_if_idle(&self) {
@@ -315,7 +340,9 @@ impl Server {
     /// ours. A bare PID file naming a live uvicorn of ours that serves another
     /// app is left alone: it may be upsonic's original tracking its own server.
     fn remove_stale_record(&self) {
-        if self.find_recorded().is_some_and(|f| f.info.is_alive()) {
+        if self.find_recorded().is_some_and(|f| f.info.is_alive())
+            || self.live_record_for_other_config().is_some()
+        {
             return;
         }
         if let Some(pid) = self.read_pid() {
@@ -488,6 +515,12 @@ impl Server {
         } else {
             h.pid
         };
+        // A server launched by a manager carries that launch's marker: if it
+        // is not our recorded launch, another manager (another name or PID
+        // directory) tracks it, and it is not ours to replace.
+        if let Some(marker) = platform::environ_value(cmd_pid, spawn::LAUNCH_ENV) {
+            return recorded.is_some_and(|id| id.launch_id == marker);
+        }
         platform::cmdline(cmd_pid)
             .is_some_and(|c| spawn::is_uvicorn_for(&c, &self.cfg.app_path, None))
     }
@@ -501,6 +534,17 @@ impl Server {
             if f.info.is_alive() && !f.pidfd.has_exited() {
                 return Ok(false);
             }
+        }
+        if let Some(other) = self.live_record_for_other_config() {
+            return Err(Error::NameTaken(format!(
+                "Failed to start {name} server: the name {name:?} is taken by a running server \
+                 (pid {}, {} on {}:{}); stop it or choose another name",
+                other.pid,
+                other.app_path,
+                other.host,
+                other.port,
+                name = self.cfg.name,
+            )));
         }
         // A previous child of ours that died: reap it before launching anew.
         self.forget_exited_child();

@@ -613,3 +613,33 @@ def test_subclassing_works(home, managers):
 def test_listen_helper_is_cleaned(home):
     h = listen_helper("127.0.0.1", free_port())
     kill_helper(h)
+
+
+def test_same_name_other_port_is_not_ours_and_not_overwritten(home, managers):
+    p1, p2 = free_port(), free_port()
+    first = ServerManager("usm_hello:app", "127.0.0.1", p1, "shared")
+    managers.append(first)
+    first.start()
+    pid = first._read_pid()
+    second = ServerManager("usm_hello:app", "127.0.0.1", p2, "shared")
+    assert second.is_running() is False
+    with pytest.raises(ServerManagerError, match=f"taken by a running server .pid {pid}"):
+        second.start()
+    second.stop()  # not its server: nothing happens
+    assert get(p1)["pid"] == pid
+    assert first._read_pid() == pid and first.is_running()
+
+
+def test_another_managers_server_on_the_port_is_not_replaced(home, managers):
+    port = free_port()
+    first = ServerManager("usm_hello:app", "127.0.0.1", port, "owner")
+    managers.append(first)
+    first.start()
+    pid = first._read_pid()
+    # Same app, same port, another name: that server belongs to `owner`.
+    intruder = ServerManager("usm_hello:app", "127.0.0.1", port, "intruder")
+    managers.append(intruder)
+    with pytest.raises(PortInUseError) as ei:
+        intruder.start()
+    assert ei.value.holders[0].pid == pid
+    assert get(port)["pid"] == pid and first.is_running()

@@ -124,6 +124,16 @@ class _ChildProcess:
         return f"<server process pid={self.pid} returncode={self.returncode}>"
 
 
+def _uvicorn_missing() -> bool:
+    """True when the interpreter that will run the server cannot import uvicorn."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("uvicorn") is None
+    except (ImportError, ValueError):
+        return True
+
+
 def _home_dir() -> str:
     home = os.environ.get("HOME", "")
     if home and os.path.isabs(home):
@@ -258,6 +268,13 @@ class ServerManager:
         first and :class:`StartTimeoutError` after ``start_timeout``.
         """
         self._redirect_output = bool(redirect_output)
+        if _uvicorn_missing():
+            from ._errors import StartError
+
+            raise StartError(
+                f"Failed to start {self.name} server: uvicorn is not installed for "
+                f"{sys.executable} (pip install uvicorn)"
+            )
         self._core.start(bool(redirect_output), bool(force))
 
     def stop(self) -> None:

@@ -97,6 +97,15 @@ pub fn environ_has(pid: i32, key: &str, value: &str) -> bool {
         .any(|entry| entry == needle.as_slice())
 }
 
+/// The value of `key` in `pid`'s environment, if readable and set.
+pub fn environ_value(pid: i32, key: &str) -> Option<String> {
+    let raw = fs::read(format!("/proc/{pid}/environ")).ok()?;
+    raw.split(|b| *b == 0).find_map(|entry| {
+        let rest = entry.strip_prefix(key.as_bytes())?.strip_prefix(b"=")?;
+        String::from_utf8(rest.to_vec()).ok()
+    })
+}
+
 /// Direct children of `pid`, from every thread's `children` list.
 pub fn children(pid: i32) -> Vec<i32> {
     let mut out = Vec::new();
