@@ -678,9 +678,17 @@ impl Server {
 
     /// Whether a socket of our server's process group listens on the port.
     fn our_group_listens(&self, leader: i32) -> bool {
+        match platform::DiagSocket::new() {
+            Ok(mut diag) => self.our_group_listens_with(&mut diag, leader),
+            Err(_) => false,
+        }
+    }
+
+    /// `our_group_listens` on a kept sock_diag socket (the readiness loop).
+    fn our_group_listens_with(&self, diag: &mut platform::DiagSocket, leader: i32) -> bool {
         let v4 = self.addrs.iter().any(|a| a.is_ipv4());
         let v6 = self.addrs.iter().any(|a| a.is_ipv6());
-        let Ok(ls) = platform::tcp_listeners_in(self.cfg.port, v4, v6) else {
+        let Ok(ls) = diag.listeners(self.cfg.port, v4, v6) else {
             return false;
         };
         if ls.is_empty() {
@@ -704,6 +712,8 @@ impl Server {
         let start = Instant::now();
         let deadline = start + self.cfg.start_timeout;
         let mut last_tick = start;
+        let mut diag =
+            platform::DiagSocket::new().map_err(|e| Error::os("opening a sock_diag socket", e))?;
         loop {
             let exited = pidfd
                 .wait_exit(READY_STEP)
@@ -744,7 +754,7 @@ impl Server {
                     stderr_tail: tail,
                 });
             }
-            if self.our_group_listens(pidfd.pid()) {
+            if self.our_group_listens_with(&mut diag, pidfd.pid()) {
                 return Ok(());
             }
             let now = Instant::now();
@@ -904,7 +914,8 @@ impl Server {
             .copied()
             .filter(|p| {
                 !platform::cmdline(*p).is_some_and(|c| {
-                    c.iter().any(|a| a.contains("multiprocessing.resource_tracker"))
+                    c.iter()
+                        .any(|a| a.contains("multiprocessing.resource_tracker"))
                 })
             })
             .collect();

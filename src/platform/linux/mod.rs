@@ -5,6 +5,6 @@ pub mod netlink;
 pub mod pidfd;
 pub mod procinfo;
 
-pub use netlink::{tcp_listeners, tcp_listeners_in};
+pub use netlink::{tcp_listeners, DiagSocket};
 pub use pidfd::PidFd;
 pub use procinfo::*;

@@ -18,89 +18,106 @@ use crate::port::Listener;
 /// Every TCP socket in LISTEN state on `port`, IPv4 and IPv6. A dual-stack
 /// `::` listener appears once, in the IPv6 answer, with `v6only == false`.
 pub fn tcp_listeners(port: u16) -> io::Result<Vec<Listener>> {
-    tcp_listeners_in(port, true, true)
+    DiagSocket::new()?.listeners(port, true, true)
 }
 
-/// Like [`tcp_listeners`], asking only for the families wanted: readiness
-/// polls for a server bound to an IPv4 address need only the IPv4 table.
-pub fn tcp_listeners_in(port: u16, v4: bool, v6: bool) -> io::Result<Vec<Listener>> {
-    let socket = Socket::new(NETLINK_SOCK_DIAG)?;
-    socket.connect(&SocketAddr::new(0, 0))?;
-    let mut out = Vec::new();
-    for (family, wanted) in [(AF_INET, v4), (AF_INET6, v6)] {
-        if wanted {
-            dump_family(&socket, family, port, &mut out)?;
-        }
-    }
-    Ok(out)
+/// A sock_diag socket and its receive buffer, kept for repeated queries
+/// (readiness asks every millisecond: no socket set-up or buffer per poll).
+pub struct DiagSocket {
+    socket: Socket,
+    buf: Vec<u8>,
 }
 
-fn dump_family(socket: &Socket, family: u8, port: u16, out: &mut Vec<Listener>) -> io::Result<()> {
-    let mut socket_id = if family == AF_INET {
-        SocketId::new_v4()
-    } else {
-        SocketId::new_v6()
-    };
-    // The kernel applies the source-port filter to listening sockets during a
-    // dump, so a free port costs one short round trip whatever the socket count.
-    socket_id.source_port = port;
-    let mut header = NetlinkHeader::default();
-    header.flags = NLM_F_REQUEST | NLM_F_DUMP;
-    let mut packet = NetlinkMessage::new(
-        header,
-        SockDiagMessage::InetRequest(InetRequest {
-            family,
-            protocol: IPPROTO_TCP,
-            extensions: ExtensionFlags::empty(),
-            states: StateFlags::LISTEN,
-            socket_id,
+impl DiagSocket {
+    /// Opens a connected `NETLINK_SOCK_DIAG` socket.
+    pub fn new() -> io::Result<Self> {
+        let socket = Socket::new(NETLINK_SOCK_DIAG)?;
+        socket.connect(&SocketAddr::new(0, 0))?;
+        Ok(Self {
+            socket,
+            buf: vec![0u8; 32 * 1024],
         })
-        .into(),
-    );
-    packet.finalize();
-    let mut buf = vec![0u8; packet.buffer_len()];
-    packet.serialize(&mut buf[..]);
-    socket.send(&buf[..], 0)?;
+    }
 
-    let mut recv_buf = vec![0u8; 32 * 1024];
-    loop {
-        let size = socket.recv(&mut &mut recv_buf[..], 0)?;
-        if size == 0 {
-            return Ok(());
+    /// The LISTEN sockets on `port` in the families asked for.
+    pub fn listeners(&mut self, port: u16, v4: bool, v6: bool) -> io::Result<Vec<Listener>> {
+        let mut out = Vec::new();
+        for (family, wanted) in [(AF_INET, v4), (AF_INET6, v6)] {
+            if wanted {
+                self.dump_family(family, port, &mut out)?;
+            }
         }
-        let mut offset = 0;
-        while offset < size {
-            let msg = <NetlinkMessage<SockDiagMessage>>::deserialize(&recv_buf[offset..size])
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-            let len = msg.header.length as usize;
-            match msg.payload {
-                NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(resp)) => {
-                    let h = &resp.header;
-                    if h.socket_id.source_port == port {
-                        let v6only = resp.nlas.iter().any(|n| matches!(n, Nla::SkV6Only(true)));
-                        out.push(Listener {
-                            addr: h.socket_id.source_address,
-                            port,
-                            inode: u64::from(h.inode),
-                            uid: h.uid,
-                            v6only,
-                        });
-                    }
-                }
-                NetlinkPayload::Done(_) => return Ok(()),
-                NetlinkPayload::Error(err) => {
-                    // An IPv6-less kernel answers the AF_INET6 dump with an error.
-                    if family == AF_INET6 {
-                        return Ok(());
-                    }
-                    return Err(io::Error::other(format!("sock_diag: {err:?}")));
-                }
-                _ => {}
+        Ok(out)
+    }
+
+    fn dump_family(&mut self, family: u8, port: u16, out: &mut Vec<Listener>) -> io::Result<()> {
+        let mut socket_id = if family == AF_INET {
+            SocketId::new_v4()
+        } else {
+            SocketId::new_v6()
+        };
+        // The kernel applies the source-port filter to listening sockets during
+        // a dump, so a free port costs one short round trip whatever the socket
+        // count.
+        socket_id.source_port = port;
+        let mut header = NetlinkHeader::default();
+        header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+        let mut packet = NetlinkMessage::new(
+            header,
+            SockDiagMessage::InetRequest(InetRequest {
+                family,
+                protocol: IPPROTO_TCP,
+                extensions: ExtensionFlags::empty(),
+                states: StateFlags::LISTEN,
+                socket_id,
+            })
+            .into(),
+        );
+        packet.finalize();
+        let mut req = [0u8; 128];
+        let len = packet.buffer_len();
+        packet.serialize(&mut req[..len]);
+        self.socket.send(&req[..len], 0)?;
+
+        loop {
+            let size = self.socket.recv(&mut &mut self.buf[..], 0)?;
+            if size == 0 {
+                return Ok(());
             }
-            if len == 0 {
-                break;
+            let mut offset = 0;
+            while offset < size {
+                let msg = <NetlinkMessage<SockDiagMessage>>::deserialize(&self.buf[offset..size])
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+                let len = msg.header.length as usize;
+                match msg.payload {
+                    NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(resp)) => {
+                        let h = &resp.header;
+                        if h.socket_id.source_port == port {
+                            let v6only = resp.nlas.iter().any(|n| matches!(n, Nla::SkV6Only(true)));
+                            out.push(Listener {
+                                addr: h.socket_id.source_address,
+                                port,
+                                inode: u64::from(h.inode),
+                                uid: h.uid,
+                                v6only,
+                            });
+                        }
+                    }
+                    NetlinkPayload::Done(_) => return Ok(()),
+                    NetlinkPayload::Error(err) => {
+                        // An IPv6-less kernel answers the AF_INET6 dump with an error.
+                        if family == AF_INET6 {
+                            return Ok(());
+                        }
+                        return Err(io::Error::other(format!("sock_diag: {err:?}")));
+                    }
+                    _ => {}
+                }
+                if len == 0 {
+                    break;
+                }
+                offset += len;
             }
-            offset += len;
         }
     }
 }
