@@ -78,10 +78,7 @@ pub fn conflicting_listeners(addrs: &[IpAddr], port: u16) -> io::Result<Vec<List
 ///
 /// Looks first among `likely` (e.g. a known server's process group), then
 /// among processes owned by each socket's uid, and only then everywhere, so
-/// that the common cases never read every process's descriptors. Within one
-/// owner, processes with more than the three standard descriptors are read
-/// first (one `stat()` each tells the count); the rest only if a socket is
-/// still unaccounted for.
+/// that the common cases never read every process's descriptors.
 ///
 /// Once every socket has a holder the search stops, after reading the
 /// holders' relatives: a socket is shared by inheritance, so pre-fork
@@ -109,41 +106,44 @@ pub fn holders_of(listeners: &[Listener], likely: &[i32]) -> Vec<Holder> {
     }
 
     if scan.missing() {
-        // 2. Processes owned by the sockets' owners: busy ones first.
         let uids: HashSet<u32> = listeners.iter().map(|l| l.uid).collect();
-        let mut quiet = Vec::new();
-        let mut others = Vec::new();
-        let mut busy = Vec::new();
-        for pid in platform::all_pids() {
-            if scan.visited.contains(&pid) {
-                continue;
-            }
-            match platform::fd_dir_stat(pid) {
-                Some((uid, n)) if uids.contains(&uid) => {
-                    if n == 0 || n > 3 {
-                        busy.push(pid);
-                    } else {
-                        quiet.push(pid);
-                    }
-                }
-                _ => others.push(pid),
-            }
-        }
-        // 3. Everyone else only for sockets still unaccounted for (a socket
-        // handed from one user's process to another's).
-        for stage in [busy, quiet, others] {
-            for pid in stage {
-                if !scan.missing() {
-                    break;
-                }
-                scan.visit(pid);
-            }
+        if uids.len() == 1 && uids.contains(&scan.my_uid) {
+            // 2. Our own sockets: every process we can read is a candidate,
+            // and reading one costs about as much as classifying it would.
+            scan.visit_oldest_and_newest();
+        } else {
+            let mut pids = platform::all_pids();
+            pids.retain(|p| !scan.visited.contains(p));
+            pids.sort_unstable();
+            // 2. Another user's socket (we are root): that user's processes
+            // first, found with one stat() each, then everyone else, for a
+            // socket handed from one user's process to another's.
+            let (owned, others): (Vec<i32>, Vec<i32>) = pids
+                .into_iter()
+                .partition(|p| platform::owner_uid(*p).is_some_and(|u| uids.contains(&u)));
+            scan.visit_from_both_ends(&owned);
+            scan.visit_from_both_ends(&others);
         }
     }
     scan.visit_relatives();
     let mut out: Vec<Holder> = scan.found.into_values().collect();
     out.sort_by_key(|h| h.pid);
     out
+}
+
+/// `pids` (sorted) from both ends inwards: oldest, newest, second oldest...
+/// Long-running servers tend to be among the oldest processes or the newest
+/// ones; crowds of idle processes accumulate in between. Every PID is still
+/// visited if need be, so the order only changes how soon a holder is met.
+fn ends_first(pids: &[i32]) -> impl Iterator<Item = i32> + '_ {
+    let n = pids.len();
+    (0..n).map(move |i| {
+        if i % 2 == 0 {
+            pids[i / 2]
+        } else {
+            pids[n - 1 - i / 2]
+        }
+    })
 }
 
 struct Scan<'a> {
@@ -157,6 +157,15 @@ struct Scan<'a> {
 impl Scan<'_> {
     fn missing(&self) -> bool {
         self.seen_inodes.len() < self.by_inode.len()
+    }
+
+    fn visit_until_found(&mut self, pids: impl Iterator<Item = i32>) {
+        for pid in pids {
+            if !self.missing() {
+                return;
+            }
+            self.visit(pid);
+        }
     }
 
     /// Reads the holders' relatives that could share their sockets: their
@@ -188,7 +197,101 @@ impl Scan<'_> {
         if !self.visited.insert(pid) {
             return;
         }
-        for inode in platform::socket_inodes(pid) {
+        let inodes = platform::socket_inodes(pid);
+        self.record(pid, inodes);
+    }
+
+    /// Reads `pids` from both ends at once, on two threads (the oldest
+    /// upwards, the newest downwards), until every socket has a holder. Each
+    /// read is a handful of /proc system calls, so a second core halves the
+    /// walk; short lists are not worth a thread.
+    fn visit_from_both_ends(&mut self, pids: &[i32]) {
+        const PARALLEL_MIN: usize = 256;
+        if pids.len() < PARALLEL_MIN {
+            self.visit_until_found(ends_first(pids));
+            return;
+        }
+        let (low, high) = pids.split_at(pids.len() / 2);
+        let state = parking_lot::Mutex::new(self);
+        let walk = |pids: &mut dyn Iterator<Item = &i32>| {
+            for &pid in pids {
+                if !state.lock().missing() {
+                    return;
+                }
+                let inodes = platform::socket_inodes(pid);
+                let mut scan = state.lock();
+                if scan.visited.insert(pid) {
+                    scan.record(pid, inodes);
+                }
+            }
+        };
+        std::thread::scope(|s| {
+            s.spawn(|| walk(&mut high.iter().rev()));
+            walk(&mut low.iter());
+        });
+    }
+
+    /// Reads processes from both ends of the PID range at once, until every
+    /// socket has a holder: one thread streams /proc upwards from the oldest
+    /// PID, another steps down from the newest one handed out, until they
+    /// meet. Long-running servers tend to be among the oldest or the newest
+    /// processes, with idle crowds in between; no full listing of /proc is
+    /// made unless the holder really is in the middle.
+    fn visit_oldest_and_newest(&mut self) {
+        use std::sync::atomic::{AtomicBool, AtomicI32, Ordering::Relaxed};
+        let newest = platform::last_pid();
+        let done = AtomicBool::new(!self.missing());
+        let frontier = AtomicI32::new(0);
+        let state = parking_lot::Mutex::new(self);
+        let visit = |pid: i32| {
+            if state.lock().visited.contains(&pid) {
+                return;
+            }
+            let inodes = platform::socket_inodes(pid);
+            let mut scan = state.lock();
+            if scan.visited.insert(pid) {
+                scan.record(pid, inodes);
+                if !scan.missing() {
+                    done.store(true, Relaxed);
+                }
+            }
+        };
+        std::thread::scope(|s| {
+            if let Some(newest) = newest {
+                let (visit, done, frontier) = (&visit, &done, &frontier);
+                s.spawn(move || {
+                    let mut pid = newest;
+                    while pid > 1 && pid > frontier.load(Relaxed) && !done.load(Relaxed) {
+                        visit(pid);
+                        pid -= 1;
+                    }
+                });
+            }
+            platform::for_each_pid(|pid| {
+                if done.load(Relaxed) {
+                    return false;
+                }
+                frontier.store(pid, Relaxed);
+                visit(pid);
+                true
+            });
+        });
+    }
+
+    /// Notes which of `pid`'s socket inodes are ones we look for.
+    fn record(&mut self, pid: i32, inodes: HashSet<u64>) {
+        if !inodes.iter().any(|i| self.by_inode.contains_key(i)) {
+            return;
+        }
+        // A PID probed by number may be a thread: credit its process.
+        let pid = match platform::tgid(pid) {
+            Some(tgid) if tgid != pid => {
+                self.visited.insert(tgid);
+                tgid
+            }
+            _ => pid,
+        };
+        for inode in inodes {
             let Some(l) = self.by_inode.get(&inode) else {
                 continue;
             };
@@ -257,6 +360,16 @@ mod tests {
         assert!(conflicts(any6, &l("127.0.0.1", false), true));
         assert!(!conflicts(any6, &l("127.0.0.1", false), false));
         assert!(!conflicts(lo6, &l("127.0.0.1", false), true));
+    }
+
+    #[test]
+    fn ends_first_visits_every_pid_once() {
+        let pids: Vec<i32> = (1..=7).collect();
+        let order: Vec<i32> = ends_first(&pids).collect();
+        assert_eq!(order, vec![1, 7, 2, 6, 3, 5, 4]);
+        let even: Vec<i32> = ends_first(&pids[..6]).collect();
+        assert_eq!(even, vec![1, 6, 2, 5, 3, 4]);
+        assert_eq!(ends_first(&[]).count(), 0);
     }
 
     #[test]

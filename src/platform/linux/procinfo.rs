@@ -145,10 +145,10 @@ pub fn descendants(pid: i32) -> Vec<i32> {
 /// Inodes of the sockets `pid` has open (empty if unreadable).
 pub fn socket_inodes(pid: i32) -> HashSet<u64> {
     let mut out = HashSet::new();
-    read_socket_links(&format!("/proc/{pid}/fd"), &mut out);
+    let entries = read_socket_links(&format!("/proc/{pid}/fd"), &mut out);
     // A zombie thread-group leader whose other threads live on shows no
     // descriptors of its own; the live threads still hold them.
-    if out.is_empty() && proc_info(pid).is_some_and(|i| i.state == 'Z') {
+    if entries == Some(0) && proc_info(pid).is_some_and(|i| i.state == 'Z') {
         if let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) {
             for task in tasks.flatten() {
                 read_socket_links(&task.path().join("fd").to_string_lossy(), &mut out);
@@ -158,19 +158,21 @@ pub fn socket_inodes(pid: i32) -> HashSet<u64> {
     out
 }
 
-/// Adds the socket inodes behind the descriptor links in `dir`. One
+/// Adds the socket inodes behind the descriptor links in `dir`; returns how
+/// many descriptors it saw (`None` if the directory is unreadable). One
 /// `readlink` per descriptor: cheaper than a general-purpose parser.
-fn read_socket_links(dir: &str, out: &mut HashSet<u64>) {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
+fn read_socket_links(dir: &str, out: &mut HashSet<u64>) -> Option<usize> {
+    let entries = fs::read_dir(dir).ok()?;
+    let mut n = 0;
     for e in entries.flatten() {
+        n += 1;
         if let Ok(target) = fs::read_link(e.path()) {
             if let Some(inode) = target.to_str().and_then(socket_inode_from_link) {
                 out.insert(inode);
             }
         }
     }
+    Some(n)
 }
 
 /// Parses a descriptor link target such as `socket:[12345]`.
@@ -182,13 +184,47 @@ fn socket_inode_from_link(target: &str) -> Option<u64> {
         .ok()
 }
 
-/// Owner and open-descriptor count of `pid`, from one `stat()` of its
-/// /proc/PID/fd directory (Linux 6.2+ reports the count as the size; older
-/// kernels report 0, which callers must read as "unknown").
-pub fn fd_dir_stat(pid: i32) -> Option<(u32, u64)> {
-    fs::metadata(format!("/proc/{pid}/fd"))
+/// Calls `f` with each PID in /proc, in ascending order, reading the
+/// directory a small batch at a time so that a caller that stops early (by
+/// returning false) never pays for listing the rest.
+pub fn for_each_pid(mut f: impl FnMut(i32) -> bool) {
+    use std::mem::MaybeUninit;
+    let Ok(dir) = rustix::fs::open(
+        "/proc",
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    ) else {
+        return;
+    };
+    let mut buf = [MaybeUninit::<u8>::uninit(); 4096];
+    let mut entries = rustix::fs::RawDir::new(&dir, &mut buf);
+    while let Some(Ok(entry)) = entries.next() {
+        let Ok(name) = entry.file_name().to_str() else {
+            continue;
+        };
+        if let Ok(pid) = name.parse::<i32>() {
+            if !f(pid) {
+                return;
+            }
+        }
+    }
+}
+
+/// The thread-group (process) ID of `pid`. /proc/TID answers for a thread
+/// too, though readdir lists only processes; this maps a thread to its
+/// process.
+pub fn tgid(pid: i32) -> Option<i32> {
+    let text = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The PID most recently handed out in this PID namespace.
+pub fn last_pid() -> Option<i32> {
+    fs::read_to_string("/proc/sys/kernel/ns_last_pid")
         .ok()
-        .map(|m| (m.uid(), m.size()))
+        .and_then(|s| s.trim().parse().ok())
 }
 
 /// Every PID on the machine. Used only as a last resort: callers narrow by
