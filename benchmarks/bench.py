@@ -244,7 +244,7 @@ def ctrl_c_latency_ms() -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--runs", type=int, default=7, help="runs per start/stop contender")
+    ap.add_argument("--runs", type=int, default=11, help="runs per start/stop contender")
     ap.add_argument("--idle", type=int, default=2000, help="extra idle processes")
     ap.add_argument("--quick", action="store_true", help="fewer runs, for CI smoke tests")
     args = ap.parse_args()

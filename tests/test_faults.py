@@ -409,3 +409,14 @@ def test_rust_panic_reaches_python_as_an_exception():
     assert type(ei.value).__name__ == "PanicException"
     # The interpreter is intact and the core still works.
     assert _core.process_info(os.getpid())["pid"] == os.getpid()
+
+
+def test_missing_cwd_is_named_before_anything_runs(home, tmp_path):
+    missing = tmp_path / "no-such-dir"
+    m = ServerManager("usm_hello:app", "127.0.0.1", free_port(), "nocwd", cwd=missing)
+    with pytest.raises(ServerManagerError) as ei:
+        m.start()
+    assert str(missing) in str(ei.value)
+    assert not m.is_running()
+    assert not os.path.exists(m._pid_file)
+    assert server_procs("usm_hello:app") == []
