@@ -824,6 +824,28 @@ impl Server {
                 self.cfg.name
             )));
         }
+        // Confirm the port is released: a socket still listening there from
+        // a process of this launch (one that appeared during the stop) is
+        // stopped too. Anyone else's listener is not ours to touch.
+        if let Some((id, _)) = &launch {
+            let listeners = self.conflicting_listeners()?;
+            if !listeners.is_empty() {
+                let mut late = Victims::default();
+                for h in port::holders_of(&listeners, &[]) {
+                    if platform::environ_has(h.pid, spawn::LAUNCH_ENV, id) {
+                        late.add(h.pid);
+                    }
+                }
+                if !late.members.is_empty()
+                    && !late.terminate(self.cfg.stop_timeout, &mut |_| {}, tick)?
+                {
+                    return Err(Error::StopFailed(format!(
+                        "Failed to stop {}: port {} is still held by its processes",
+                        self.cfg.name, self.cfg.port
+                    )));
+                }
+            }
+        }
         Ok(())
     }
 
