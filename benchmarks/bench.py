@@ -244,7 +244,7 @@ def ctrl_c_latency_ms() -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--runs", type=int, default=11, help="runs per start/stop contender")
+    ap.add_argument("--runs", type=int, default=21, help="runs per start/stop contender")
     ap.add_argument("--idle", type=int, default=2000, help="extra idle processes")
     ap.add_argument("--quick", action="store_true", help="fewer runs, for CI smoke tests")
     args = ap.parse_args()
@@ -265,10 +265,13 @@ def main() -> None:
         port = free_port()
         fn(port)
         wait_free(port)
-    for _ in range(runs):
-        for name, fn in contenders.items():
+    names = list(contenders)
+    for r in range(runs):
+        # Rotate the order each round: whoever runs right after another
+        # contender's shutdown pays for it, so nobody always goes second.
+        for name in names[r % len(names) :] + names[: r % len(names)]:
             port = free_port()
-            samples[name].append(fn(port))
+            samples[name].append(contenders[name](port))
             wait_free(port)
     startstop = {
         name: (
@@ -388,7 +391,8 @@ def report(r: dict, home: Path, runs: int) -> None:
     ss = r["startstop_ms"]
     bare_start, bare_stop = ss["bare uvicorn"]
     lines = [
-        f"Machine: {r['machine']}. Medians; start/stop over {runs} interleaved runs.",
+        f"Machine: {r['machine']}. Medians; start/stop over {runs} interleaved runs, "
+        "order rotated each round.",
         "",
         "| start/stop (FastAPI hello) | start() ms | stop() ms | start - bare | stop - bare |",
         "|---|---|---|---|---|",

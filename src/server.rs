@@ -907,7 +907,6 @@ impl Server {
 
     /// A snapshot of the server's state and resources.
     pub fn status(&self) -> Status {
-        let logs = self.log_paths();
         let found = self
             .find()
             .filter(|f| f.info.is_alive() && !f.pidfd.has_exited());
@@ -966,7 +965,6 @@ impl Server {
             }
             _ => (None, None),
         };
-        let _ = logs;
         let state = if self.our_group_listens(f.pid) {
             State::Running
         } else {
