@@ -59,20 +59,7 @@ UVICORN_ARGS = ["--log-level", "error", "--no-access-log"]
 
 def bare_uvicorn(port: int) -> tuple[float, float]:
     t0 = time.perf_counter()
-    p = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            APP,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            *UVICORN_ARGS,
-        ],
-        start_new_session=True,
-    )
+    p = subprocess.Popen(uvicorn_cmd(port), start_new_session=True)
     while not listening(port):
         time.sleep(0.0005)
     t_start = time.perf_counter() - t0
@@ -83,51 +70,44 @@ def bare_uvicorn(port: int) -> tuple[float, float]:
     return t_start, t_stop
 
 
+def time_start_stop(start: Callable[[], object], stop: Callable[[], object]) -> tuple[float, float]:
+    """Seconds spent in start() until it returns, then in stop()."""
+    t0 = time.perf_counter()
+    start()
+    t1 = time.perf_counter()
+    stop()
+    return t1 - t0, time.perf_counter() - t1
+
+
+def uvicorn_cmd(port: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        APP,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        *UVICORN_ARGS,
+    ]
+
+
 def ours(port: int) -> tuple[float, float]:
     m = ServerManager(APP, "127.0.0.1", port, "bench")
-    t0 = time.perf_counter()
-    m.start()
-    t_start = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    m.stop()
-    return t_start, time.perf_counter() - t0
+    return time_start_stop(m.start, m.stop)
 
 
 def original(port: int) -> tuple[float, float]:
     m = ORIGINAL(APP, "127.0.0.1", port, "bench_orig")
-    t0 = time.perf_counter()
-    m.start()
-    t_start = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    m.stop()
-    return t_start, time.perf_counter() - t0
+    return time_start_stop(m.start, m.stop)
 
 
 def mirakuru(port: int) -> tuple[float, float]:
     from mirakuru import TCPExecutor
 
-    ex = TCPExecutor(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            APP,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            *UVICORN_ARGS,
-        ],
-        host="127.0.0.1",
-        port=port,
-        timeout=30,
-    )
-    t0 = time.perf_counter()
-    ex.start()
-    t_start = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    ex.stop()
-    return t_start, time.perf_counter() - t0
+    ex = TCPExecutor(uvicorn_cmd(port), host="127.0.0.1", port=port, timeout=30)
+    return time_start_stop(ex.start, ex.stop)
 
 
 def median_us(fn: Callable[[], object], n: int) -> float:
