@@ -149,7 +149,7 @@ def test_demo_end_to_end(home, tmp_path):
     r = cli("demo", home=home, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     out = r.stdout
-    assert "started the bundled demo app" in out
+    assert "started the bundled demo app (FastAPI)" in out
     assert "GET /hello -> 200" in out and "from upsonic-server-manager" in out
     assert "NAME" in out and "running" in out
     assert "is free" in out and "running=False" in out
@@ -318,3 +318,17 @@ def test_run_as_pid_1_reaps_orphans(home):
         p.kill()
         p.wait()
         p.stdout.close()
+
+
+def test_demo_app_without_fastapi_is_plain_asgi(home, managers):
+    # The fallback the demo uses when FastAPI is not installed.
+    port = free_port()
+    m = ServerManager("upsonic_server_manager.demo_app:asgi_app", "127.0.0.1", port, "asgi")
+    managers.append(m)
+    m.start()
+    assert get(port, "/x") == {
+        "hello": "from upsonic-server-manager",
+        "path": "/x",
+        "pid": m._read_pid(),
+    }
+    m.stop()

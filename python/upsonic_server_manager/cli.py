@@ -493,8 +493,11 @@ def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
         )
         try:
             took = run_with_spinner("starting demo", lambda: m.start(redirect_output=True), out)
+            import importlib.util
+
+            kind = "FastAPI" if importlib.util.find_spec("fastapi") else "plain ASGI"
             out.write(
-                f"1. started the bundled demo app on http://127.0.0.1:{port} "
+                f"1. started the bundled demo app ({kind}) on http://127.0.0.1:{port} "
                 f"(pid {m._read_pid()}) in {took * 1000:.0f} ms\n"
             )
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/hello", timeout=10) as r:
