@@ -332,3 +332,38 @@ def test_demo_app_without_fastapi_is_plain_asgi(home, managers):
         "pid": m._read_pid(),
     }
     m.stop()
+
+
+def test_logs_follow_prints_new_lines(home, stop_named, tmp_path):
+    port = free_port()
+    stop_named.append("tail")
+    logs = tmp_path / "logs"
+    r = cli(
+        "start",
+        "usm_hello:app",
+        "--port",
+        str(port),
+        "--name",
+        "tail",
+        "--redirect-output",
+        "--log-dir",
+        str(logs),
+        home=home,
+    )
+    assert r.returncode == 0, r.stderr
+    env = dict(os.environ, HOME=str(home))
+    p = subprocess.Popen(
+        [*CLI, "logs", "tail", "-f", "-n", "0"], env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        time.sleep(0.5)
+        with open(logs / "tail_server.log", "a") as f:
+            f.write("first appended line\nsecond appended line\n")
+        assert p.stdout.readline().strip() == "first appended line"
+        assert p.stdout.readline().strip() == "second appended line"
+        p.send_signal(signal.SIGINT)
+        assert p.wait(10) == 0
+    finally:
+        p.kill()
+        p.wait()
+        p.stdout.close()

@@ -643,3 +643,26 @@ def test_another_managers_server_on_the_port_is_not_replaced(home, managers):
         intruder.start()
     assert ei.value.holders[0].pid == pid
     assert get(port)["pid"] == pid and first.is_running()
+
+
+def test_restart_gives_a_new_server_with_the_same_output_mode(home, managers):
+    port = free_port()
+    m = ServerManager("usm_hello:app", "127.0.0.1", port, "rs")
+    managers.append(m)
+    m.start(redirect_output=True)
+    first = get(port)["pid"]
+    m.restart()
+    second = get(port)["pid"]
+    assert second != first and m.is_running()
+    assert not psutil.pid_exists(first)
+    assert m.status().stderr_log is not None  # still redirected
+
+
+def test_context_manager_leaves_nothing_when_start_fails(home):
+    port = free_port()
+    with pytest.raises(StartError):
+        with ServerManager("usm_broken:app", "127.0.0.1", port, "cmfail"):
+            pytest.fail("the body must not run")
+    probe = ServerManager("usm_broken:app", "127.0.0.1", port, "cmfail")
+    assert not probe.is_running()
+    assert not os.path.exists(probe._pid_file)
