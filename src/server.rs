@@ -644,21 +644,27 @@ impl Server {
         });
 
         if let Err(e) = record::write(&self.paths, &identity) {
-            self.abort_launch(tick);
+            self.abort_launch(false, tick);
             return Err(e);
         }
         match self.wait_ready(&pidfd, &logs, err_offset, tick) {
             Ok(()) => Ok(()),
             Err(e) => {
-                self.abort_launch(&mut || Ok(()));
+                self.abort_launch(matches!(e, Error::Interrupted), &mut || Ok(()));
                 Err(e)
             }
         }
     }
 
-    /// Stops a half-started server and removes its record.
-    fn abort_launch(&self, tick: Tick<'_>) {
-        let _ = self.stop_launched(tick);
+    /// Stops a half-started server and removes its record. After Ctrl-C it
+    /// gets no grace period: it was never serving, and the user is waiting.
+    fn abort_launch(&self, interrupted: bool, tick: Tick<'_>) {
+        let grace = if interrupted {
+            Duration::ZERO
+        } else {
+            self.cfg.stop_timeout
+        };
+        let _ = self.stop_launched(grace, tick);
     }
 
     fn stderr_tail(logs: &LogPaths, offset: Option<u64>) -> Option<String> {
@@ -781,11 +787,11 @@ impl Server {
     // ---- stop -------------------------------------------------------------------
 
     /// Stops our launched child (if any) and forgets it. Caller holds the lock.
-    fn stop_launched(&self, tick: Tick<'_>) -> Result<()> {
+    fn stop_launched(&self, grace: Duration, tick: Tick<'_>) -> Result<()> {
         let Some((pidfd, identity, _)) = self.own_child() else {
             return Ok(());
         };
-        let result = self.terminate_server(pidfd.clone(), Some(&identity), tick);
+        let result = self.terminate_server(pidfd.clone(), Some(&identity), grace, tick);
         // Reap: the pidfd said it exited, so this does not block for long.
         let mut guard = self.launched.lock();
         if let Some(l) = guard.as_mut() {
@@ -805,6 +811,7 @@ impl Server {
         &self,
         leader: Arc<PidFd>,
         identity: Option<&Identity>,
+        grace: Duration,
         tick: Tick<'_>,
     ) -> Result<()> {
         let mut victims = Victims::default();
@@ -817,7 +824,7 @@ impl Server {
                 }
             }
         };
-        let all_gone = victims.terminate(self.cfg.stop_timeout, &mut sweep, tick)?;
+        let all_gone = victims.terminate(grace, &mut sweep, tick)?;
         if !all_gone {
             return Err(Error::StopFailed(format!(
                 "Failed to stop {} server: some of its processes survived SIGKILL",
@@ -854,11 +861,15 @@ impl Server {
     pub fn stop(&self, tick: Tick<'_>) -> Result<()> {
         let _lock = crate::lock::acquire(&self.paths.lock_file, tick)?;
         let own_pid = self.own_child().map(|(fd, _, _)| fd.pid());
-        self.stop_launched(tick)?;
+        self.stop_launched(self.cfg.stop_timeout, tick)?;
         if let Some(found) = self.find_recorded() {
             if Some(found.pid) != own_pid {
-                let result =
-                    self.terminate_server(found.pidfd.clone(), found.identity.as_ref(), tick);
+                let result = self.terminate_server(
+                    found.pidfd.clone(),
+                    found.identity.as_ref(),
+                    self.cfg.stop_timeout,
+                    tick,
+                );
                 record::remove_if_names(&self.paths, found.pid, self.pid_max);
                 result?;
             }

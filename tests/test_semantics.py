@@ -258,9 +258,12 @@ CTRL_C = textwrap.dedent(
 )
 
 
-def test_ctrl_c_during_slow_start(home):
+@pytest.mark.parametrize("ignore_term", ["0", "1"])
+def test_ctrl_c_during_slow_start(home, ignore_term):
     port = free_port()
-    env = dict(os.environ, USM_SLOW_SECONDS="60")
+    # With SIGTERM ignored, only an immediate SIGKILL can meet the deadline:
+    # a half-started server gets no grace period (stop_timeout is 5 s).
+    env = dict(os.environ, USM_SLOW_SECONDS="60", USM_IGNORE_TERM=ignore_term)
     p = subprocess.Popen(
         [sys.executable, "-c", CTRL_C, str(port)],
         env=env,
@@ -281,8 +284,9 @@ def test_ctrl_c_during_slow_start(home):
         assert p.wait(10) == 42
         assert not os.path.exists(line[1])
         assert not server.is_running() or server.status() == psutil.STATUS_ZOMBIE
-        # Generous bound for a loaded CI box; the benchmark measures it precisely.
-        assert elapsed < 5
+        # Generous bound for a loaded CI box (the benchmark measures the real
+        # latency), yet below the 5 s a graceful stop would take.
+        assert elapsed < 3
     finally:
         p.kill()
         p.wait()

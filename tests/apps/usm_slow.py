@@ -1,7 +1,12 @@
-"""An app whose import takes USM_SLOW_SECONDS (default 30) seconds."""
+"""An app whose import takes USM_SLOW_SECONDS (default 30) seconds; with
+USM_IGNORE_TERM=1 it ignores SIGTERM meanwhile."""
 
 import os
+import signal
 import time
+
+if os.environ.get("USM_IGNORE_TERM") == "1":
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 from fastapi import FastAPI
 
