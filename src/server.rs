@@ -401,42 +401,39 @@ impl Server {
         }
     }
 
-    /// Stops the given holders: each holder's whole process group when that
-    /// group belongs to us, else the holder alone. Returns how many groups or
-    /// processes were stopped.
+    /// Stops the given holders. A process group whose leader holds the
+    /// socket is a server (a master and its workers) and is stopped whole;
+    /// any other holder is stopped alone with its descendants, since its
+    /// group may be a script or shell job doing other work. Returns how many
+    /// groups or processes were stopped.
     fn stop_holders(&self, holders: &[Holder], tick: Tick<'_>) -> Result<usize> {
         let my_pgid = nix::unistd::getpgrp().as_raw();
-        let mut victims = Victims::default();
+        let holder_pids: std::collections::HashSet<i32> = holders.iter().map(|h| h.pid).collect();
+        let mut groups = std::collections::HashSet::new();
+        let mut singles = Victims::default();
         for h in holders {
-            let leader_ok = h.pgid > 1
-                && h.pgid != my_pgid
-                && platform::proc_info(h.pgid)
-                    .is_some_and(|i| terminate::may_signal(&i) && i.pgid == h.pgid);
-            if leader_ok {
-                if let Ok(fd) = PidFd::open(h.pgid) {
-                    let mut group = Victims::default();
-                    group.add_group(Arc::new(fd));
-                    if group.members.iter().any(|m| m.pid() == h.pid) || h.pid == h.pgid {
-                        victims.leader = group.leader;
-                        for m in group.members {
-                            if !victims.members.iter().any(|x| x.pid() == m.pid()) {
-                                victims.members.push(m);
-                            }
-                        }
+            let server_group = h.pgid > 1 && h.pgid != my_pgid && holder_pids.contains(&h.pgid);
+            if server_group {
+                if groups.insert(h.pgid) {
+                    if let Ok(fd) = PidFd::open(h.pgid) {
                         // One group per terminate call keeps killpg targets exact.
-                        let mut v = std::mem::take(&mut victims);
-                        v.terminate(self.cfg.stop_timeout, &mut |_| {}, tick)?;
-                        continue;
+                        let mut group = Victims::default();
+                        group.add_group(Arc::new(fd));
+                        group.terminate(self.cfg.stop_timeout, &mut |_| {}, tick)?;
                     }
                 }
+                continue;
             }
-            victims.add(h.pid);
+            singles.add(h.pid);
+            for d in platform::descendants(h.pid) {
+                singles.add(d);
+            }
         }
-        let n = victims.members.len();
-        if n > 0 {
-            victims.terminate(self.cfg.stop_timeout, &mut |_| {}, tick)?;
+        let n = groups.len() + singles.members.len();
+        if !singles.members.is_empty() {
+            singles.terminate(self.cfg.stop_timeout, &mut |_| {}, tick)?;
         }
-        Ok(holders.len().max(n))
+        Ok(n)
     }
 
     /// Waits briefly for the port to be released after its holders exited.

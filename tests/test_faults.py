@@ -420,3 +420,30 @@ def test_missing_cwd_is_named_before_anything_runs(home, tmp_path):
     assert not m.is_running()
     assert not os.path.exists(m._pid_file)
     assert server_procs("usm_hello:app") == []
+
+
+def test_force_stops_the_holder_not_the_script_that_started_it(home, managers):
+    port = free_port()
+    listener = (
+        f"import socket,time;s=socket.socket();s.bind(('127.0.0.1',{port}));s.listen();"
+        "print('ready',flush=True);time.sleep(600)"
+    )
+    # A script (its own process group, not a holder) that started a listener.
+    script = psutil.Popen(
+        ["sh", "-c", f'{sys.executable} -c "{listener}" usm-helper & sleep 600'],
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        assert script.stdout.readline().strip() == b"ready"
+        (holder,) = [c for c in script.children() if "usm-helper" in c.cmdline()]
+        m = ServerManager("usm_hello:app", "127.0.0.1", port, "forcegrp")
+        managers.append(m)
+        m.start(force=True)
+        assert wait_until(lambda: gone(holder), 5)
+        assert script.is_running() and not gone(script)  # the script itself lives on
+        assert get(port)["hello"] == "world"
+    finally:
+        os.killpg(script.pid, signal.SIGKILL)
+        script.wait()
+        script.stdout.close()
