@@ -55,6 +55,11 @@ impl Victims {
     /// and its current descendants.
     pub fn add_group(&mut self, leader: std::sync::Arc<PidFd>) {
         let pid = leader.pid();
+        // Defence in depth: callers verify the leader, but a group is only
+        // ever signalled when its leader is one we may signal at all.
+        if !platform::proc_info(pid).is_some_and(|i| may_signal(&i)) {
+            return;
+        }
         if !self.members.iter().any(|m| m.pid() == pid) {
             self.members.push(leader.clone());
         }
