@@ -342,6 +342,7 @@ impl Server {
     fn remove_stale_record(&self) {
         if self.find_recorded().is_some_and(|f| f.info.is_alive())
             || self.live_record_for_other_config().is_some()
+            || self.recorded_group_lingers()
         {
             return;
         }
@@ -357,6 +358,64 @@ impl Server {
             }
         }
         record::remove(&self.paths);
+    }
+
+    /// Processes of the recorded launch still running after its leader
+    /// died (e.g. uvicorn workers whose master was SIGKILLed: they keep
+    /// serving). Found by the launch marker; only for this configuration.
+    fn recorded_orphans(&self) -> Vec<i32> {
+        let Some(pid) = self.read_pid() else {
+            return Vec::new();
+        };
+        let Some(id) = record::read_identity(&self.paths).filter(|id| id.pid == pid) else {
+            return Vec::new();
+        };
+        if !self.same_config(&id) {
+            return Vec::new();
+        }
+        let leader_alive = platform::proc_info(pid)
+            .is_some_and(|i| i.is_alive() && i.start_ticks == id.start_ticks);
+        if leader_alive {
+            return Vec::new();
+        }
+        terminate::marked_processes(&id.launch_id, id.start_ticks)
+    }
+
+    /// The cheap test behind keeping a record whose leader died: does its
+    /// process group still have members (one `kill(-pgid, 0)`)? A group ID
+    /// stays taken while the group has members, so they can only be what is
+    /// left of that launch. `stop()` and `start()` then sweep them properly.
+    fn recorded_group_lingers(&self) -> bool {
+        let Some(pid) = self.read_pid() else {
+            return false;
+        };
+        let Some(id) = record::read_identity(&self.paths).filter(|id| id.pid == pid) else {
+            return false;
+        };
+        if !self.same_config(&id) || platform::proc_info(pid).is_some_and(|i| i.is_alive()) {
+            return false;
+        }
+        nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), None).is_ok()
+    }
+
+    /// Under the lock: stops what is left of a recorded launch whose leader
+    /// died, so that its record can go and its port is free again.
+    fn stop_recorded_orphans(&self, tick: Tick<'_>) -> Result<()> {
+        let orphans = self.recorded_orphans();
+        if orphans.is_empty() {
+            return Ok(());
+        }
+        let mut victims = Victims::default();
+        for p in orphans {
+            victims.add(p);
+        }
+        if !victims.terminate(self.cfg.stop_timeout, &mut |_| {}, tick)? {
+            return Err(Error::StopFailed(format!(
+                "Failed to stop {}: processes of its last launch survived SIGKILL",
+                self.cfg.name
+            )));
+        }
+        Ok(())
     }
 
     // ---- the port -------------------------------------------------------------
@@ -543,8 +602,10 @@ impl Server {
                 name = self.cfg.name,
             )));
         }
-        // A previous child of ours that died: reap it before launching anew.
+        // A previous child of ours that died: reap it before launching anew,
+        // and stop whatever of that launch outlived it (orphaned workers).
         self.forget_exited_child();
+        self.stop_recorded_orphans(tick)?;
         self.remove_stale_record();
 
         let listeners = self.conflicting_listeners()?;
@@ -871,6 +932,7 @@ impl Server {
                 result?;
             }
         }
+        self.stop_recorded_orphans(tick)?;
         self.remove_stale_record();
         Ok(())
     }

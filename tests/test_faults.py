@@ -447,3 +447,31 @@ def test_force_stops_the_holder_not_the_script_that_started_it(home, managers):
         os.killpg(script.pid, signal.SIGKILL)
         script.wait()
         script.stdout.close()
+
+
+@pytest.mark.parametrize("then", ["stop", "start"])
+def test_workers_outliving_a_killed_master_are_not_orphaned(home, managers, then):
+    port = free_port()
+    first = ServerManager("usm_hello:app", "127.0.0.1", port, "orphans", workers=2)
+    managers.append(first)
+    first.start()
+    master = psutil.Process(first._read_pid())
+    assert wait_until(lambda: len(master.children()) >= 2, 30)
+    workers = [c for c in master.children() if "spawn_main" in " ".join(c.cmdline())]
+    master.send_signal(signal.SIGKILL)
+    # uvicorn's workers survive their master and keep serving the port.
+    assert wait_until(lambda: gone(master), 5)
+    assert all(not gone(w) for w in workers)
+    fresh = ServerManager("usm_hello:app", "127.0.0.1", port, "orphans")
+    managers.append(fresh)
+    assert fresh.is_running() is False
+    assert os.path.exists(fresh._pid_file)  # kept: its launch still has processes
+    assert fresh.status().state == "dead"
+    if then == "stop":
+        fresh.stop()
+        assert not os.path.exists(fresh._pid_file)
+        assert not fresh._is_port_in_use()
+    else:
+        fresh.start()
+        assert get(port)["pid"] == fresh._read_pid()
+    assert all(wait_until(lambda w=w: gone(w), 5) for w in workers)
