@@ -54,6 +54,10 @@ pub enum Error {
     #[error("interrupted")]
     Interrupted,
 
+    /// The per-name lock stayed taken past any legitimate start or stop.
+    #[error("{0}")]
+    LockTimeout(String),
+
     /// The name is recorded for a different, running server.
     #[error("{0}")]
     NameTaken(String),

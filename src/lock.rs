@@ -4,7 +4,7 @@
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::fcntl::{Flock, FlockArg};
 
@@ -30,14 +30,30 @@ fn open_lock_file(path: &Path) -> Result<File> {
 }
 
 /// Acquires the lock at `path`, calling `tick` every few milliseconds while
-/// another holder has it, so the wait can be cancelled.
-pub fn acquire(path: &Path, tick: &mut dyn FnMut() -> Result<()>) -> Result<NameLock> {
+/// another holder has it, so the wait can be cancelled. Gives up at
+/// `deadline`: a manager that legitimately holds the lock finishes within
+/// its own timeouts, so a longer wait means it hangs (or is stopped).
+pub fn acquire(
+    path: &Path,
+    deadline: Instant,
+    tick: &mut dyn FnMut() -> Result<()>,
+) -> Result<NameLock> {
     let mut delay = Duration::from_micros(200);
     loop {
         let file = open_lock_file(path)?;
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(lock) => return Ok(NameLock { _lock: lock }),
             Err((_, nix::errno::Errno::EWOULDBLOCK)) | Err((_, nix::errno::Errno::EINTR)) => {
+                if Instant::now() >= deadline {
+                    let who = holder_pid(path)
+                        .map(|p| format!("process {p}"))
+                        .unwrap_or_else(|| "another process".to_owned());
+                    return Err(Error::LockTimeout(format!(
+                        "{who} has held the lock {} longer than a start or stop can take; \
+                         is another manager hung or stopped?",
+                        path.display()
+                    )));
+                }
                 tick()?;
                 std::thread::sleep(delay);
                 delay = (delay * 2).min(Duration::from_millis(5));
@@ -47,6 +63,22 @@ pub fn acquire(path: &Path, tick: &mut dyn FnMut() -> Result<()>) -> Result<Name
             }
         }
     }
+}
+
+/// The PID holding a flock on `path`, from /proc/locks (matched by inode).
+fn holder_pid(path: &Path) -> Option<i32> {
+    use std::os::unix::fs::MetadataExt;
+    let ino = std::fs::metadata(path).ok()?.ino();
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    locks.lines().find_map(|line| {
+        // "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF"
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let dev_ino = fields.get(5)?;
+        let line_ino: u64 = dev_ino.rsplit(':').next()?.parse().ok()?;
+        (fields.get(1) == Some(&"FLOCK") && line_ino == ino)
+            .then(|| fields.get(4)?.parse().ok())
+            .flatten()
+    })
 }
 
 /// Takes the lock only if it is free right now.
@@ -63,9 +95,10 @@ mod tests {
     #[test]
     fn second_holder_waits_then_gets_it() {
         let p = std::env::temp_dir().join(format!("usm-lock-{}", std::process::id()));
-        let first = acquire(&p, &mut || Ok(())).unwrap();
+        let far = Instant::now() + Duration::from_secs(60);
+        let first = acquire(&p, far, &mut || Ok(())).unwrap();
         let mut ticks = 0;
-        let r = acquire(&p, &mut || {
+        let r = acquire(&p, far, &mut || {
             ticks += 1;
             if ticks > 3 {
                 Err(Error::Interrupted)
@@ -74,8 +107,19 @@ mod tests {
             }
         });
         assert!(matches!(r, Err(Error::Interrupted)));
+        // A holder that never lets go is reported, naming it, at the deadline.
+        let soon = Instant::now() + Duration::from_millis(50);
+        match acquire(&p, soon, &mut || Ok(())) {
+            Err(Error::LockTimeout(m)) => {
+                assert!(
+                    m.contains(&format!("process {}", std::process::id())),
+                    "{m}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
         drop(first);
-        let again = acquire(&p, &mut || Ok(()));
+        let again = acquire(&p, far, &mut || Ok(()));
         assert!(again.is_ok());
         drop(again);
         std::fs::remove_file(&p).unwrap();

@@ -57,9 +57,11 @@ fn to_py(py: Python<'_>, err: Error) -> PyErr {
                 build("StartTimeoutError", PyTuple::new(py, [msg])?, Some(kw))
             }
             Error::Interrupted => PyKeyboardInterrupt::new_err(()),
-            Error::Path { .. } | Error::Os { .. } | Error::StopFailed(_) | Error::NameTaken(_) => {
-                build("ServerManagerError", PyTuple::new(py, [msg])?, None)
-            }
+            Error::Path { .. }
+            | Error::Os { .. }
+            | Error::StopFailed(_)
+            | Error::NameTaken(_)
+            | Error::LockTimeout(_) => build("ServerManagerError", PyTuple::new(py, [msg])?, None),
         })
     })();
     result.unwrap_or_else(|e| e)

@@ -307,6 +307,12 @@ impl Server {
         }
     }
 
+    /// How long to wait for the per-name lock: a holder that starts a server
+    /// and cleans up after a failure needs at most this long.
+    fn lock_deadline(&self) -> Instant {
+        Instant::now() + self.cfg.start_timeout + self.cfg.stop_timeout * 2 + Duration::from_secs(5)
+    }
+
     /// Whether a recorded identity describes this manager's server.
     fn same_config(&self, id: &Identity) -> bool {
         id.port == self.cfg.port && id.app_path == self.cfg.app_path
@@ -585,7 +591,7 @@ impl Server {
 
     /// Starts the server unless ours already runs; returns once it listens.
     pub fn start(&self, redirect_output: bool, force: bool, tick: Tick<'_>) -> Result<bool> {
-        let _lock = crate::lock::acquire(&self.paths.lock_file, tick)?;
+        let _lock = crate::lock::acquire(&self.paths.lock_file, self.lock_deadline(), tick)?;
         if let Some(f) = self.find() {
             if f.info.is_alive() && !f.pidfd.has_exited() {
                 return Ok(false);
@@ -917,7 +923,7 @@ impl Server {
     /// Stops our server (its whole process group), idempotently and quietly
     /// when nothing runs; removes the record only if it names this server.
     pub fn stop(&self, tick: Tick<'_>) -> Result<()> {
-        let _lock = crate::lock::acquire(&self.paths.lock_file, tick)?;
+        let _lock = crate::lock::acquire(&self.paths.lock_file, self.lock_deadline(), tick)?;
         let own_pid = self.own_child().map(|(fd, _, _)| fd.pid());
         self.stop_launched(self.cfg.stop_timeout, tick)?;
         if let Some(found) = self.find_recorded() {

@@ -146,7 +146,7 @@ def test_identity_file_garbage_is_ignored(home, managers):
 HOLD_LOCK = textwrap.dedent(
     """
     import fcntl, sys, time
-    f = open(sys.argv[1], "a")
+    f = open(sys.argv[2], "a")  # argv[1] is the "usm-helper" tag
     fcntl.flock(f, fcntl.LOCK_EX)
     print("locked", flush=True)
     time.sleep(600)
@@ -475,3 +475,25 @@ def test_workers_outliving_a_killed_master_are_not_orphaned(home, managers, then
         fresh.start()
         assert get(port)["pid"] == fresh._read_pid()
     assert all(wait_until(lambda w=w: gone(w), 5) for w in workers)
+
+
+def test_a_hung_lock_holder_is_named_not_waited_for_forever(home):
+    port = free_port()
+    m = ServerManager(
+        "usm_hello:app", "127.0.0.1", port, "hung", start_timeout=0.5, stop_timeout=0.5
+    )
+    lock = m._pid_file[: -len(".pid")] + ".lock"
+    holder = spawn_helper(HOLD_LOCK, lock, stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline().strip() == b"locked"
+        holder.suspend()  # a manager stopped (SIGSTOP) in the middle of a start
+        t0 = time.monotonic()
+        with pytest.raises(ServerManagerError, match=f"process {holder.pid} has held the lock"):
+            m.start()
+        # start_timeout + 2 x stop_timeout + 5 s of margin for a real holder
+        assert 6 <= time.monotonic() - t0 < 30
+        assert server_procs("usm_hello:app") == []
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
