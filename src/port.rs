@@ -121,8 +121,8 @@ pub fn holders_of(listeners: &[Listener], likely: &[i32]) -> Vec<Holder> {
             let (owned, others): (Vec<i32>, Vec<i32>) = pids
                 .into_iter()
                 .partition(|p| platform::owner_uid(*p).is_some_and(|u| uids.contains(&u)));
-            scan.visit_from_both_ends(&owned);
-            scan.visit_from_both_ends(&others);
+            scan.visit_until_found(ends_first(&owned));
+            scan.visit_until_found(ends_first(&others));
         }
     }
     scan.visit_relatives();
@@ -199,36 +199,6 @@ impl Scan<'_> {
         }
         let inodes = platform::socket_inodes(pid);
         self.record(pid, inodes);
-    }
-
-    /// Reads `pids` from both ends at once, on two threads (the oldest
-    /// upwards, the newest downwards), until every socket has a holder. Each
-    /// read is a handful of /proc system calls, so a second core halves the
-    /// walk; short lists are not worth a thread.
-    fn visit_from_both_ends(&mut self, pids: &[i32]) {
-        const PARALLEL_MIN: usize = 256;
-        if pids.len() < PARALLEL_MIN {
-            self.visit_until_found(ends_first(pids));
-            return;
-        }
-        let (low, high) = pids.split_at(pids.len() / 2);
-        let state = parking_lot::Mutex::new(self);
-        let walk = |pids: &mut dyn Iterator<Item = &i32>| {
-            for &pid in pids {
-                if !state.lock().missing() {
-                    return;
-                }
-                let inodes = platform::socket_inodes(pid);
-                let mut scan = state.lock();
-                if scan.visited.insert(pid) {
-                    scan.record(pid, inodes);
-                }
-            }
-        };
-        std::thread::scope(|s| {
-            s.spawn(|| walk(&mut high.iter().rev()));
-            walk(&mut low.iter());
-        });
     }
 
     /// Reads processes from both ends of the PID range at once, until every

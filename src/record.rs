@@ -130,7 +130,7 @@ fn read_capped(path: &Path, cap: u64) -> Option<Vec<u8>> {
 /// Reads at most `cap + 1` bytes; `None` if there are more than `cap` (a
 /// record that long is not ours) or on error. A short read of a regular
 /// file is its end, so the usual cost is one `read()`.
-pub(crate) fn read_prefix(file: &mut impl Read, cap: u64) -> Option<Vec<u8>> {
+fn read_prefix(file: &mut impl Read, cap: u64) -> Option<Vec<u8>> {
     let mut buf = vec![0u8; cap as usize + 1];
     let mut filled = 0;
     while filled < buf.len() {

@@ -69,6 +69,16 @@ impl Launched {
     }
 }
 
+impl Launched {
+    /// Reaps, blocking: only called once the pidfd says it exited.
+    fn reap(&mut self) -> i32 {
+        *self.exit.get_or_insert_with(|| {
+            // Reaped elsewhere (ECHILD): 0, as subprocess.Popen reports.
+            self.child.wait().map(exit_code).unwrap_or(0)
+        })
+    }
+}
+
 fn exit_code(st: std::process::ExitStatus) -> i32 {
     use std::os::unix::process::ExitStatusExt;
     st.code().or_else(|| st.signal().map(|s| -s)).unwrap_or(-1)
@@ -84,6 +94,20 @@ pub struct Found {
     pub identity: Option<Identity>,
     /// True when accepted from a bare PID file (upsonic's original format).
     pub legacy: bool,
+}
+
+/// The PID record read at one moment (see `Server::read_record`).
+#[derive(Debug)]
+struct Recorded {
+    pid: i32,
+    identity: Option<Identity>,
+}
+
+/// Whether the process that started at `start_ticks` (in this boot) is the
+/// one `id` describes: same start tick, and the same boot when recorded.
+fn launched_as(id: &Identity, start_ticks: u64) -> bool {
+    let same_boot = id.boot_id.is_empty() || platform::boot_id().is_none_or(|b| *b == id.boot_id);
+    id.start_ticks == start_ticks && same_boot
 }
 
 /// The state reported by `status()`.
@@ -195,58 +219,55 @@ impl Server {
         Some((l.pidfd.clone(), l.identity.clone(), exit))
     }
 
-    /// Verifies that the PID record names a live server of ours.
+    /// The PID record as it is now: the PID, with our identity file when
+    /// it describes that PID. Read once per decision.
+    fn read_record(&self) -> Option<Recorded> {
+        let pid = record::read_pid(&self.paths, self.pid_max)?;
+        let identity = record::read_identity(&self.paths).filter(|id| id.pid == pid);
+        Some(Recorded { pid, identity })
+    }
+
+    /// Verifies that the PID record names a live server of ours, and pins
+    /// it with a pidfd so that it can be signalled safely.
     pub fn find_recorded(&self) -> Option<Found> {
-        let (pid, info, identity, legacy) = self.verify_record()?;
-        let pidfd = PidFd::open(pid).ok()?;
-        let again = platform::proc_info(pid)?;
+        let rec = self.read_record()?;
+        let (info, legacy) = self.verify_record(&rec)?;
+        let pidfd = PidFd::open(rec.pid).ok()?;
+        let again = platform::proc_info(rec.pid)?;
         if again.start_ticks != info.start_ticks {
             return None;
         }
         Some(Found {
-            pid,
+            pid: rec.pid,
             pidfd: Arc::new(pidfd),
             info: again,
-            identity,
+            identity: rec.identity,
             legacy,
         })
     }
 
-    /// The check behind `find_recorded`, without pinning: enough to answer
-    /// "is it running" with a handful of reads.
-    fn verify_record(&self) -> Option<(i32, platform::ProcInfo, Option<Identity>, bool)> {
-        let pid = record::read_pid(&self.paths, self.pid_max)?;
-        let info = platform::proc_info(pid)?;
+    /// The check behind `find_recorded`, without pinning: the process the
+    /// record names, and whether it was accepted from a bare PID file.
+    fn verify_record(&self, rec: &Recorded) -> Option<(platform::ProcInfo, bool)> {
+        let info = platform::proc_info(rec.pid)?;
         let my_uid = nix::unistd::geteuid().as_raw();
-        if info.uid != my_uid || pid == std::process::id() as i32 {
+        if info.uid != my_uid || rec.pid == std::process::id() as i32 {
             return None;
         }
-        let identity = record::read_identity(&self.paths).filter(|id| id.pid == pid);
-        let (identity, legacy) = match identity {
+        match &rec.identity {
+            // Same name, other app or port: a different server shares this
+            // name; it is not the one this manager describes.
             Some(id) => {
-                let same_boot =
-                    id.boot_id.is_empty() || platform::boot_id().is_none_or(|b| *b == id.boot_id);
-                if id.start_ticks != info.start_ticks || !same_boot {
-                    return None;
-                }
-                // Same name, other app or port: a different server shares
-                // this name; it is not the one this manager describes.
-                if !self.same_config(&id) {
-                    return None;
-                }
-                (Some(id), false)
+                (launched_as(id, info.start_ticks) && self.same_config(id)).then_some((info, false))
             }
             None => {
                 // A bare PID file, as upsonic's original writes it: accepted only
                 // for a uvicorn serving this app on this port.
-                let cmd = platform::cmdline(pid)?;
-                if !spawn::is_uvicorn_for(&cmd, &self.cfg.app_path, Some(self.cfg.port)) {
-                    return None;
-                }
-                (None, true)
+                let cmd = platform::cmdline(rec.pid)?;
+                spawn::is_uvicorn_for(&cmd, &self.cfg.app_path, Some(self.cfg.port))
+                    .then_some((info, true))
             }
-        };
-        Some((pid, info, identity, legacy))
+        }
     }
 
     /// Our server, alive or not: our child first, then the record.
@@ -286,24 +307,22 @@ impl Server {
     /// /proc/PID/stat decides (same PID, same start tick, same boot: the
     /// process we launched); a bare PID file takes the full check.
     fn recorded_alive(&self) -> bool {
-        let Some(pid) = record::read_pid(&self.paths, self.pid_max) else {
+        let Some(rec) = self.read_record() else {
             return false;
         };
-        if pid == std::process::id() as i32 {
+        if rec.pid == std::process::id() as i32 {
             return false;
         }
-        match record::read_identity(&self.paths).filter(|id| id.pid == pid) {
+        match &rec.identity {
             Some(id) => {
-                let same_boot =
-                    id.boot_id.is_empty() || platform::boot_id().is_none_or(|b| *b == id.boot_id);
-                self.same_config(&id)
-                    && platform::state_and_start(pid).is_some_and(|(state, ticks)| {
-                        same_boot && ticks == id.start_ticks && !matches!(state, 'Z' | 'X' | 'x')
+                self.same_config(id)
+                    && platform::state_and_start(rec.pid).is_some_and(|(state, ticks)| {
+                        launched_as(id, ticks) && !matches!(state, 'Z' | 'X' | 'x')
                     })
             }
             None => self
-                .verify_record()
-                .is_some_and(|(_, info, _, _)| info.is_alive()),
+                .verify_record(&rec)
+                .is_some_and(|(info, _)| info.is_alive()),
         }
     }
 
@@ -320,16 +339,19 @@ impl Server {
 
     /// A live server recorded under this name by a manager with another app
     /// or port: still somebody's tracked server, so never stale, never ours.
-    fn live_record_for_other_config(&self) -> Option<Identity> {
-        let pid = record::read_pid(&self.paths, self.pid_max)?;
-        let id = record::read_identity(&self.paths).filter(|id| id.pid == pid)?;
-        if self.same_config(&id) {
-            return None;
-        }
-        let info = platform::proc_info(pid)?;
-        let same_boot =
-            id.boot_id.is_empty() || platform::boot_id().is_none_or(|b| *b == id.boot_id);
-        (info.is_alive() && same_boot && info.start_ticks == id.start_ticks).then_some(id)
+    fn other_config_alive<'r>(&self, rec: &'r Recorded) -> Option<&'r Identity> {
+        let id = rec.identity.as_ref().filter(|id| !self.same_config(id))?;
+        let info = platform::proc_info(rec.pid)?;
+        (info.is_alive() && launched_as(id, info.start_ticks)).then_some(id)
+    }
+
+    /// Our launch's identity when its leader has died (whatever of the
+    /// launch lives on is an orphan of ours).
+    fn dead_leader_launch<'r>(&self, rec: &'r Recorded) -> Option<&'r Identity> {
+        let id = rec.identity.as_ref().filter(|id| self.same_config(id))?;
+        let leader_alive = platform::proc_info(rec.pid)
+            .is_some_and(|i| i.is_alive() && i.start_ticks == id.start_ticks);
+        (!leader_alive).then_some(id)
     }
 
     fn remove_stale_record_if_idle(&self) {
@@ -342,80 +364,59 @@ impl Server {
         self.remove_stale_record();
     }
 
-    /// Under the lock: removes the record unless it names a live server of
-    /// ours. A bare PID file naming a live uvicorn of ours that serves another
-    /// app is left alone: it may be upsonic's original tracking its own server.
+    /// Under the lock: removes the record unless it still tracks something.
+    /// Kept are: a live server of ours; a live server of another
+    /// configuration under this name; a launch of ours whose leader died but
+    /// whose process group still has members (one `kill(-pgid, 0)`: a group
+    /// ID stays taken while it has members, so they can only be what is left
+    /// of that launch; `stop()` and `start()` sweep them); and a bare PID file
+    /// naming a live uvicorn of ours for another app, which may be upsonic's
+    /// original tracking its own server.
     fn remove_stale_record(&self) {
-        if self.find_recorded().is_some_and(|f| f.info.is_alive())
-            || self.live_record_for_other_config().is_some()
-            || self.recorded_group_lingers()
-        {
+        let Some(rec) = self.read_record() else {
+            record::remove(&self.paths);
             return;
-        }
-        if let Some(pid) = self.read_pid() {
-            let has_identity = record::read_identity(&self.paths).is_some_and(|id| id.pid == pid);
-            let foreign_uvicorn = !has_identity
-                && platform::proc_info(pid)
-                    .is_some_and(|i| i.is_alive() && i.uid == nix::unistd::geteuid().as_raw())
-                && platform::cmdline(pid)
-                    .is_some_and(|c| c.iter().any(|a| a == "uvicorn" || a.ends_with("/uvicorn")));
-            if foreign_uvicorn {
-                return;
-            }
-        }
-        record::remove(&self.paths);
-    }
-
-    /// Processes of the recorded launch still running after its leader
-    /// died (e.g. uvicorn workers whose master was SIGKILLed: they keep
-    /// serving). Found by the launch marker; only for this configuration.
-    fn recorded_orphans(&self) -> Vec<i32> {
-        let Some(pid) = self.read_pid() else {
-            return Vec::new();
         };
-        let Some(id) = record::read_identity(&self.paths).filter(|id| id.pid == pid) else {
-            return Vec::new();
-        };
-        if !self.same_config(&id) {
-            return Vec::new();
+        let ours_alive = self
+            .verify_record(&rec)
+            .is_some_and(|(info, _)| info.is_alive());
+        // Only while the number is not someone else's: a reused PID means the
+        // old group was empty when it was handed out again.
+        let group_lingers = self.dead_leader_launch(&rec).is_some()
+            && platform::proc_info(rec.pid).is_none_or(|i| !i.is_alive())
+            && nix::sys::signal::killpg(nix::unistd::Pid::from_raw(rec.pid), None).is_ok();
+        let foreign_uvicorn = rec.identity.is_none()
+            && platform::proc_info(rec.pid)
+                .is_some_and(|i| i.is_alive() && i.uid == nix::unistd::geteuid().as_raw())
+            && platform::cmdline(rec.pid)
+                .is_some_and(|c| c.iter().any(|a| a == "uvicorn" || a.ends_with("/uvicorn")));
+        if !(ours_alive
+            || self.other_config_alive(&rec).is_some()
+            || group_lingers
+            || foreign_uvicorn)
+        {
+            record::remove(&self.paths);
         }
-        let leader_alive = platform::proc_info(pid)
-            .is_some_and(|i| i.is_alive() && i.start_ticks == id.start_ticks);
-        if leader_alive {
-            return Vec::new();
-        }
-        terminate::marked_processes(&id.launch_id, id.start_ticks)
-    }
-
-    /// The cheap test behind keeping a record whose leader died: does its
-    /// process group still have members (one `kill(-pgid, 0)`)? A group ID
-    /// stays taken while the group has members, so they can only be what is
-    /// left of that launch. `stop()` and `start()` then sweep them properly.
-    fn recorded_group_lingers(&self) -> bool {
-        let Some(pid) = self.read_pid() else {
-            return false;
-        };
-        let Some(id) = record::read_identity(&self.paths).filter(|id| id.pid == pid) else {
-            return false;
-        };
-        if !self.same_config(&id) || platform::proc_info(pid).is_some_and(|i| i.is_alive()) {
-            return false;
-        }
-        nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), None).is_ok()
     }
 
     /// Under the lock: stops what is left of a recorded launch whose leader
-    /// died, so that its record can go and its port is free again.
+    /// died (e.g. uvicorn workers whose master was SIGKILLed: they keep
+    /// serving), found by the launch marker, so that its record can go and
+    /// its port is free again.
     fn stop_recorded_orphans(&self, tick: Tick<'_>) -> Result<()> {
-        let orphans = self.recorded_orphans();
-        if orphans.is_empty() {
+        let Some(rec) = self.read_record() else {
             return Ok(());
-        }
+        };
+        let Some(id) = self.dead_leader_launch(&rec) else {
+            return Ok(());
+        };
         let mut victims = Victims::default();
-        for p in orphans {
+        for p in terminate::marked_processes(&id.launch_id, id.start_ticks) {
             victims.add(p);
         }
-        if !victims.terminate(self.cfg.stop_timeout, &mut |_| {}, tick)? {
+        if !victims.members.is_empty()
+            && !victims.terminate(self.cfg.stop_timeout, &mut |_| {}, tick)?
+        {
             return Err(Error::StopFailed(format!(
                 "Failed to stop {}: processes of its last launch survived SIGKILL",
                 self.cfg.name
@@ -558,13 +559,13 @@ impl Server {
         Ok(())
     }
 
-    /// Is this holder a leftover instance of this very server?
-    fn is_stale_instance(&self, h: &Holder) -> bool {
+    /// Is this holder a leftover instance of this very server? `recorded` is
+    /// the identity file as read once for all holders.
+    fn is_stale_instance(&self, h: &Holder, recorded: Option<&Identity>) -> bool {
         if !self.may_stop_holder(h) {
             return false;
         }
-        let recorded = record::read_identity(&self.paths);
-        if let Some(id) = &recorded {
+        if let Some(id) = recorded {
             if let Some(leader) = platform::proc_info(id.pid) {
                 if leader.start_ticks == id.start_ticks && h.pgid == id.pid {
                     return true;
@@ -597,7 +598,10 @@ impl Server {
                 return Ok(false);
             }
         }
-        if let Some(other) = self.live_record_for_other_config() {
+        if let Some(other) = self
+            .read_record()
+            .and_then(|rec| self.other_config_alive(&rec).cloned())
+        {
             return Err(Error::NameTaken(format!(
                 "Failed to start {name} server: the name {name:?} is taken by a running server \
                  (pid {}, {} on {}:{}); stop it or choose another name",
@@ -617,9 +621,12 @@ impl Server {
         let listeners = self.conflicting_listeners()?;
         if !listeners.is_empty() {
             let holders = port::holders_of(&listeners, &[]);
-            let (stoppable, blocking): (Vec<Holder>, Vec<Holder>) = holders
-                .into_iter()
-                .partition(|h| self.is_stale_instance(h) || (force && self.may_stop_holder(h)));
+            let recorded = record::read_identity(&self.paths);
+            let (stoppable, blocking): (Vec<Holder>, Vec<Holder>) =
+                holders.into_iter().partition(|h| {
+                    self.is_stale_instance(h, recorded.as_ref())
+                        || (force && self.may_stop_holder(h))
+                });
             if !blocking.is_empty() || stoppable.is_empty() {
                 let hint = if force {
                     ""
@@ -789,17 +796,7 @@ impl Server {
                 .wait_exit(READY_STEP)
                 .map_err(|e| Error::os("waiting for the server", e))?;
             if exited {
-                let code = {
-                    let mut guard = self.launched.lock();
-                    guard.as_mut().and_then(|l| {
-                        if l.exit.is_none() {
-                            if let Ok(st) = l.child.wait() {
-                                l.exit = Some(exit_code(st));
-                            }
-                        }
-                        l.exit
-                    })
-                };
+                let code = self.launched.lock().as_mut().map(Launched::reap);
                 let tail = Self::stderr_tail(logs, err_offset);
                 let mut message = format!(
                     "Failed to start {} server: uvicorn exited with code {} before listening on {}",
@@ -859,8 +856,8 @@ impl Server {
         // Reap: the pidfd said it exited, so this does not block for long.
         let mut guard = self.launched.lock();
         if let Some(l) = guard.as_mut() {
-            if l.exit.is_none() && (pidfd.has_exited() || result.is_ok()) {
-                l.exit = Some(l.child.wait().map(exit_code).unwrap_or(0));
+            if pidfd.has_exited() || result.is_ok() {
+                l.reap();
             }
             if l.exit.is_some() {
                 *guard = None;

@@ -110,12 +110,12 @@ class _ChildProcess:
         self.pid = pid
 
     def poll(self) -> Optional[int]:
-        if self._core.child_pid() != self.pid:
-            return self.returncode
-        return self._core.child_poll()
+        return self.returncode
 
     @property
     def returncode(self) -> Optional[int]:
+        # Once the manager forgot this child (stopped, restarted), it is not
+        # ours to report on.
         if self._core.child_pid() != self.pid:
             return None
         return self._core.child_poll()
@@ -124,14 +124,21 @@ class _ChildProcess:
         return f"<server process pid={self.pid} returncode={self.returncode}>"
 
 
-def _uvicorn_missing() -> bool:
-    """True when the interpreter that will run the server cannot import uvicorn."""
-    import importlib.util
+_uvicorn_found = False
 
-    try:
-        return importlib.util.find_spec("uvicorn") is None
-    except (ImportError, ValueError):
-        return True
+
+def _uvicorn_missing() -> bool:
+    """True when the interpreter that will run the server cannot import
+    uvicorn. Once found, it is not looked up again on every start()."""
+    global _uvicorn_found
+    if not _uvicorn_found:
+        import importlib.util
+
+        try:
+            _uvicorn_found = importlib.util.find_spec("uvicorn") is not None
+        except (ImportError, ValueError):
+            return True
+    return not _uvicorn_found
 
 
 def _home_dir() -> str:

@@ -91,10 +91,6 @@ def render_table(rows: Sequence[Sequence[str]], header: Sequence[str] = COLUMNS)
     return "\n".join(lines)
 
 
-def status_json(st: ServerStatus) -> dict[str, Any]:
-    return st.as_dict()
-
-
 # ---- waiting with a spinner -------------------------------------------------------------
 
 
@@ -291,7 +287,7 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
         else:
             statuses.append(m.status())
     if args.json:
-        out.write(json.dumps([status_json(s) for s in statuses], indent=2) + "\n")
+        out.write(json.dumps([s.as_dict() for s in statuses], indent=2) + "\n")
     elif statuses:
         out.write(render_table([status_row(s) for s in statuses]) + "\n")
     else:

@@ -60,7 +60,5 @@ def _fastapi_app() -> Any:
 
 try:
     app: Any = _fastapi_app()
-    KIND = "FastAPI"
 except ImportError:
     app = asgi_app
-    KIND = "plain ASGI"

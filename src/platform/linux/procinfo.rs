@@ -2,9 +2,7 @@
 //! ticks), state, owner, group and session, name, command line, sockets.
 
 use std::collections::HashSet;
-use std::ffi::OsStr;
 use std::fs;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 
 use procfs::process::Process;
@@ -35,11 +33,6 @@ impl ProcInfo {
     }
 }
 
-/// Reads the snapshot of `pid`, or `None` if it does not exist (or is unreadable).
-pub fn proc_info(pid: i32) -> Option<ProcInfo> {
-    proc_info_full(pid)
-}
-
 /// State and start time of `pid` from a single read of /proc/PID/stat: the
 /// cheapest identity check, used on the `is_running()` path.
 pub fn state_and_start(pid: i32) -> Option<(char, u64)> {
@@ -57,7 +50,8 @@ pub fn state_and_start(pid: i32) -> Option<(char, u64)> {
     Some((stat.state, stat.starttime))
 }
 
-fn proc_info_full(pid: i32) -> Option<ProcInfo> {
+/// Reads the snapshot of `pid`, or `None` if it does not exist (or is unreadable).
+pub fn proc_info(pid: i32) -> Option<ProcInfo> {
     if pid <= 0 {
         return None;
     }
@@ -86,15 +80,7 @@ pub fn cmdline(pid: i32) -> Option<Vec<String>> {
 /// True if `pid`'s environment holds `key=value`. Only readable for our own
 /// processes (or as root), which is exactly the set we may act on.
 pub fn environ_has(pid: i32, key: &str, value: &str) -> bool {
-    let Ok(raw) = fs::read(format!("/proc/{pid}/environ")) else {
-        return false;
-    };
-    let mut needle = Vec::with_capacity(key.len() + value.len() + 1);
-    needle.extend_from_slice(key.as_bytes());
-    needle.push(b'=');
-    needle.extend_from_slice(value.as_bytes());
-    raw.split(|b| *b == 0)
-        .any(|entry| entry == needle.as_slice())
+    environ_value(pid, key).as_deref() == Some(value)
 }
 
 /// The value of `key` in `pid`'s environment, if readable and set.
@@ -230,16 +216,12 @@ pub fn last_pid() -> Option<i32> {
 /// Every PID on the machine. Used only as a last resort: callers narrow by
 /// process group or by owner first.
 pub fn all_pids() -> Vec<i32> {
-    let Ok(dir) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.flatten()
-        .filter_map(|e| {
-            let name = e.file_name();
-            let s: &OsStr = name.as_os_str();
-            std::str::from_utf8(s.as_bytes()).ok()?.parse::<i32>().ok()
-        })
-        .collect()
+    let mut pids = Vec::new();
+    for_each_pid(|pid| {
+        pids.push(pid);
+        true
+    });
+    pids
 }
 
 /// The owner of `pid` from one `stat()` of its /proc directory: the cheapest
@@ -264,11 +246,6 @@ pub fn boot_id() -> Option<&'static String> {
 /// Clock ticks per second, the unit of `start_ticks` and `cpu_ticks`.
 pub fn ticks_per_second() -> u64 {
     procfs::ticks_per_second()
-}
-
-/// Seconds since the epoch at which the machine booted.
-pub fn boot_time_secs() -> Option<u64> {
-    procfs::boot_time_secs().ok()
 }
 
 /// Seconds since boot, from /proc/uptime.
