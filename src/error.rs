@@ -1,42 +1,57 @@
-//! Every failure the core can report. The Python layer maps each variant to
-//! one exception class in a single place.
+//! Every failure the core can report, as a kind plus the facts behind it;
+//! the message is built here, in `Display`, and nowhere else. The Python
+//! layer maps each variant to one exception class in a single place.
 
+use std::fmt;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::port::Holder;
 
 /// A failure of a lifecycle call.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// An argument was rejected; the message names it.
-    #[error("{0}")]
-    InvalidArgument(String),
+    /// An argument was rejected.
+    #[error("{arg}{} {problem}", value.as_ref().map(|v| format!(" {v}")).unwrap_or_default())]
+    InvalidArgument {
+        /// The argument's name, as the caller spells it.
+        arg: &'static str,
+        /// The rejected value, as the user wrote it (quoted where a string).
+        value: Option<String>,
+        /// What is wrong with it.
+        problem: String,
+    },
 
     /// Something we may not or cannot stop holds the port.
-    #[error("{message}")]
+    #[error("Port {port} {situation}: held by {}", who(holders))]
     PortInUse {
         port: u16,
         holders: Vec<Holder>,
-        message: String,
+        situation: PortSituation,
     },
 
     /// The server exited (or could not be spawned) before it was ready.
-    #[error("{message}")]
+    #[error("{}", start_failed(name, *exit_code, address, stderr_tail.as_deref(), *output_captured))]
     StartFailed {
-        message: String,
+        name: String,
+        address: String,
         exit_code: Option<i32>,
         stderr_tail: Option<String>,
+        /// False when the output went to the caller's terminal.
+        output_captured: bool,
     },
 
     /// The server did not listen within `start_timeout`; it was stopped.
-    #[error("{message}")]
+    #[error("Failed to start {name} server: not listening on port {port} after {:.1} s; it was stopped", timeout.as_secs_f64())]
     StartTimeout {
-        message: String,
+        name: String,
+        port: u16,
+        timeout: Duration,
         stderr_tail: Option<String>,
     },
 
     /// A file system operation failed on `path`.
-    #[error("{what} {path}: {source}")]
+    #[error("{what} {}: {source}", path.display())]
     Path {
         what: &'static str,
         path: PathBuf,
@@ -55,16 +70,116 @@ pub enum Error {
     Interrupted,
 
     /// The per-name lock stayed taken past any legitimate start or stop.
-    #[error("{0}")]
-    LockTimeout(String),
+    #[error("{} has held the lock {} longer than a start or stop can take; is another manager hung or stopped?",
+        holder.map(|p| format!("process {p}")).unwrap_or_else(|| "another process".to_owned()),
+        lock_file.display())]
+    LockTimeout {
+        lock_file: PathBuf,
+        holder: Option<i32>,
+    },
 
     /// The name is recorded for a different, running server.
-    #[error("{0}")]
-    NameTaken(String),
+    #[error(
+        "Failed to start {name} server: the name {name:?} is taken by a running server \
+             (pid {pid}, {app_path} on {host}:{port}); stop it or choose another name"
+    )]
+    NameTaken {
+        name: String,
+        pid: i32,
+        app_path: String,
+        host: String,
+        port: u16,
+    },
 
     /// A stop could not end every process of the server.
-    #[error("{0}")]
-    StopFailed(String),
+    #[error("{}", match failure {
+        StopFailure::GroupSurvived => format!("Failed to stop {name} server: some of its processes survived SIGKILL"),
+        StopFailure::LaunchSurvived => format!("Failed to stop {name}: processes of its last launch survived SIGKILL"),
+        StopFailure::PortStillHeld(port) => format!("Failed to stop {name}: port {port} is still held by its processes"),
+    })]
+    StopFailed { name: String, failure: StopFailure },
+}
+
+/// Why a port counts as taken, for `Error::PortInUse`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortSituation {
+    /// `start()` found it taken; `force_hint` adds how to stop own holders.
+    AlreadyInUse { force_hint: bool },
+    /// Holders we may not stop (other users, PID 1, ourselves).
+    HeldByUnstoppable,
+    /// Still taken after `_force_cleanup_port()`.
+    StillInUseAfterCleanup,
+    /// Still taken after its holders were stopped.
+    StillInUseAfterStopping,
+}
+
+impl fmt::Display for PortSituation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PortSituation::AlreadyInUse { force_hint: true } => {
+                "is already in use (start(force=True) stops holders owned by you)"
+            }
+            PortSituation::AlreadyInUse { force_hint: false } => "is already in use",
+            PortSituation::HeldByUnstoppable => "is held by processes that may not be stopped",
+            PortSituation::StillInUseAfterCleanup => "is still in use after cleanup",
+            PortSituation::StillInUseAfterStopping => "is still in use after stopping its holders",
+        })
+    }
+}
+
+/// What survived a stop, for `Error::StopFailed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopFailure {
+    /// Members of the server's process group outlived SIGKILL.
+    GroupSurvived,
+    /// Marked processes of a launch whose leader had died outlived SIGKILL.
+    LaunchSurvived,
+    /// A process of the launch kept the port after SIGKILL.
+    PortStillHeld(u16),
+}
+
+fn who(holders: &[Holder]) -> String {
+    if holders.is_empty() {
+        return "an unidentified process".to_owned();
+    }
+    let names: Vec<String> = holders
+        .iter()
+        .map(|h| {
+            format!(
+                "pid {} ({}, user {}) on {}",
+                h.pid, h.name, h.user, h.address
+            )
+        })
+        .collect();
+    names.join("; ")
+}
+
+fn start_failed(
+    name: &str,
+    exit_code: Option<i32>,
+    address: &str,
+    tail: Option<&str>,
+    output_captured: bool,
+) -> String {
+    let mut message = format!(
+        "Failed to start {name} server: uvicorn exited with code {} before listening on {address}",
+        exit_code.map_or("unknown".to_owned(), |c| c.to_string()),
+    );
+    match tail {
+        Some(t) => {
+            // The last line is usually the exception: put it first.
+            let last = t.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+            message.push_str(&format!(
+                ": {}\n--- end of its stderr ---\n{t}",
+                last.trim()
+            ));
+        }
+        None if !output_captured => message.push_str(
+            " (its output went to the terminal; start(redirect_output=True) captures it)",
+        ),
+        None => {}
+    }
+    message
 }
 
 /// The crate's result type.
@@ -82,7 +197,67 @@ impl Error {
             source,
         }
     }
+
     pub(crate) fn os(what: &'static str, source: std::io::Error) -> Self {
         Error::Os { what, source }
+    }
+
+    pub(crate) fn invalid(
+        arg: &'static str,
+        value: Option<String>,
+        problem: impl Into<String>,
+    ) -> Self {
+        Error::InvalidArgument {
+            arg,
+            value,
+            problem: problem.into(),
+        }
+    }
+
+    /// The operating system's error number behind this error, if any.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            Error::Path { source, .. } | Error::Os { source, .. } => source.raw_os_error(),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_built_from_fields() {
+        let e = Error::invalid("port", Some("0".into()), "is outside 1..65535");
+        assert_eq!(e.to_string(), "port 0 is outside 1..65535");
+        let e = Error::invalid("app_path", None, "must not be empty");
+        assert_eq!(e.to_string(), "app_path must not be empty");
+        let e = Error::PortInUse {
+            port: 80,
+            holders: vec![],
+            situation: PortSituation::AlreadyInUse { force_hint: true },
+        };
+        assert!(e
+            .to_string()
+            .starts_with("Port 80 is already in use (start(force=True)"));
+        assert!(e.to_string().ends_with("held by an unidentified process"));
+        let e = Error::StartFailed {
+            name: "api".into(),
+            address: "127.0.0.1:80".into(),
+            exit_code: Some(1),
+            stderr_tail: Some("Traceback\nImportError: x".into()),
+            output_captured: true,
+        };
+        assert!(e
+            .to_string()
+            .contains("code 1 before listening on 127.0.0.1:80: ImportError: x"));
+        let e = Error::os("x", std::io::Error::from_raw_os_error(libc::EACCES));
+        assert_eq!(e.errno(), Some(libc::EACCES));
+        let e = Error::LockTimeout {
+            lock_file: "/l".into(),
+            holder: Some(7),
+        };
+        assert!(e.to_string().starts_with("process 7 has held the lock /l"));
     }
 }

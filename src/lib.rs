@@ -1,9 +1,13 @@
 //! Native core of `upsonic-server-manager`: start, watch and stop uvicorn
 //! servers without ever touching a process that is not ours.
 //!
-//! Plain Rust throughout; only `python` knows PyO3.
+//! Plain Rust throughout; only `python` knows PyO3. `docs/ARCHITECTURE.md`
+//! maps the modules.
 
+pub mod claim;
+pub mod cmdline;
 pub mod error;
+pub mod facts;
 pub mod lock;
 pub mod platform;
 pub mod port;

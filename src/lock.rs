@@ -6,14 +6,13 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use nix::fcntl::{Flock, FlockArg};
-
 use crate::error::{Error, Result};
+use crate::platform;
 
 /// A held lock; released on drop (and by the kernel if the holder dies).
 #[derive(Debug)]
 pub struct NameLock {
-    _lock: Flock<File>,
+    _file: File,
 }
 
 /// Opens (creating, 0600, never through a symlink) the lock file.
@@ -40,52 +39,30 @@ pub fn acquire(
 ) -> Result<NameLock> {
     let mut delay = Duration::from_micros(200);
     loop {
-        let file = open_lock_file(path)?;
-        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(lock) => return Ok(NameLock { _lock: lock }),
-            Err((_, nix::errno::Errno::EWOULDBLOCK)) | Err((_, nix::errno::Errno::EINTR)) => {
-                if Instant::now() >= deadline {
-                    let who = holder_pid(path)
-                        .map(|p| format!("process {p}"))
-                        .unwrap_or_else(|| "another process".to_owned());
-                    return Err(Error::LockTimeout(format!(
-                        "{who} has held the lock {} longer than a start or stop can take; \
-                         is another manager hung or stopped?",
-                        path.display()
-                    )));
-                }
-                tick()?;
-                std::thread::sleep(delay);
-                delay = (delay * 2).min(Duration::from_millis(5));
-            }
-            Err((_, e)) => {
-                return Err(Error::path("cannot lock", path, std::io::Error::from(e)));
-            }
+        if let Some(lock) = try_acquire(path)? {
+            return Ok(lock);
         }
+        if Instant::now() >= deadline {
+            return Err(Error::LockTimeout {
+                lock_file: path.to_owned(),
+                holder: platform::flock_holder(path),
+            });
+        }
+        tick()?;
+        std::thread::sleep(delay);
+        delay = (delay * 2).min(Duration::from_millis(5));
     }
 }
 
-/// The PID holding a flock on `path`, from /proc/locks (matched by inode).
-fn holder_pid(path: &Path) -> Option<i32> {
-    use std::os::unix::fs::MetadataExt;
-    let ino = std::fs::metadata(path).ok()?.ino();
-    let locks = std::fs::read_to_string("/proc/locks").ok()?;
-    locks.lines().find_map(|line| {
-        // "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF"
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let dev_ino = fields.get(5)?;
-        let line_ino: u64 = dev_ino.rsplit(':').next()?.parse().ok()?;
-        (fields.get(1) == Some(&"FLOCK") && line_ino == ino)
-            .then(|| fields.get(4)?.parse().ok())
-            .flatten()
-    })
-}
-
-/// Takes the lock only if it is free right now.
-pub fn try_acquire(path: &Path) -> Result<NameLock> {
-    Flock::lock(open_lock_file(path)?, FlockArg::LockExclusiveNonblock)
-        .map(|lock| NameLock { _lock: lock })
-        .map_err(|_| Error::Interrupted)
+/// Takes the lock only if it is free right now; `None` while another
+/// holder has it.
+pub fn try_acquire(path: &Path) -> Result<Option<NameLock>> {
+    let file = open_lock_file(path)?;
+    match platform::try_lock_exclusive(&file) {
+        Ok(true) => Ok(Some(NameLock { _file: file })),
+        Ok(false) => Ok(None),
+        Err(e) => Err(Error::path("cannot lock", path, e)),
+    }
 }
 
 #[cfg(test)]
@@ -110,14 +87,12 @@ mod tests {
         // A holder that never lets go is reported, naming it, at the deadline.
         let soon = Instant::now() + Duration::from_millis(50);
         match acquire(&p, soon, &mut || Ok(())) {
-            Err(Error::LockTimeout(m)) => {
-                assert!(
-                    m.contains(&format!("process {}", std::process::id())),
-                    "{m}"
-                )
+            Err(Error::LockTimeout { holder, .. }) => {
+                assert_eq!(holder, Some(std::process::id() as i32))
             }
             other => panic!("{other:?}"),
         }
+        assert!(try_acquire(&p).unwrap().is_none());
         drop(first);
         let again = acquire(&p, far, &mut || Ok(()));
         assert!(again.is_ok());

@@ -6,18 +6,7 @@ use std::io;
 use std::net::IpAddr;
 
 use crate::platform;
-
-/// One listening TCP socket, as the kernel reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Listener {
-    pub addr: IpAddr,
-    pub port: u16,
-    pub inode: u64,
-    /// The socket's owner.
-    pub uid: u32,
-    /// For IPv6 sockets: true when `IPV6_V6ONLY` is set (no IPv4 traffic).
-    pub v6only: bool,
-}
+pub use crate::platform::Listener;
 
 /// A process that holds a listening socket on the port.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,7 +80,7 @@ pub fn holders_of(listeners: &[Listener], likely: &[i32]) -> Vec<Holder> {
     }
     let mut scan = Scan {
         by_inode: listeners.iter().map(|l| (l.inode, l)).collect(),
-        my_uid: nix::unistd::geteuid().as_raw(),
+        my_uid: platform::euid(),
         found: HashMap::new(),
         seen_inodes: HashSet::new(),
         visited: HashSet::new(),

@@ -22,15 +22,37 @@ pub struct Paths {
     pub lock_file: PathBuf,
 }
 
+const PREFIX: &str = ".upsonic_";
+const PID_SUFFIX: &str = "_server.pid";
+
 impl Paths {
     /// Paths for `name` in `pid_dir`; `name` must already be validated.
     pub fn new(pid_dir: &Path, name: &str) -> Self {
         Self {
-            pid_file: pid_dir.join(format!(".upsonic_{name}_server.pid")),
-            id_file: pid_dir.join(format!(".upsonic_{name}_server.id")),
-            lock_file: pid_dir.join(format!(".upsonic_{name}_server.lock")),
+            pid_file: pid_dir.join(format!("{PREFIX}{name}{PID_SUFFIX}")),
+            id_file: pid_dir.join(format!("{PREFIX}{name}_server.id")),
+            lock_file: pid_dir.join(format!("{PREFIX}{name}_server.lock")),
         }
     }
+}
+
+/// The server name a PID file's name stands for, if it is one.
+pub fn name_of_pid_file(file_name: &str) -> Option<&str> {
+    let name = file_name.strip_prefix(PREFIX)?.strip_suffix(PID_SUFFIX)?;
+    (!name.is_empty()).then_some(name)
+}
+
+/// The names of every server with a PID file in `pid_dir`, sorted.
+pub fn list_names(pid_dir: &Path) -> Vec<String> {
+    let Ok(entries) = fs::read_dir(pid_dir) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .flatten()
+        .filter_map(|e| name_of_pid_file(e.file_name().to_str()?).map(str::to_owned))
+        .collect();
+    names.sort();
+    names
 }
 
 /// Parses PID-file text: ASCII digits with optional surrounding whitespace,
@@ -305,6 +327,28 @@ mod tests {
         assert!(paths.pid_file.exists());
         remove_if_names(&paths, 77, 1 << 22);
         assert!(!paths.pid_file.exists() && !paths.id_file.exists());
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn names_come_back_from_file_names() {
+        let d = tempdir();
+        for n in ["b", "a.x"] {
+            write(
+                &Paths::new(&d, n),
+                &Identity {
+                    pid: 9,
+                    start_ticks: 1,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        }
+        fs::write(d.join(".upsonic__server.pid"), "1").unwrap();
+        fs::write(d.join("unrelated"), "1").unwrap();
+        assert_eq!(list_names(&d), ["a.x", "b"]);
+        assert_eq!(name_of_pid_file(".upsonic_x_server.id"), None);
+        assert!(list_names(&d.join("missing")).is_empty());
         fs::remove_dir_all(&d).unwrap();
     }
 

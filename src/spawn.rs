@@ -3,7 +3,6 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -113,14 +112,7 @@ pub fn spawn(spec: &LaunchSpec<'_>, logs: Option<(File, File)>) -> Result<Child>
         cmd.stdout(Stdio::from(out));
         cmd.stderr(Stdio::from(err));
     }
-    // SAFETY: the closure runs in the forked child before exec and only calls
-    // setsid(2), which is async-signal-safe and touches no parent state.
-    unsafe {
-        cmd.pre_exec(|| {
-            nix::unistd::setsid().map_err(std::io::Error::from)?;
-            Ok(())
-        });
-    }
+    crate::platform::in_new_session(&mut cmd);
     cmd.spawn().map_err(|e| {
         if let (Some(dir), std::io::ErrorKind::NotFound) = (spec.cwd, e.kind()) {
             if !dir.is_dir() {
@@ -133,11 +125,9 @@ pub fn spawn(spec: &LaunchSpec<'_>, logs: Option<(File, File)>) -> Result<Child>
 
 /// A fresh random launch identifier (hex).
 pub fn new_launch_id() -> String {
+    // Without random bytes, the PID and time below still tell launches apart.
     let mut buf = [0u8; 12];
-    if let Ok(mut f) = File::open("/dev/urandom") {
-        use std::io::Read;
-        let _ = f.read_exact(&mut buf);
-    }
+    crate::platform::random_bytes(&mut buf);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
@@ -149,26 +139,6 @@ pub fn new_launch_id() -> String {
         nanos & 0xffff_ffff
     ));
     s
-}
-
-/// Whether a command line is uvicorn serving `app_path` on `port`.
-pub fn is_uvicorn_for(cmdline: &[String], app_path: &str, port: Option<u16>) -> bool {
-    let is_uvicorn = cmdline.iter().enumerate().any(|(i, a)| {
-        a == "uvicorn" && i > 0 && cmdline[i - 1] == "-m" || a.rsplit('/').next() == Some("uvicorn")
-    });
-    if !is_uvicorn || !cmdline.iter().any(|a| a == app_path) {
-        return false;
-    }
-    let Some(port) = port else { return true };
-    let mut given: Option<String> = None;
-    for (i, a) in cmdline.iter().enumerate() {
-        if a == "--port" {
-            given = cmdline.get(i + 1).cloned();
-        } else if let Some(v) = a.strip_prefix("--port=") {
-            given = Some(v.to_owned());
-        }
-    }
-    given.as_deref().unwrap_or("8000") == port.to_string()
 }
 
 #[cfg(test)]
@@ -207,40 +177,5 @@ mod tests {
                 .count(),
             1
         );
-    }
-
-    #[test]
-    fn recognises_uvicorn_command_lines() {
-        let c = |s: &str| s.split(' ').map(str::to_owned).collect::<Vec<_>>();
-        assert!(is_uvicorn_for(
-            &c("/usr/bin/python3 -m uvicorn m:app --host 0.0.0.0 --port 8123"),
-            "m:app",
-            Some(8123)
-        ));
-        assert!(is_uvicorn_for(
-            &c("/venv/bin/uvicorn m:app --port=8123"),
-            "m:app",
-            Some(8123)
-        ));
-        assert!(is_uvicorn_for(
-            &c("python -m uvicorn m:app"),
-            "m:app",
-            Some(8000)
-        ));
-        assert!(!is_uvicorn_for(
-            &c("python -m uvicorn m:app --port 8124"),
-            "m:app",
-            Some(8123)
-        ));
-        assert!(!is_uvicorn_for(
-            &c("python -m uvicorn other:app --port 8123"),
-            "m:app",
-            Some(8123)
-        ));
-        assert!(!is_uvicorn_for(
-            &c("python -m http.server 8123"),
-            "m:app",
-            Some(8123)
-        ));
     }
 }

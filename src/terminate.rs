@@ -4,10 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
-
+use crate::claim::{self, Me};
 use crate::error::{Error, Result};
+use crate::facts;
 use crate::platform::{self, PidFd};
 
 /// How long to wait for processes to vanish after SIGKILL.
@@ -15,20 +14,25 @@ const KILL_GRACE: Duration = Duration::from_secs(3);
 /// The longest single blocking wait, so `tick` (Ctrl-C) runs often enough.
 const STEP: Duration = Duration::from_millis(20);
 
-/// Whether this process may signal `pid` at all: never PID 0 or 1, never the
-/// caller, never a process of another user (even as root).
-pub fn may_signal(info: &platform::ProcInfo) -> bool {
-    let me = std::process::id() as i32;
-    info.pid > 1 && info.pid != me && info.uid == nix::unistd::geteuid().as_raw()
-}
-
 /// The processes that make up one server, pinned by pidfds.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Victims {
+    /// Who is signalling, for the `claim::may_signal` rule.
+    me: Me,
     /// The process-group leader, when the whole group may be signalled.
     pub leader: Option<(i32, std::sync::Arc<PidFd>)>,
     /// Every member to wait for (leader included).
     pub members: Vec<std::sync::Arc<PidFd>>,
+}
+
+impl Default for Victims {
+    fn default() -> Self {
+        Self {
+            me: facts::me(),
+            leader: None,
+            members: Vec::new(),
+        }
+    }
 }
 
 impl Victims {
@@ -40,7 +44,7 @@ impl Victims {
         let Some(info) = platform::proc_info(pid) else {
             return;
         };
-        if !may_signal(&info) || !info.is_alive() {
+        if !claim::may_signal(pid, Some(info.uid), &self.me) || !info.is_alive() {
             return;
         }
         if let Ok(fd) = PidFd::open(pid) {
@@ -57,7 +61,8 @@ impl Victims {
         let pid = leader.pid();
         // Defence in depth: callers verify the leader, but a group is only
         // ever signalled when its leader is one we may signal at all.
-        if !platform::proc_info(pid).is_some_and(|i| may_signal(&i)) {
+        let owner = platform::proc_info(pid).map(|i| i.uid);
+        if !claim::may_signal(pid, owner, &self.me) {
             return;
         }
         if !self.members.iter().any(|m| m.pid() == pid) {
@@ -66,21 +71,24 @@ impl Victims {
         for d in platform::descendants(pid) {
             self.add(d);
         }
-        self.leader = Some((pid, leader));
+        // Our own group is never signalled as a whole: only its members.
+        if claim::may_signal_group(pid, owner, &self.me) {
+            self.leader = Some((pid, leader));
+        }
     }
 
-    fn signal_all(&self, sig: Signal) {
+    fn signal_all(&self, sig: i32) {
         if let Some((pgid, fd)) = &self.leader {
             // The group number is pinned while its leader exists, even as an
             // unreaped zombie of ours, so killpg cannot hit a newer group.
+            // `add_group` checked the leader against `may_signal_group`.
             let pinned = !fd.has_exited() || is_our_unreaped_child(*pgid);
-            let own_group = nix::unistd::getpgrp().as_raw() == *pgid;
-            if pinned && !own_group && *pgid > 1 {
-                let _ = killpg(Pid::from_raw(*pgid), sig);
+            if pinned {
+                platform::signal_group(*pgid, sig);
             }
         }
         for m in &self.members {
-            let _ = m.signal(sig as i32);
+            let _ = m.signal(sig);
         }
     }
 
@@ -114,7 +122,7 @@ impl Victims {
         sweep: &mut dyn FnMut(&mut Victims),
         tick: &mut dyn FnMut() -> Result<()>,
     ) -> Result<bool> {
-        self.signal_all(Signal::SIGTERM);
+        self.signal_all(libc::SIGTERM);
         let before: Vec<i32> = self.members.iter().map(|m| m.pid()).collect();
         sweep(self);
         for m in &self.members {
@@ -127,7 +135,7 @@ impl Victims {
             Ok(done) => done,
             Err(e) => {
                 // Interrupted: finish the job quickly rather than leave it half done.
-                self.signal_all(Signal::SIGKILL);
+                self.signal_all(libc::SIGKILL);
                 let _ = self.wait_all(Instant::now() + KILL_GRACE, &mut || Ok(()));
                 return Err(e);
             }
@@ -135,7 +143,7 @@ impl Victims {
         if graceful {
             return Ok(true);
         }
-        self.signal_all(Signal::SIGKILL);
+        self.signal_all(libc::SIGKILL);
         self.wait_all(Instant::now() + KILL_GRACE, &mut || Ok(()))
     }
 }
@@ -150,11 +158,10 @@ pub fn marked_processes(launch_id: &str, since_ticks: u64) -> Vec<i32> {
     if launch_id.is_empty() {
         return Vec::new();
     }
-    let my_uid = nix::unistd::geteuid().as_raw();
-    let me = std::process::id() as i32;
+    let me = facts::me();
     platform::all_pids()
         .into_iter()
-        .filter(|&p| p != me && platform::owner_uid(p) == Some(my_uid))
+        .filter(|&p| claim::may_signal(p, platform::owner_uid(p), &me))
         .filter(|&p| platform::proc_info(p).is_some_and(|i| i.start_ticks >= since_ticks))
         .filter(|&p| platform::environ_has(p, crate::spawn::LAUNCH_ENV, launch_id))
         .collect()
@@ -189,11 +196,6 @@ mod tests {
 
     #[test]
     fn never_signals_self_or_init() {
-        let me = platform::proc_info(std::process::id() as i32).unwrap();
-        assert!(!may_signal(&me));
-        if let Some(init) = platform::proc_info(1) {
-            assert!(!may_signal(&init));
-        }
         let mut v = Victims::default();
         v.add(std::process::id() as i32);
         v.add(1);

@@ -1,9 +1,14 @@
-//! Argument checks done once, in the constructor, so that bad input fails
+//! Argument checks, the only ones: every entry point (the Python binding,
+//! Rust callers through `Server::new`) goes through them, so bad input fails
 //! fast with a message naming the argument, before anything is touched.
 
 use std::net::{IpAddr, ToSocketAddrs};
+use std::time::Duration;
 
 use crate::error::{Error, Result};
+
+/// The most worker processes a server may ask for.
+pub const MAX_WORKERS: i64 = 4096;
 
 /// Checks a server name: a plain file-name component.
 pub fn name(name: &str) -> Result<()> {
@@ -11,9 +16,11 @@ pub fn name(name: &str) -> Result<()> {
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
     if name.is_empty() || !ok_chars || name == "." || name == ".." || name.len() > 200 {
-        return Err(Error::InvalidArgument(format!(
-            "name {name:?} is not a plain file name: use letters, digits, '.', '_' and '-' (not '.' or '..', at most 200 characters)"
-        )));
+        return Err(Error::invalid(
+            "name",
+            Some(format!("{name:?}")),
+            "is not a plain file name: use letters, digits, '.', '_' and '-' (not '.' or '..', at most 200 characters)",
+        ));
     }
     Ok(())
 }
@@ -23,31 +30,34 @@ pub fn port(port: i64) -> Result<u16> {
     if (1..=65535).contains(&port) {
         Ok(port as u16)
     } else {
-        Err(Error::InvalidArgument(format!(
-            "port {port} is outside 1..65535"
-        )))
+        Err(Error::invalid(
+            "port",
+            Some(port.to_string()),
+            "is outside 1..65535",
+        ))
     }
 }
 
 /// Checks an application path such as `package.module:app`.
 pub fn app_path(app: &str) -> Result<()> {
     if app.trim().is_empty() {
-        return Err(Error::InvalidArgument("app_path must not be empty".into()));
+        return Err(Error::invalid("app_path", None, "must not be empty"));
     }
     if app.contains('\0') || app.starts_with('-') {
-        return Err(Error::InvalidArgument(format!(
-            "app_path {app:?} is not an import path like 'package.module:app'"
-        )));
+        return Err(Error::invalid(
+            "app_path",
+            Some(format!("{app:?}")),
+            "is not an import path like 'package.module:app'",
+        ));
     }
     Ok(())
 }
 
 /// Resolves `host` to the addresses a server bound to it would listen on.
 pub fn host(host: &str) -> Result<Vec<IpAddr>> {
+    let bad = |problem: String| Error::invalid("host", Some(format!("{host:?}")), problem);
     if host.is_empty() || host.contains('\0') || host.starts_with('-') {
-        return Err(Error::InvalidArgument(format!(
-            "host {host:?} is not a host name or address"
-        )));
+        return Err(bad("is not a host name or address".into()));
     }
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     if let Ok(ip) = bare.parse::<IpAddr>() {
@@ -55,16 +65,66 @@ pub fn host(host: &str) -> Result<Vec<IpAddr>> {
     }
     let addrs = (bare, 0u16)
         .to_socket_addrs()
-        .map_err(|e| Error::InvalidArgument(format!("host {host:?} does not resolve: {e}")))?;
+        .map_err(|e| bad(format!("does not resolve: {e}")))?;
     let mut out: Vec<IpAddr> = addrs.map(|a| a.ip()).collect();
     out.sort();
     out.dedup();
     if out.is_empty() {
-        return Err(Error::InvalidArgument(format!(
-            "host {host:?} does not resolve"
-        )));
+        return Err(bad("does not resolve".into()));
     }
     Ok(out)
+}
+
+/// Checks a worker count.
+pub fn workers(workers: i64) -> Result<u32> {
+    if (1..=MAX_WORKERS).contains(&workers) {
+        Ok(workers as u32)
+    } else {
+        Err(Error::invalid(
+            "workers",
+            None,
+            format!("must be between 1 and {MAX_WORKERS}, got {workers}"),
+        ))
+    }
+}
+
+/// `$UPSONIC_WORKERS_AMOUNT` (the original's knob), or 1 when unset or blank.
+pub fn workers_from_env() -> Result<u32> {
+    match std::env::var("UPSONIC_WORKERS_AMOUNT") {
+        Ok(raw) if !raw.trim().is_empty() => match raw.trim().parse::<i64>() {
+            Ok(n) => workers(n),
+            Err(_) => Err(Error::invalid(
+                "UPSONIC_WORKERS_AMOUNT",
+                None,
+                format!("must be a whole number, got {raw:?}"),
+            )),
+        },
+        _ => Ok(1),
+    }
+}
+
+/// Checks a timeout given in seconds.
+pub fn seconds(arg: &'static str, v: f64) -> Result<Duration> {
+    if !v.is_finite() || v <= 0.0 || v > 1e9 {
+        return Err(Error::invalid(
+            arg,
+            None,
+            format!("must be a positive number of seconds, got {v}"),
+        ));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+/// Checks one environment entry for the server.
+pub fn env_entry(key: &str, value: &str) -> Result<()> {
+    if key.is_empty() || key.contains('=') || key.contains('\0') || value.contains('\0') {
+        return Err(Error::invalid(
+            "env",
+            None,
+            format!("has an invalid entry {key:?}"),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -114,6 +174,22 @@ mod tests {
         assert!(host("localhost").unwrap().iter().any(|a| a.is_loopback()));
         assert!(host("no-such-host.invalid").is_err());
         assert!(host("").is_err());
+    }
+
+    #[test]
+    fn workers_timeouts_env() {
+        assert_eq!(workers(1).unwrap(), 1);
+        assert!(workers(0).is_err() && workers(4097).is_err());
+        assert!(seconds("t", 0.0).is_err() && seconds("t", f64::NAN).is_err());
+        assert_eq!(seconds("t", 1.5).unwrap(), Duration::from_millis(1500));
+        assert!(env_entry("A", "b").is_ok());
+        for (k, v) in [("", "x"), ("A=B", "x"), ("A\0", "x"), ("A", "x\0")] {
+            assert!(env_entry(k, v).is_err(), "{k:?}");
+        }
+        assert!(seconds("stop_timeout", -1.0)
+            .unwrap_err()
+            .to_string()
+            .starts_with("stop_timeout must be"));
     }
 
     #[test]

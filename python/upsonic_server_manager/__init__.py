@@ -3,8 +3,8 @@
 A drop-in replacement for upsonic's ``ServerManager`` with a Rust core.
 """
 
+from ._core import PortHolder
 from ._errors import (
-    PortHolder,
     PortInUseError,
     ServerManagerError,
     StartError,
@@ -15,6 +15,7 @@ from ._manager import (
     ServerManager,
     ServerStatus,
     list_records,
+    log_files,
     port_holders,
 )
 
@@ -30,6 +31,7 @@ __all__ = [
     "StartTimeoutError",
     "install_signal_handlers",
     "list_records",
+    "log_files",
     "port_holders",
     "stop_on_exit",
 ]

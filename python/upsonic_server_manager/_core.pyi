@@ -1,22 +1,137 @@
 """The compiled core of upsonic-server-manager (private: use the package API)."""
 
+from collections.abc import Iterator, Mapping, Sequence
 from os import PathLike
 from pathlib import Path
-from typing import Any, Optional, Sequence, final
+from typing import Any, ClassVar, Optional, final
 
 __all__ = [
     "Core",
+    "PortHolder",
+    "ServerStatus",
+    "UvicornCommand",
     "descendants",
+    "home_dir",
+    "list_records",
+    "log_paths",
     "memory_available",
+    "parse_uvicorn_cmdline",
     "port_holders",
     "process_info",
     "read_record",
+    "record_paths",
     "_panic_for_tests",
 ]
 
+_Path = str | PathLike[str]
+
+@final
+class ServerStatus:
+    """A snapshot of one server, as returned by ``ServerManager.status()``.
+
+    ``state`` is ``running``, ``starting`` (alive, not yet listening),
+    ``dead`` (a record or child remains but the process is gone) or
+    ``stopped``. ``started_at`` is in seconds since the epoch,
+    ``memory_rss`` in bytes (server and workers), ``cpu_percent`` the CPU
+    time of server and workers over its lifetime, in percent of one core.
+    """
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def pid(self) -> Optional[int]: ...
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def state(self) -> str: ...
+    @property
+    def started_at(self) -> Optional[float]: ...
+    @property
+    def uptime(self) -> Optional[float]: ...
+    @property
+    def memory_rss(self) -> Optional[int]: ...
+    @property
+    def cpu_percent(self) -> Optional[float]: ...
+    @property
+    def workers(self) -> list[int]: ...
+    @property
+    def exit_code(self) -> Optional[int]: ...
+    @property
+    def stdout_log(self) -> Optional[str]: ...
+    @property
+    def stderr_log(self) -> Optional[str]: ...
+    def __new__(
+        cls,
+        name: str,
+        pid: Optional[int],
+        host: str,
+        port: int,
+        state: str,
+        started_at: Optional[float],
+        uptime: Optional[float],
+        memory_rss: Optional[int],
+        cpu_percent: Optional[float],
+        workers: Optional[list[int]] = None,
+        exit_code: Optional[int] = None,
+        stdout_log: Optional[str] = None,
+        stderr_log: Optional[str] = None,
+    ) -> ServerStatus: ...
+    def as_dict(self) -> dict[str, Any]:
+        """The status as a JSON-ready dict."""
+    def __eq__(self, other: object, /) -> bool: ...
+    def __ne__(self, other: object, /) -> bool: ...
+    __hash__: ClassVar[None]  # type: ignore[assignment]
+
+@final
+class PortHolder:
+    """A process holding a listening socket that clashes with the port:
+    ``(pid, name, user, address, same_user, uid)``, readable by name, by
+    index and by unpacking, and equal to that tuple."""
+
+    _fields: ClassVar[tuple[str, str, str, str, str, str]]
+    @property
+    def pid(self) -> int: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def user(self) -> str: ...
+    @property
+    def address(self) -> str: ...
+    @property
+    def same_user(self) -> bool: ...
+    @property
+    def uid(self) -> int: ...
+    def __new__(
+        cls, pid: int, name: str, user: str, address: str, same_user: bool, uid: int
+    ) -> PortHolder: ...
+    def _asdict(self) -> dict[str, Any]:
+        """The fields as a dict."""
+    def __len__(self) -> int: ...
+    def __getitem__(self, index: int | slice, /) -> Any: ...
+    def __iter__(self) -> Iterator[Any]: ...
+    def __eq__(self, other: object, /) -> bool: ...
+    def __hash__(self) -> int: ...
+    def __reduce__(self) -> tuple[type[PortHolder], tuple[Any, ...]]: ...
+
+@final
+class UvicornCommand:
+    """What a uvicorn command line serves."""
+
+    @property
+    def app(self) -> Optional[str]: ...
+    @property
+    def host(self) -> Optional[str]: ...
+    @property
+    def port(self) -> Optional[int]: ...
+    @property
+    def workers(self) -> Optional[int]: ...
+
 @final
 class Core:
-    """The native half of a ``ServerManager``: every syscall, wait and signal."""
+    """The native half of a ``ServerManager``: every syscall, wait and signal,
+    and the configuration (validated here, for every entry point)."""
 
     def __new__(
         cls,
@@ -24,18 +139,21 @@ class Core:
         host: str,
         port: int,
         name: str,
-        workers: int,
-        log_dir: str | PathLike[str],
-        pid_dir: str | PathLike[str],
-        cwd: Optional[str | PathLike[str]],
-        env: Sequence[tuple[str, str]],
+        *,
+        workers: Optional[int],
+        log_dir: _Path,
+        pid_dir: Optional[_Path],
+        cwd: Optional[_Path],
+        env: Optional[Mapping[Any, Any]],
         start_timeout: float,
         stop_timeout: float,
         uvicorn_args: Sequence[str],
-        python: str | PathLike[str],
+        python: _Path,
     ) -> Core: ...
     def start(self, redirect_output: bool, force: bool) -> bool:
         """Start unless ours already runs; True if a server was launched."""
+    def remember_output(self, redirect_output: bool) -> None:
+        """Set the output mode that restart() reuses."""
     def stop(self) -> None:
         """Stop the server's whole process group; quiet when nothing runs."""
     def is_running(self) -> bool:
@@ -46,8 +164,8 @@ class Core:
         """Stop same-user holders of the port; True if something was stopped."""
     def force_cleanup_port(self) -> None:
         """Free the port or raise PortInUseError."""
-    def port_holders(self) -> list[tuple[int, str, str, str, bool, int]]:
-        """(pid, name, user, address, same_user, uid) of each holder."""
+    def port_holders(self) -> list[PortHolder]:
+        """Processes whose listening sockets clash with (host, port)."""
     def read_pid(self) -> Optional[int]:
         """The PID in the PID file, if well-formed."""
     def write_pid(self) -> bool:
@@ -60,6 +178,36 @@ class Core:
         """Exit code of our launched child, or None while it runs."""
     def forget_child(self) -> None:
         """Stop tracking the launched child (it keeps running)."""
+    def status(self) -> ServerStatus:
+        """A snapshot of state and resources."""
+    def log_paths(self) -> tuple[Path, Path]:
+        """(stdout log, stderr log) used when output is redirected."""
+    @property
+    def app_path(self) -> str: ...
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def workers(self) -> int: ...
+    @property
+    def log_dir(self) -> Path: ...
+    @property
+    def pid_dir(self) -> Path: ...
+    @property
+    def cwd(self) -> Optional[Path]: ...
+    @property
+    def env(self) -> list[tuple[str, str]]: ...
+    @property
+    def start_timeout(self) -> float: ...
+    @property
+    def stop_timeout(self) -> float: ...
+    @property
+    def uvicorn_args(self) -> list[str]: ...
+    @property
+    def redirect_output(self) -> bool: ...
     @property
     def pid_file(self) -> Path:
         """Path of the PID file."""
@@ -69,12 +217,8 @@ class Core:
     @property
     def lock_file(self) -> Path:
         """Path of the per-name lock file."""
-    def log_paths(self) -> tuple[Path, Path]:
-        """(stdout log, stderr log) used when output is redirected."""
-    def status(self) -> dict[str, Any]:
-        """A snapshot of state and resources as plain values."""
 
-def port_holders(port: int, host: str = ...) -> list[tuple[int, str, str, str, bool, int]]:
+def port_holders(port: int, host: str = ...) -> list[PortHolder]:
     """Holders of listening sockets that clash with a bind to (host, port)."""
 
 def process_info(pid: int) -> Optional[dict[str, Any]]:
@@ -86,9 +230,24 @@ def memory_available() -> int:
 def descendants(pid: int) -> list[int]:
     """PIDs of every descendant of ``pid``."""
 
-def read_record(pid_dir: str | PathLike[str], name: str) -> Optional[dict[str, Any]]:
+def read_record(pid_dir: Optional[_Path], name: str) -> Optional[dict[str, Any]]:
     """The PID record of server ``name``: pid, and host, port, app_path,
     log_dir, started_ms when our identity file is beside it; None if absent."""
+
+def list_records(pid_dir: Optional[_Path] = None) -> list[str]:
+    """Names of every server with a PID file in ``pid_dir`` (default: home)."""
+
+def record_paths(pid_dir: Optional[_Path], name: str) -> tuple[Path, Path, Path]:
+    """(PID file, identity file, lock file) of server ``name``."""
+
+def log_paths(log_dir: _Path, name: str) -> tuple[Path, Path]:
+    """(stdout log, stderr log) of server ``name`` in ``log_dir``."""
+
+def parse_uvicorn_cmdline(argv: Sequence[str]) -> Optional[UvicornCommand]:
+    """What a uvicorn command line serves, or None if it is not uvicorn."""
+
+def home_dir() -> Path:
+    """The directory PID records live in by default."""
 
 def _panic_for_tests(message: str) -> None:
     """Panic in Rust on purpose (tests check it surfaces as PanicException)."""

@@ -10,71 +10,35 @@ from __future__ import annotations
 TYPE_CHECKING = False
 
 if TYPE_CHECKING:
-    from typing import Any, Optional, Sequence
+    from typing import Optional, Sequence
 
-
-class PortHolder(tuple):
-    """A process holding a listening socket that clashes with the port:
-    ``(pid, name, user, address, same_user, uid)``, a named tuple.
-
-    Hand-written rather than ``typing.NamedTuple`` so that importing the
-    package does not pull in ``typing`` and ``collections``.
-    """
-
-    __slots__ = ()
-    _fields = ("pid", "name", "user", "address", "same_user", "uid")
-
-    def __new__(
-        cls, pid: int, name: str, user: str, address: str, same_user: bool, uid: int
-    ) -> PortHolder:
-        return tuple.__new__(cls, (pid, name, user, address, same_user, uid))
-
-    @property
-    def pid(self) -> int:
-        return self[0]
-
-    @property
-    def name(self) -> str:
-        return self[1]
-
-    @property
-    def user(self) -> str:
-        return self[2]
-
-    @property
-    def address(self) -> str:
-        return self[3]
-
-    @property
-    def same_user(self) -> bool:
-        return self[4]
-
-    @property
-    def uid(self) -> int:
-        return self[5]
-
-    def _asdict(self) -> dict[str, Any]:
-        return dict(zip(self._fields, self))
-
-    def __repr__(self) -> str:
-        inner = ", ".join(f"{k}={v!r}" for k, v in zip(self._fields, self))
-        return f"PortHolder({inner})"
-
-    def __getnewargs__(self) -> tuple:
-        return tuple(self)
+    from ._core import PortHolder
 
 
 class ServerManagerError(RuntimeError):
-    """Base class of every error the server manager raises at run time."""
+    """Base class of every error the server manager raises at run time.
+
+    ``errno`` is the operating system's error number when one caused it
+    (the ``OSError`` is also its ``__cause__``), else None."""
+
+    errno: Optional[int] = None
 
 
 class PortInUseError(ServerManagerError):
     """The port is held by a process that may not or could not be stopped."""
 
-    def __init__(self, message: str, *, port: int, holders: Sequence[tuple] = ()) -> None:
+    def __init__(
+        self, message: str, *, port: int, holders: Sequence[PortHolder | tuple] = ()
+    ) -> None:
+        # The core is loaded by the time anything raises this; importing it
+        # at the top would be circular (the core resolves these classes).
+        from ._core import PortHolder
+
         super().__init__(message)
         self.port = port
-        self.holders: list[PortHolder] = [PortHolder(*h) for h in holders]
+        self.holders: list[PortHolder] = [
+            h if isinstance(h, PortHolder) else PortHolder(*h) for h in holders
+        ]
 
 
 class StartError(ServerManagerError):

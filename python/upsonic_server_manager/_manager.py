@@ -6,7 +6,6 @@ import os
 import sys
 
 from . import _core
-from ._errors import PortHolder
 
 # typing is imported for type checkers only: at run time it costs milliseconds.
 TYPE_CHECKING = False
@@ -16,89 +15,15 @@ if TYPE_CHECKING:
     from types import TracebackType
     from typing import Any, Mapping, Optional, Sequence, Union
 
+    from ._core import PortHolder
+
     PathLike = Union[str, os.PathLike[str]]
 
 DEFAULT_UVICORN_ARGS: tuple[str, ...] = ("--log-level", "error", "--no-access-log")
 
 
-class ServerStatus:
-    """A snapshot of one server, as returned by :meth:`ServerManager.status`.
-
-    ``state`` is ``running``, ``starting`` (alive, not yet listening),
-    ``dead`` (a record or child remains but the process is gone) or
-    ``stopped``. ``started_at`` is in seconds since the epoch,
-    ``memory_rss`` in bytes (server and workers), ``cpu_percent`` the CPU
-    time of server and workers over its lifetime, in percent of one core.
-    """
-
-    __slots__ = (
-        "name",
-        "pid",
-        "host",
-        "port",
-        "state",
-        "started_at",
-        "uptime",
-        "memory_rss",
-        "cpu_percent",
-        "workers",
-        "exit_code",
-        "stdout_log",
-        "stderr_log",
-    )
-
-    name: str
-    pid: Optional[int]
-    host: str
-    port: int
-    state: str
-    started_at: Optional[float]
-    uptime: Optional[float]
-    memory_rss: Optional[int]
-    cpu_percent: Optional[float]
-    workers: list[int]
-    exit_code: Optional[int]
-    stdout_log: Optional[str]
-    stderr_log: Optional[str]
-
-    def __init__(
-        self,
-        name: str,
-        pid: Optional[int],
-        host: str,
-        port: int,
-        state: str,
-        started_at: Optional[float],
-        uptime: Optional[float],
-        memory_rss: Optional[int],
-        cpu_percent: Optional[float],
-        workers: Optional[list[int]] = None,
-        exit_code: Optional[int] = None,
-        stdout_log: Optional[str] = None,
-        stderr_log: Optional[str] = None,
-    ) -> None:
-        values = locals()
-        for k in self.__slots__:
-            object.__setattr__(self, k, values[k])
-        object.__setattr__(self, "workers", list(workers or []))
-
-    def __setattr__(self, key: str, value: object) -> None:
-        raise AttributeError("ServerStatus is read-only")
-
-    def as_dict(self) -> dict[str, Any]:
-        """The status as a JSON-ready dict."""
-        return {k: getattr(self, k) for k in self.__slots__}
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, ServerStatus):
-            return NotImplemented
-        return self.as_dict() == other.as_dict()
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        inner = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__slots__)
-        return f"ServerStatus({inner})"
+# Built by the core: a read-only snapshot with ``as_dict()``.
+ServerStatus = _core.ServerStatus
 
 
 class _ChildProcess:
@@ -141,33 +66,6 @@ def _uvicorn_missing() -> bool:
     return not _uvicorn_found
 
 
-def _home_dir() -> str:
-    home = os.environ.get("HOME", "")
-    if home and os.path.isabs(home):
-        return home
-    import pwd
-
-    try:
-        return pwd.getpwuid(os.getuid()).pw_dir
-    except KeyError:
-        return os.path.abspath(home or ".")
-
-
-def _workers_from_env() -> int:
-    raw = os.environ.get("UPSONIC_WORKERS_AMOUNT")
-    if raw is None or raw.strip() == "":
-        return 1
-    try:
-        return int(raw)
-    except ValueError:
-        raise ValueError(f"UPSONIC_WORKERS_AMOUNT must be a whole number, got {raw!r}") from None
-
-
-def _check_type(name: str, value: object, kind: type, what: str) -> None:
-    if not isinstance(value, kind) or isinstance(value, bool) and kind is int:
-        raise TypeError(f"{name} must be {what}, got {type(value).__name__}")
-
-
 class ServerManager:
     """Start, watch and stop one uvicorn server.
 
@@ -193,61 +91,67 @@ class ServerManager:
         stop_timeout: float = 5.0,
         uvicorn_args: Sequence[str] = DEFAULT_UVICORN_ARGS,
     ) -> None:
-        _check_type("app_path", app_path, str, "a string like 'package.module:app'")
-        _check_type("host", host, str, "a string")
-        _check_type("port", port, int, "an int")
-        _check_type("name", name, str, "a string")
-        if workers is None:
-            workers = _workers_from_env()
-        _check_type("workers", workers, int, "an int or None")
-        if isinstance(uvicorn_args, str):
-            raise TypeError("uvicorn_args must be a sequence of strings, not one string")
-        args = list(uvicorn_args)
-        for a in args:
-            _check_type("each uvicorn_args item", a, str, "a string")
-        env_items = [(str(k), str(v)) for k, v in (env or {}).items()]
-        for label, value in (("start_timeout", start_timeout), ("stop_timeout", stop_timeout)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise TypeError(f"{label} must be a number of seconds")
+        # Every check, of types and values, is the core's: one validation
+        # for every entry point, each error naming the argument.
         self._core = _core.Core(
             app_path,
             host,
             port,
             name,
-            workers,
-            os.fspath(log_dir),
-            os.fspath(pid_dir) if pid_dir is not None else _home_dir(),
-            os.fspath(cwd) if cwd is not None else None,
-            env_items,
-            float(start_timeout),
-            float(stop_timeout),
-            args,
-            sys.executable,
+            workers=workers,
+            log_dir=log_dir,
+            pid_dir=pid_dir,
+            cwd=cwd,
+            env=env,
+            start_timeout=start_timeout,
+            stop_timeout=stop_timeout,
+            uvicorn_args=uvicorn_args,
+            python=sys.executable,
         )
-        self._app_path = app_path
-        self._host = host
-        self._port = port
-        self._name = name
-        self.workers = workers
-        self._redirect_output = False
 
     # -- the original's attributes ---------------------------------------------------
 
+    # The configuration is the core's; these read it. They are read-only: a
+    # manager describes one server (build another to change it).
+
     @property
     def app_path(self) -> str:
-        return self._app_path
+        return self._core.app_path
 
     @property
     def host(self) -> str:
-        return self._host
+        return self._core.host
 
     @property
     def port(self) -> int:
-        return self._port
+        return self._core.port
 
     @property
     def name(self) -> str:
-        return self._name
+        return self._core.name
+
+    @property
+    def workers(self) -> int:
+        return self._core.workers
+
+    @property
+    def log_dir(self) -> str:
+        """Where redirected output goes (as given; relative to the current
+        directory at start)."""
+        return str(self._core.log_dir)
+
+    @property
+    def log_files(self) -> tuple[str, str]:
+        """(stdout log, stderr log) of redirected output, as absolute paths."""
+        out, err = self._core.log_paths()
+        return str(out), str(err)
+
+    @property
+    def redirect_output(self) -> bool:
+        """Whether the last start (or, for a manager from ``from_record``,
+        the recorded one) sent output to the log files; ``restart()`` and
+        ``with`` reuse it."""
+        return self._core.redirect_output
 
     @property
     def _pid_file(self) -> str:
@@ -274,7 +178,6 @@ class ServerManager:
         owned by the same user), :class:`StartError` if the server exits
         first and :class:`StartTimeoutError` after ``start_timeout``.
         """
-        self._redirect_output = bool(redirect_output)
         if _uvicorn_missing():
             from ._errors import StartError
 
@@ -291,14 +194,15 @@ class ServerManager:
     def restart(self, redirect_output: Optional[bool] = None, force: bool = False) -> None:
         """Stop, then start again (with the last ``redirect_output`` by default)."""
         self.stop()
-        self.start(self._redirect_output if redirect_output is None else redirect_output, force)
+        last = self._core.redirect_output
+        self.start(last if redirect_output is None else redirect_output, force)
 
     def is_running(self) -> bool:
         """True only when this server (identity verified) is alive."""
         return self._core.is_running()
 
     def __enter__(self) -> ServerManager:
-        self.start(self._redirect_output)
+        self.start(self._core.redirect_output)
         return self
 
     def __exit__(
@@ -341,26 +245,11 @@ class ServerManager:
 
     def port_holders(self) -> list[PortHolder]:
         """Processes whose listening sockets clash with (host, port)."""
-        return [PortHolder(*h) for h in self._core.port_holders()]
+        return self._core.port_holders()
 
     def status(self) -> ServerStatus:
         """A snapshot of the server's state, resources and logs."""
-        s = self._core.status()
-        return ServerStatus(
-            name=self.name,
-            pid=s["pid"],
-            host=self.host,
-            port=self.port,
-            state=s["state"],
-            started_at=s["started_at"],
-            uptime=s["uptime"],
-            memory_rss=s["rss_bytes"],
-            cpu_percent=s["cpu_percent"],
-            workers=list(s["workers"]),
-            exit_code=s["exit_code"],
-            stdout_log=None if s["stdout_log"] is None else str(s["stdout_log"]),
-            stderr_log=None if s["stderr_log"] is None else str(s["stderr_log"]),
-        )
+        return self._core.status()
 
     def diagnose(self) -> dict[str, Any]:
         """The guide's ``diagnose_server_issues`` keys, plus ``port_holders``.
@@ -407,19 +296,23 @@ class ServerManager:
         """A manager for the server recorded under ``name``, rebuilt from its
         PID record (ours, or the command line of an original's server), or
         None when there is no record to go on."""
-        directory = os.fspath(pid_dir) if pid_dir is not None else _home_dir()
+        directory = os.fspath(pid_dir) if pid_dir is not None else os.fspath(_core.home_dir())
         rec = _core.read_record(directory, name)
         if rec is None:
             return None
         app, host, port = rec.get("app_path"), rec.get("host"), rec.get("port")
         if app is None and rec["pid"] is not None:
             info = _core.process_info(rec["pid"])
-            app, host, port = _parse_uvicorn_cmdline(info["cmdline"] if info else [])
+            cmd = _core.parse_uvicorn_cmdline(info["cmdline"]) if info else None
+            if cmd is not None:
+                app, host, port = cmd.app, cmd.host, cmd.port
         if not app:
             return None
         if rec.get("log_dir"):
             kwargs.setdefault("log_dir", rec["log_dir"])
-        return cls(app, host or "127.0.0.1", int(port or 8000), name, pid_dir=directory, **kwargs)
+        m = cls(app, host or "127.0.0.1", int(port or 8000), name, pid_dir=directory, **kwargs)
+        m._core.remember_output(bool(rec.get("log_dir")))
+        return m
 
     def __repr__(self) -> str:
         return (
@@ -427,55 +320,18 @@ class ServerManager:
         )
 
 
-def _parse_uvicorn_cmdline(
-    cmd: Sequence[str],
-) -> tuple[Optional[str], Optional[str], Optional[int]]:
-    """(app_path, host, port) from a ``python -m uvicorn APP ...`` command line."""
-    app: Optional[str] = None
-    host: Optional[str] = None
-    port: Optional[int] = None
-    args = list(cmd)
-    try:
-        i = args.index("uvicorn")
-    except ValueError:
-        i = next((k for k, a in enumerate(args) if a.endswith("/uvicorn")), -1)
-        if i < 0:
-            return None, None, None
-    rest = args[i + 1 :]
-    k = 0
-    while k < len(rest):
-        a = rest[k]
-        if a in ("--host", "--port") and k + 1 < len(rest):
-            if a == "--host":
-                host = rest[k + 1]
-            elif rest[k + 1].isdigit():
-                port = int(rest[k + 1])
-            k += 2
-            continue
-        if a.startswith("--host="):
-            host = a.split("=", 1)[1]
-        elif a.startswith("--port=") and a.split("=", 1)[1].isdigit():
-            port = int(a.split("=", 1)[1])
-        elif not a.startswith("-") and app is None:
-            app = a
-        k += 1
-    return app, host, port
-
-
 def list_records(pid_dir: Optional[PathLike] = None) -> list[str]:
     """Names of every server with a PID file in ``pid_dir`` (default: home)."""
-    directory = os.fspath(pid_dir) if pid_dir is not None else _home_dir()
-    names = []
-    try:
-        entries = os.listdir(directory)
-    except OSError:
-        return []
-    for entry in entries:
-        if entry.startswith(".upsonic_") and entry.endswith("_server.pid"):
-            names.append(entry[len(".upsonic_") : -len("_server.pid")])
-    return sorted(n for n in names if n)
+    return _core.list_records(None if pid_dir is None else os.fspath(pid_dir))
+
+
+def log_files(name: str, log_dir: PathLike = "logs") -> tuple[str, str]:
+    """(stdout log, stderr log) that server ``name`` writes in ``log_dir``
+    when its output is redirected."""
+    out, err = _core.log_paths(os.fspath(log_dir), name)
+    return str(out), str(err)
 
 
 def port_holders(port: int, host: str = "0.0.0.0") -> list[PortHolder]:
     """Processes whose listening sockets clash with a bind to (host, port)."""
-    return [PortHolder(*h) for h in _core.port_holders(port, host)]
+    return _core.port_holders(port, host)

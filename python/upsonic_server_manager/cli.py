@@ -6,19 +6,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import select
 import shlex
-import signal
 import socket
 import sys
 import threading
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, TextIO
+from typing import Callable, Optional, Sequence, TextIO
 
-from ._errors import ServerManagerError
-from ._manager import ServerManager, ServerStatus, _home_dir, list_records
+from . import ServerManager, ServerManagerError, ServerStatus, list_records, log_files
+from ._foreground import run_foreground
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -212,23 +210,34 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _manager_from_args(args: argparse.Namespace) -> ServerManager:
-    return ServerManager(
-        args.app,
-        args.host,
-        args.port,
-        args.name,
-        workers=args.workers,
-        log_dir=args.log_dir,
-        pid_dir=args.pid_dir,
-        cwd=args.cwd,
-        env=dict(args.env),
-        start_timeout=args.start_timeout,
-        stop_timeout=args.stop_timeout,
-    )
+    """The manager the arguments describe; a rejected value is a usage error."""
+    try:
+        return ServerManager(
+            args.app,
+            args.host,
+            args.port,
+            args.name,
+            workers=args.workers,
+            log_dir=args.log_dir,
+            pid_dir=args.pid_dir,
+            cwd=args.cwd,
+            env=dict(args.env),
+            start_timeout=args.start_timeout,
+            stop_timeout=args.stop_timeout,
+        )
+    except ValueError as e:
+        raise UsageError(str(e)) from None
 
 
 def _manager_from_record(args: argparse.Namespace, name: str) -> Optional[ServerManager]:
-    return ServerManager.from_record(name, args.pid_dir)
+    try:
+        return ServerManager.from_record(name, args.pid_dir)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+def _pid_dir_text(args: argparse.Namespace) -> str:
+    return args.pid_dir or os.path.expanduser("~")
 
 
 # ---- commands ------------------------------------------------------------------------------
@@ -263,18 +272,11 @@ def cmd_restart(args: argparse.Namespace, out: TextIO) -> int:
     m = _manager_from_record(args, args.name)
     if m is None:
         raise ServerManagerError(f"no PID record for a server named {args.name!r}")
-    redirect = bool(_core_record_log_dir(args, args.name))
+    # from_record remembers whether output was redirected; restart keeps it.
     m.stop()
-    took = run_with_spinner(f"starting {m.name}", lambda: m.start(redirect), out)
-    out.write(f"{m.name}: restarted, pid {m._read_pid()} in {took * 1000:.0f} ms\n")
+    took = run_with_spinner(f"starting {m.name}", lambda: m.start(m.redirect_output), out)
+    out.write(f"{m.name}: restarted, pid {m.status().pid} in {took * 1000:.0f} ms\n")
     return EXIT_OK
-
-
-def _core_record_log_dir(args: argparse.Namespace, name: str) -> Optional[str]:
-    from . import _core
-
-    rec = _core.read_record(args.pid_dir or _home_dir(), name)
-    return None if rec is None else rec.get("log_dir")
 
 
 def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
@@ -291,7 +293,7 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
     elif statuses:
         out.write(render_table([status_row(s) for s in statuses]) + "\n")
     else:
-        out.write(f"no servers recorded in {args.pid_dir or _home_dir()}\n")
+        out.write(f"no servers recorded in {_pid_dir_text(args)}\n")
     if args.name:
         return EXIT_OK if statuses[0].state in ("running", "starting") else EXIT_NOT_RUNNING
     return EXIT_OK
@@ -308,9 +310,9 @@ def _tail(path: Path, lines: int) -> tuple[list[str], int]:
 
 
 def cmd_logs(args: argparse.Namespace, out: TextIO) -> int:
-    log_dir = _core_record_log_dir(args, args.name) or "logs"
-    suffix = "_server_error.log" if args.stderr else "_server.log"
-    path = Path(log_dir) / f"{args.name}{suffix}"
+    m = _manager_from_record(args, args.name)
+    files = m.log_files if m is not None else log_files(args.name)
+    path = Path(files[1] if args.stderr else files[0])
     if not path.exists():
         raise ServerManagerError(
             f"no log file at {path} (was the server started with output redirected?)"
@@ -345,85 +347,8 @@ def cmd_diagnose(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
-def sd_notify(message: str) -> bool:
-    """Sends ``message`` to $NOTIFY_SOCKET (systemd's readiness protocol)."""
-    addr = os.environ.get("NOTIFY_SOCKET")
-    if not addr:
-        return False
-    if addr.startswith("@"):
-        addr = "\0" + addr[1:]
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
-        s.connect(addr)
-        s.sendall(message.encode())
-    return True
-
-
-class _Terminate(Exception):
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-
-def _reap_orphans(keep: int) -> None:
-    """As PID 1, reap exited orphans, leaving our server's status for the core."""
-    while True:
-        try:
-            info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-        except ChildProcessError:
-            return
-        if info is None or info.si_pid == 0 or info.si_pid == keep:
-            return
-        try:
-            os.waitpid(info.si_pid, os.WNOHANG)
-        except ChildProcessError:
-            return
-
-
 def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
-    m = _manager_from_args(args)
-
-    def on_signal(signum: int, frame: Any) -> None:
-        raise _Terminate(signum)
-
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        try:
-            m.start(args.redirect_output, args.force)
-        except KeyboardInterrupt:
-            return EXIT_OK
-        pid = m._read_pid()
-        assert pid is not None
-        sd_notify(f"READY=1\nMAINPID={os.getpid()}\nSTATUS=serving on {args.host}:{args.port}")
-        out.write(f"{m.name}: pid {pid} serving on http://{fmt_address(m.host, m.port)}\n")
-        out.flush()
-        pidfd = os.pidfd_open(pid)
-        try:
-            while True:
-                ready, _, _ = select.select([pidfd], [], [], 1.0)
-                if os.getpid() == 1:
-                    _reap_orphans(pid)
-                if ready:
-                    break
-        finally:
-            os.close(pidfd)
-        # The server died on its own: report its exit code.
-        proc = m._process
-        code = proc.poll() if proc is not None else None
-        m.stop()
-        out.write(f"{m.name}: server exited with code {code}\n")
-        if code is None:
-            return EXIT_ERROR
-        return code if code >= 0 else 128 - code
-    except _Terminate:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        sd_notify("STOPPING=1")
-        m.stop()
-        out.write(f"{m.name}: stopped\n")
-        return EXIT_OK
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
+    return run_foreground(_manager_from_args(args), args.redirect_output, args.force, out)
 
 
 def cmd_systemd_unit(args: argparse.Namespace, out: TextIO) -> int:
@@ -494,7 +419,7 @@ def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
             kind = "FastAPI" if importlib.util.find_spec("fastapi") else "plain ASGI"
             out.write(
                 f"1. started the bundled demo app ({kind}) on http://127.0.0.1:{port} "
-                f"(pid {m._read_pid()}) in {took * 1000:.0f} ms\n"
+                f"(pid {m.status().pid}) in {took * 1000:.0f} ms\n"
             )
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/hello", timeout=10) as r:
                 body = r.read().decode()
@@ -504,7 +429,7 @@ def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
         finally:
             t0 = time.monotonic()
             m.stop()
-        free = not m._is_port_in_use()
+        free = not m.port_holders()
         out.write(
             f"4. stopped it in {(time.monotonic() - t0) * 1000:.0f} ms; "
             f"port {port} is {'free' if free else 'STILL HELD'}, running={m.is_running()}\n"
@@ -531,9 +456,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args, out)
     except UsageError as e:
-        print(f"upsonic-server: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    except (ValueError, TypeError) as e:
         print(f"upsonic-server: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except RuntimeError as e:

@@ -4,7 +4,9 @@
 pub mod netlink;
 pub mod pidfd;
 pub mod procinfo;
+pub mod system;
 
-pub use netlink::{tcp_listeners, DiagSocket};
+pub use netlink::{tcp_listeners, DiagSocket, Listener};
 pub use pidfd::PidFd;
 pub use procinfo::*;
+pub use system::*;

@@ -13,7 +13,19 @@ use netlink_packet_sock_diag::{
 };
 use netlink_sys::{protocols::NETLINK_SOCK_DIAG, Socket, SocketAddr};
 
-use crate::port::Listener;
+use std::net::IpAddr;
+
+/// One listening TCP socket, as the kernel reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    pub addr: IpAddr,
+    pub port: u16,
+    pub inode: u64,
+    /// The socket's owner.
+    pub uid: u32,
+    /// For IPv6 sockets: true when `IPV6_V6ONLY` is set (no IPv4 traffic).
+    pub v6only: bool,
+}
 
 /// Every TCP socket in LISTEN state on `port`, IPv4 and IPv6. A dual-stack
 /// `::` listener appears once, in the IPv6 answer, with `v6only == false`.

@@ -1,0 +1,113 @@
+"""Foreground supervision for ``upsonic-server run``: start one server, tell
+systemd it is ready, stop it on SIGTERM/SIGINT, exit with its code if it
+dies, and reap orphans when running as PID 1 (in a container)."""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import socket
+
+from ._manager import ServerManager
+
+TYPE_CHECKING = False
+
+if TYPE_CHECKING:
+    from types import FrameType
+    from typing import Optional, TextIO
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+
+
+def sd_notify(message: str) -> bool:
+    """Sends ``message`` to $NOTIFY_SOCKET (systemd's readiness protocol)."""
+    addr = os.environ.get("NOTIFY_SOCKET")
+    if not addr:
+        return False
+    if addr.startswith("@"):
+        addr = "\0" + addr[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.connect(addr)
+        s.sendall(message.encode())
+    return True
+
+
+class _Terminate(Exception):
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _reap_orphans(keep: int) -> None:
+    """As PID 1, reap exited orphans, leaving our server's status for the core."""
+    while True:
+        try:
+            info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return
+        if info is None or info.si_pid == 0 or info.si_pid == keep:
+            return
+        try:
+            os.waitpid(info.si_pid, os.WNOHANG)
+        except ChildProcessError:
+            return
+
+
+def _wait_for_exit(pid: int) -> None:
+    """Blocks until ``pid`` exits (a pidfd poll), reaping orphans as PID 1."""
+    pidfd = os.pidfd_open(pid)
+    try:
+        while True:
+            ready, _, _ = select.select([pidfd], [], [], 1.0)
+            if os.getpid() == 1:
+                _reap_orphans(pid)
+            if ready:
+                return
+    finally:
+        os.close(pidfd)
+
+
+def _exit_status(code: Optional[int]) -> int:
+    """The shell's view of the server's exit: 128+N for signal N."""
+    if code is None:
+        return EXIT_ERROR
+    return code if code >= 0 else 128 - code
+
+
+def run_foreground(m: ServerManager, redirect_output: bool, force: bool, out: TextIO) -> int:
+    """Runs ``m`` until it dies (its exit status) or we are told to stop (0)."""
+
+    def on_signal(signum: int, frame: Optional[FrameType]) -> None:
+        raise _Terminate(signum)
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        try:
+            m.start(redirect_output, force)
+        except KeyboardInterrupt:
+            return EXIT_OK
+        pid = m.status().pid
+        if pid is None:
+            raise RuntimeError(f"{m.name}: the server exited right after it became ready")
+        sd_notify(f"READY=1\nMAINPID={os.getpid()}\nSTATUS=serving on {m.host}:{m.port}")
+        host = f"[{m.host}]" if ":" in m.host else m.host
+        out.write(f"{m.name}: pid {pid} serving on http://{host}:{m.port}\n")
+        out.flush()
+        _wait_for_exit(pid)
+        # The server died on its own: report its exit code.
+        code = m.status().exit_code
+        m.stop()
+        out.write(f"{m.name}: server exited with code {code}\n")
+        return _exit_status(code)
+    except _Terminate:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        sd_notify("STOPPING=1")
+        m.stop()
+        out.write(f"{m.name}: stopped\n")
+        return EXIT_OK
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)

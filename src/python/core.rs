@@ -1,0 +1,253 @@
+//! `Core`, the native half of a `ServerManager`: every call releases the
+//! GIL while it works and checks for Ctrl-C every few tens of milliseconds.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use pyo3::exceptions::PyKeyboardInterrupt;
+use pyo3::prelude::*;
+
+use crate::error::Error;
+use crate::server::{Config, Server};
+
+use super::args;
+use super::errors::to_py;
+use super::types::{PortHolder, ServerStatus};
+
+/// Runs a core call with the GIL released; Ctrl-C is checked every few tens
+/// of milliseconds and, once the core has cleaned up, re-raised as is.
+pub fn run<T: Send>(
+    py: Python<'_>,
+    f: impl FnOnce(&mut dyn FnMut() -> crate::Result<()>) -> crate::Result<T> + Send,
+) -> PyResult<T> {
+    let pending: Mutex<Option<PyErr>> = Mutex::new(None);
+    let result = py.detach(|| {
+        let mut tick = || -> crate::Result<()> {
+            Python::attach(|py| py.check_signals()).map_err(|e| {
+                *pending.lock() = Some(e);
+                Error::Interrupted
+            })
+        };
+        f(&mut tick)
+    });
+    match result {
+        Ok(v) => Ok(v),
+        Err(Error::Interrupted) => Err(pending
+            .lock()
+            .take()
+            .unwrap_or_else(|| PyKeyboardInterrupt::new_err(()))),
+        Err(e) => Err(to_py(py, e)),
+    }
+}
+
+/// The native half of a `ServerManager`.
+#[pyclass(module = "upsonic_server_manager._core", frozen)]
+pub struct Core {
+    inner: Arc<Server>,
+    /// The output mode of the last `start()`, which `restart()` reuses.
+    redirect_output: AtomicBool,
+}
+
+#[pymethods]
+impl Core {
+    #[new]
+    #[pyo3(signature = (app_path, host, port, name, *, workers, log_dir, pid_dir, cwd, env, start_timeout, stop_timeout, uvicorn_args, python))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        app_path: &Bound<'_, PyAny>,
+        host: &Bound<'_, PyAny>,
+        port: &Bound<'_, PyAny>,
+        name: &Bound<'_, PyAny>,
+        workers: Option<&Bound<'_, PyAny>>,
+        log_dir: PathBuf,
+        pid_dir: Option<PathBuf>,
+        cwd: Option<PathBuf>,
+        env: Option<&Bound<'_, PyAny>>,
+        start_timeout: &Bound<'_, PyAny>,
+        stop_timeout: &Bound<'_, PyAny>,
+        uvicorn_args: &Bound<'_, PyAny>,
+        python: PathBuf,
+    ) -> PyResult<Self> {
+        let cfg = Config {
+            app_path: args::string("app_path", "a string like 'package.module:app'", app_path)?,
+            host: args::string("host", "a string", host)?,
+            port: args::port(py, port)?,
+            name: args::string("name", "a string", name)?,
+            workers: args::workers(py, workers)?,
+            log_dir,
+            pid_dir: args::dir_or_home(pid_dir),
+            cwd,
+            env: args::env(py, env)?,
+            start_timeout: args::seconds(py, "start_timeout", start_timeout)?,
+            stop_timeout: args::seconds(py, "stop_timeout", stop_timeout)?,
+            uvicorn_args: args::uvicorn_args(uvicorn_args)?,
+            python,
+        };
+        let server = Server::new(cfg).map_err(|e| to_py(py, e))?;
+        Ok(Self {
+            inner: Arc::new(server),
+            redirect_output: AtomicBool::new(false),
+        })
+    }
+
+    /// Starts the server unless it already runs; True if it launched one.
+    fn start(&self, py: Python<'_>, redirect_output: bool, force: bool) -> PyResult<bool> {
+        self.redirect_output
+            .store(redirect_output, Ordering::Relaxed);
+        let s = self.inner.clone();
+        run(py, move |tick| s.start(redirect_output, force, tick))
+    }
+
+    /// Sets the output mode `restart()` reuses (a manager rebuilt from a
+    /// record takes the recorded one).
+    fn remember_output(&self, redirect_output: bool) {
+        self.redirect_output
+            .store(redirect_output, Ordering::Relaxed);
+    }
+
+    /// Stops the server's whole process group; quiet when nothing runs.
+    fn stop(&self, py: Python<'_>) -> PyResult<()> {
+        let s = self.inner.clone();
+        run(py, move |tick| s.stop(tick))
+    }
+
+    /// True only for our own server, alive and verified.
+    fn is_running(&self, py: Python<'_>) -> bool {
+        let s = self.inner.clone();
+        py.detach(move || s.is_running())
+    }
+
+    /// Whether a bind to (host, port) would fail now.
+    fn port_in_use(&self, py: Python<'_>) -> PyResult<bool> {
+        let s = self.inner.clone();
+        run(py, move |_| s.port_in_use())
+    }
+
+    /// Stops same-user holders of the port; True if it stopped something.
+    fn kill_port_holders(&self, py: Python<'_>) -> PyResult<bool> {
+        let s = self.inner.clone();
+        run(py, move |tick| s.kill_port_holders(tick))
+    }
+
+    /// Frees the port or raises PortInUseError.
+    fn force_cleanup_port(&self, py: Python<'_>) -> PyResult<()> {
+        let s = self.inner.clone();
+        run(py, move |tick| s.force_cleanup_port(tick))
+    }
+
+    /// The processes whose sockets clash with (host, port).
+    fn port_holders(&self, py: Python<'_>) -> PyResult<Vec<PortHolder>> {
+        let s = self.inner.clone();
+        let holders = run(py, move |_| s.port_holders())?;
+        Ok(holders.iter().map(PortHolder::from).collect())
+    }
+
+    fn read_pid(&self) -> Option<i32> {
+        self.inner.read_pid()
+    }
+
+    fn write_pid(&self, py: Python<'_>) -> PyResult<bool> {
+        let s = self.inner.clone();
+        run(py, move |_| s.write_pid())
+    }
+
+    fn cleanup_pid(&self) {
+        self.inner.cleanup_pid()
+    }
+
+    fn child_pid(&self) -> Option<i32> {
+        self.inner.child_pid()
+    }
+
+    fn child_poll(&self) -> Option<i32> {
+        self.inner.child_poll()
+    }
+
+    fn forget_child(&self) {
+        self.inner.forget_child()
+    }
+
+    /// A snapshot of state and resources.
+    fn status(&self, py: Python<'_>) -> ServerStatus {
+        let s = self.inner.clone();
+        let st = py.detach(move || s.status());
+        let c = self.inner.config();
+        ServerStatus::from_core(&c.name, &c.host, c.port, st)
+    }
+
+    /// (stdout log, stderr log) for redirected output.
+    fn log_paths(&self) -> (PathBuf, PathBuf) {
+        let l = self.inner.log_paths();
+        (l.stdout, l.stderr)
+    }
+
+    // ---- the configuration, owned here ------------------------------------------
+
+    #[getter]
+    fn app_path(&self) -> &str {
+        &self.inner.config().app_path
+    }
+    #[getter]
+    fn host(&self) -> &str {
+        &self.inner.config().host
+    }
+    #[getter]
+    fn port(&self) -> u16 {
+        self.inner.config().port
+    }
+    #[getter]
+    fn name(&self) -> &str {
+        &self.inner.config().name
+    }
+    #[getter]
+    fn workers(&self) -> u32 {
+        self.inner.config().workers
+    }
+    #[getter]
+    fn log_dir(&self) -> PathBuf {
+        self.inner.config().log_dir.clone()
+    }
+    #[getter]
+    fn pid_dir(&self) -> PathBuf {
+        self.inner.config().pid_dir.clone()
+    }
+    #[getter]
+    fn cwd(&self) -> Option<PathBuf> {
+        self.inner.config().cwd.clone()
+    }
+    #[getter]
+    fn env(&self) -> Vec<(String, String)> {
+        self.inner.config().env.clone()
+    }
+    #[getter]
+    fn start_timeout(&self) -> f64 {
+        self.inner.config().start_timeout.as_secs_f64()
+    }
+    #[getter]
+    fn stop_timeout(&self) -> f64 {
+        self.inner.config().stop_timeout.as_secs_f64()
+    }
+    #[getter]
+    fn uvicorn_args(&self) -> Vec<String> {
+        self.inner.config().uvicorn_args.clone()
+    }
+    #[getter]
+    fn redirect_output(&self) -> bool {
+        self.redirect_output.load(Ordering::Relaxed)
+    }
+    #[getter]
+    fn pid_file(&self) -> PathBuf {
+        self.inner.paths().pid_file.clone()
+    }
+    #[getter]
+    fn id_file(&self) -> PathBuf {
+        self.inner.paths().id_file.clone()
+    }
+    #[getter]
+    fn lock_file(&self) -> PathBuf {
+        self.inner.paths().lock_file.clone()
+    }
+}

@@ -1,0 +1,178 @@
+//! The PyO3 layer, and the only module that knows Python: argument
+//! conversion (`args`), the `Core` class (`core`), typed values (`types`)
+//! and the error mapping (`errors`).
+
+mod args;
+mod core;
+mod errors;
+mod types;
+
+use std::path::PathBuf;
+
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use crate::cmdline::Uvicorn;
+use crate::error::Error;
+use crate::platform;
+use crate::port;
+use crate::record;
+use crate::spawn::LogPaths;
+use crate::validate;
+
+use self::core::{run, Core};
+use self::errors::to_py;
+use self::types::{PortHolder, ServerStatus, UvicornCommand};
+
+/// Holders of sockets that clash with a bind to (host, port).
+#[pyfunction]
+#[pyo3(signature = (port, host = "0.0.0.0".to_owned()))]
+fn port_holders(
+    py: Python<'_>,
+    port: &Bound<'_, PyAny>,
+    host: String,
+) -> PyResult<Vec<PortHolder>> {
+    let port = args::port(py, port)?;
+    let addrs = validate::host(&host).map_err(|e| to_py(py, e))?;
+    let holders = run(py, move |_| {
+        let ls = port::conflicting_listeners(&addrs, port)
+            .map_err(|e| Error::os("reading the port table", e))?;
+        Ok(port::holders_of(&ls, &[]))
+    })?;
+    Ok(holders.iter().map(PortHolder::from).collect())
+}
+
+/// What /proc says about `pid`, or None.
+#[pyfunction]
+fn process_info<'py>(py: Python<'py>, pid: i64) -> PyResult<Option<Bound<'py, PyDict>>> {
+    let Ok(pid) = i32::try_from(pid) else {
+        return Ok(None);
+    };
+    let Some(info) = platform::proc_info(pid) else {
+        return Ok(None);
+    };
+    let d = PyDict::new(py);
+    d.set_item("pid", info.pid)?;
+    d.set_item("ppid", info.ppid)?;
+    d.set_item("pgid", info.pgid)?;
+    d.set_item("sid", info.sid)?;
+    d.set_item("state", info.state.to_string())?;
+    d.set_item("alive", info.is_alive())?;
+    d.set_item("start_ticks", info.start_ticks)?;
+    d.set_item("uid", info.uid)?;
+    d.set_item("user", platform::user_name(info.uid))?;
+    d.set_item("name", info.name)?;
+    d.set_item("cmdline", platform::cmdline(pid).unwrap_or_default())?;
+    d.set_item("rss_bytes", info.rss_bytes)?;
+    Ok(Some(d))
+}
+
+/// The identity recorded for server `name` in `pid_dir` (default: home), as
+/// a dict, or None.
+#[pyfunction]
+#[pyo3(signature = (pid_dir, name))]
+fn read_record<'py>(
+    py: Python<'py>,
+    pid_dir: Option<PathBuf>,
+    name: String,
+) -> PyResult<Option<Bound<'py, PyDict>>> {
+    validate::name(&name).map_err(|e| to_py(py, e))?;
+    let paths = record::Paths::new(&args::dir_or_home(pid_dir), &name);
+    let pid = record::read_pid(&paths, platform::pid_max());
+    let d = PyDict::new(py);
+    d.set_item("pid", pid)?;
+    match record::read_identity(&paths).filter(|id| Some(id.pid) == pid) {
+        Some(id) => {
+            d.set_item("host", id.host)?;
+            d.set_item("port", id.port)?;
+            d.set_item("app_path", id.app_path)?;
+            d.set_item("log_dir", (!id.log_dir.is_empty()).then_some(id.log_dir))?;
+            d.set_item("started_ms", id.started_ms)?;
+        }
+        None if pid.is_none() => return Ok(None),
+        None => {}
+    }
+    Ok(Some(d))
+}
+
+/// Names of every server with a PID file in `pid_dir` (default: home).
+#[pyfunction]
+#[pyo3(signature = (pid_dir=None))]
+fn list_records(pid_dir: Option<PathBuf>) -> Vec<String> {
+    record::list_names(&args::dir_or_home(pid_dir))
+}
+
+/// (PID file, identity file, lock file) of server `name` in `pid_dir`.
+#[pyfunction]
+fn record_paths(
+    py: Python<'_>,
+    pid_dir: Option<PathBuf>,
+    name: String,
+) -> PyResult<(PathBuf, PathBuf, PathBuf)> {
+    validate::name(&name).map_err(|e| to_py(py, e))?;
+    let p = record::Paths::new(&args::dir_or_home(pid_dir), &name);
+    Ok((p.pid_file, p.id_file, p.lock_file))
+}
+
+/// (stdout log, stderr log) of server `name` in `log_dir`.
+#[pyfunction]
+fn log_paths(py: Python<'_>, log_dir: PathBuf, name: String) -> PyResult<(PathBuf, PathBuf)> {
+    validate::name(&name).map_err(|e| to_py(py, e))?;
+    let l = LogPaths::new(&log_dir, &name);
+    Ok((l.stdout, l.stderr))
+}
+
+/// What a uvicorn command line serves, or None if it is not uvicorn.
+#[pyfunction]
+fn parse_uvicorn_cmdline(argv: Vec<String>) -> Option<UvicornCommand> {
+    Uvicorn::parse(&argv).map(UvicornCommand::from)
+}
+
+/// The directory PID records live in by default.
+#[pyfunction]
+fn home_dir() -> PathBuf {
+    platform::home_dir()
+}
+
+/// Bytes of memory available to new processes.
+#[pyfunction]
+fn memory_available() -> u64 {
+    platform::memory_available()
+}
+
+/// The pids of every descendant of `pid`.
+#[pyfunction]
+fn descendants(pid: i64) -> PyResult<Vec<i32>> {
+    let pid = i32::try_from(pid)
+        .map_err(|_| pyo3::exceptions::PyTypeError::new_err("pid out of range"))?;
+    Ok(platform::descendants(pid))
+}
+
+/// Panics on purpose, so that tests can check that a Rust panic reaches
+/// Python as an exception instead of aborting the interpreter.
+#[pyfunction]
+fn _panic_for_tests(message: String) -> PyResult<()> {
+    // Inside a detached section as well, as every real call is.
+    Python::attach(|py| py.detach(|| -> PyResult<()> { panic!("{message}") }))
+}
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    errors::init(m.py())?;
+    m.add_class::<Core>()?;
+    m.add_class::<ServerStatus>()?;
+    m.add_class::<PortHolder>()?;
+    m.add_class::<UvicornCommand>()?;
+    m.add_function(wrap_pyfunction!(port_holders, m)?)?;
+    m.add_function(wrap_pyfunction!(process_info, m)?)?;
+    m.add_function(wrap_pyfunction!(memory_available, m)?)?;
+    m.add_function(wrap_pyfunction!(descendants, m)?)?;
+    m.add_function(wrap_pyfunction!(read_record, m)?)?;
+    m.add_function(wrap_pyfunction!(list_records, m)?)?;
+    m.add_function(wrap_pyfunction!(record_paths, m)?)?;
+    m.add_function(wrap_pyfunction!(log_paths, m)?)?;
+    m.add_function(wrap_pyfunction!(parse_uvicorn_cmdline, m)?)?;
+    m.add_function(wrap_pyfunction!(home_dir, m)?)?;
+    m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;
+    Ok(())
+}

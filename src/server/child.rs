@@ -1,0 +1,90 @@
+//! The server process this `Server` spawned itself: reaping it, and the
+//! exit code as Python's `subprocess` reports it.
+
+use std::process::Child;
+use std::sync::Arc;
+
+use crate::platform::PidFd;
+use crate::record::Identity;
+
+use super::Server;
+
+/// The server process we launched ourselves.
+#[derive(Debug)]
+pub(super) struct Launched {
+    pub child: Child,
+    pub pidfd: Arc<PidFd>,
+    pub identity: Identity,
+    pub exit: Option<i32>,
+}
+
+impl Launched {
+    /// Reaps without blocking; the exit code, negative for a signal.
+    pub fn poll(&mut self) -> Option<i32> {
+        if self.exit.is_none() {
+            match self.child.try_wait() {
+                Ok(Some(st)) => self.exit = Some(exit_code(st)),
+                Ok(None) => {}
+                // Someone else reaped it (e.g. os.waitpid in the caller): the
+                // code is lost; report 0 as subprocess.Popen does.
+                Err(_) if self.pidfd.has_exited() => self.exit = Some(0),
+                Err(_) => {}
+            }
+        }
+        self.exit
+    }
+
+    /// Reaps, blocking: only called once the pidfd says it exited.
+    pub fn reap(&mut self) -> i32 {
+        *self.exit.get_or_insert_with(|| {
+            // Reaped elsewhere (ECHILD): 0, as subprocess.Popen reports.
+            self.child.wait().map(exit_code).unwrap_or(0)
+        })
+    }
+}
+
+/// The exit code, or minus the signal number that ended the process.
+fn exit_code(st: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    st.code().or_else(|| st.signal().map(|s| -s)).unwrap_or(-1)
+}
+
+impl Server {
+    /// Our own child, if we launched one that has not been stopped: its
+    /// pidfd, identity and exit code (None while it runs).
+    pub(super) fn own_child(&self) -> Option<(Arc<PidFd>, Identity, Option<i32>)> {
+        let mut guard = self.launched.lock();
+        let l = guard.as_mut()?;
+        let exit = l.poll();
+        Some((l.pidfd.clone(), l.identity.clone(), exit))
+    }
+
+    /// Reaps and forgets a child of ours that has exited.
+    pub(super) fn forget_exited_child(&self) {
+        let mut guard = self.launched.lock();
+        if let Some(l) = guard.as_mut() {
+            if l.poll().is_some() {
+                *guard = None;
+            }
+        }
+    }
+
+    /// Reaps and forgets our child after a stop, if it is gone (`stopped`:
+    /// the stop reported success, so the wait cannot block for long).
+    pub(super) fn settle_child(&self, pidfd: &PidFd, stopped: bool) {
+        let mut guard = self.launched.lock();
+        if let Some(l) = guard.as_mut() {
+            if pidfd.has_exited() || stopped {
+                l.reap();
+            }
+            if l.exit.is_some() {
+                *guard = None;
+            }
+        }
+    }
+
+    /// Reaps our child after the pidfd said it exited; its exit code.
+    pub(super) fn reap_child(&self) -> Option<i32> {
+        self.launched.lock().as_mut().map(Launched::reap)
+    }
+}

@@ -1,0 +1,227 @@
+//! Launching: spawning uvicorn, recording it, and waiting until a socket of
+//! its process group listens (or it exits, or the start timeout passes).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::error::{Error, Result};
+use crate::platform::{self, PidFd};
+use crate::port;
+use crate::record::{self, Identity};
+use crate::spawn::{self, LaunchSpec, LogPaths};
+
+use super::child::Launched;
+use super::{Server, Tick};
+
+/// How often a blocking wait gives `tick` (Ctrl-C checks) a chance to run.
+const TICK_EVERY: Duration = Duration::from_millis(20);
+/// How often readiness looks at the port table while the server starts.
+const READY_STEP: Duration = Duration::from_millis(1);
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The wall clock, in seconds since the epoch.
+pub(super) fn now_secs() -> f64 {
+    now_ms() as f64 / 1000.0
+}
+
+impl Server {
+    /// uvicorn's own graceful-shutdown limit, a little inside ours.
+    fn graceful_timeout_secs(&self) -> Option<u64> {
+        let s = self.cfg.stop_timeout.as_secs_f64();
+        (s >= 2.0).then(|| ((s * 0.8).floor() as u64).max(1))
+    }
+
+    /// Spawns the server, records it, and waits until it is ready. On any
+    /// failure the half-started server is stopped and its record removed.
+    pub(super) fn launch(&self, redirect_output: bool, tick: Tick<'_>) -> Result<()> {
+        let logs = self.log_paths();
+        let (files, err_offset) = if redirect_output {
+            let (o, e, off) = spawn::open_logs(&logs)?;
+            (Some((o, e)), Some(off))
+        } else {
+            (None, None)
+        };
+        let launch_id = spawn::new_launch_id();
+        let spec = LaunchSpec {
+            python: &self.cfg.python,
+            app_path: &self.cfg.app_path,
+            host: &self.cfg.host,
+            port: self.cfg.port,
+            workers: self.cfg.workers,
+            uvicorn_args: &self.cfg.uvicorn_args,
+            graceful_timeout_secs: self.graceful_timeout_secs(),
+            cwd: self.cfg.cwd.as_deref(),
+            env: &self.cfg.env,
+            launch_id: &launch_id,
+        };
+        let started_ms = now_ms();
+        let child = spawn::spawn(&spec, files)?;
+        let pid = child.id() as i32;
+        // Our unreaped child cannot be replaced under its PID: these reads are safe.
+        let pidfd =
+            Arc::new(PidFd::open(pid).map_err(|e| Error::os("opening a pidfd for the server", e))?);
+        let start_ticks = platform::proc_info(pid).map(|i| i.start_ticks).unwrap_or(0);
+        let identity = Identity {
+            pid,
+            start_ticks,
+            boot_id: platform::boot_id().cloned().unwrap_or_default(),
+            launch_id,
+            host: self.cfg.host.clone(),
+            port: self.cfg.port,
+            app_path: self.cfg.app_path.clone(),
+            started_ms,
+            log_dir: if redirect_output {
+                logs.stdout
+                    .parent()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            } else {
+                String::new()
+            },
+        };
+        *self.launched.lock() = Some(Launched {
+            child,
+            pidfd: pidfd.clone(),
+            identity: identity.clone(),
+            exit: None,
+        });
+
+        if let Err(e) = record::write(&self.paths, &identity) {
+            self.abort_launch(false, tick);
+            return Err(e);
+        }
+        match self.wait_ready(&pidfd, &logs, err_offset, tick) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.abort_launch(matches!(e, Error::Interrupted), &mut || Ok(()));
+                Err(e)
+            }
+        }
+    }
+
+    /// Stops a half-started server and removes its record. After Ctrl-C it
+    /// gets no grace period: it was never serving, and the user is waiting.
+    fn abort_launch(&self, interrupted: bool, tick: Tick<'_>) {
+        let grace = if interrupted {
+            Duration::ZERO
+        } else {
+            self.cfg.stop_timeout
+        };
+        let _ = self.stop_launched(grace, tick);
+    }
+
+    /// Whether a socket of our server's process group listens on the port.
+    pub(super) fn our_group_listens(&self, leader: i32) -> bool {
+        match platform::DiagSocket::new() {
+            Ok(mut diag) => self.our_group_listens_with(&mut diag, leader),
+            Err(_) => false,
+        }
+    }
+
+    /// `our_group_listens` on a kept sock_diag socket (the readiness loop).
+    fn our_group_listens_with(&self, diag: &mut platform::DiagSocket, leader: i32) -> bool {
+        let v4 = self.addrs.iter().any(|a| a.is_ipv4());
+        let v6 = self.addrs.iter().any(|a| a.is_ipv6());
+        let Ok(ls) = diag.listeners(self.cfg.port, v4, v6) else {
+            return false;
+        };
+        if ls.is_empty() {
+            return false;
+        }
+        let mut pids = vec![leader];
+        pids.extend(platform::descendants(leader));
+        pids.into_iter().any(|p| {
+            let inodes = platform::socket_inodes(p);
+            ls.iter().any(|l| inodes.contains(&l.inode))
+        })
+    }
+
+    fn wait_ready(
+        &self,
+        pidfd: &Arc<PidFd>,
+        logs: &LogPaths,
+        err_offset: Option<u64>,
+        tick: Tick<'_>,
+    ) -> Result<()> {
+        let start = Instant::now();
+        let deadline = start + self.cfg.start_timeout;
+        let mut last_tick = start;
+        let mut diag =
+            platform::DiagSocket::new().map_err(|e| Error::os("opening a sock_diag socket", e))?;
+        loop {
+            let exited = pidfd
+                .wait_exit(READY_STEP)
+                .map_err(|e| Error::os("waiting for the server", e))?;
+            if exited {
+                return Err(Error::StartFailed {
+                    name: self.cfg.name.clone(),
+                    address: port::format_addr(self.addrs[0], self.cfg.port),
+                    exit_code: self.reap_child(),
+                    stderr_tail: stderr_tail(logs, err_offset),
+                    output_captured: err_offset.is_some(),
+                });
+            }
+            if self.our_group_listens_with(&mut diag, pidfd.pid()) {
+                return Ok(());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Error::StartTimeout {
+                    name: self.cfg.name.clone(),
+                    port: self.cfg.port,
+                    timeout: self.cfg.start_timeout,
+                    stderr_tail: stderr_tail(logs, err_offset),
+                });
+            }
+            if now - last_tick >= TICK_EVERY {
+                last_tick = now;
+                tick()?;
+            }
+        }
+    }
+}
+
+/// The last lines this run wrote to the stderr log (from `offset`, where the
+/// run began), at most 30 lines of the last 8 KiB.
+fn stderr_tail(logs: &LogPaths, offset: Option<u64>) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let offset = offset?;
+    let mut f = std::fs::File::open(&logs.stderr).ok()?;
+    let len = f.metadata().ok()?.len();
+    let from = offset.max(len.saturating_sub(8192));
+    f.seek(SeekFrom::Start(from)).ok()?;
+    let mut buf = Vec::new();
+    f.take(8192).read_to_end(&mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf);
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = lines[lines.len().saturating_sub(30)..].join("\n");
+    (!tail.trim().is_empty()).then_some(tail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_is_this_runs_last_lines() {
+        let d = std::env::temp_dir().join(format!("usm-tail-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let logs = LogPaths::new(&d, "t");
+        std::fs::write(&logs.stderr, "old run\n").unwrap();
+        let offset = std::fs::metadata(&logs.stderr).unwrap().len();
+        let lines: String = (0..40).map(|i| format!("line {i}\n")).collect();
+        std::fs::write(&logs.stderr, format!("old run\n{lines}")).unwrap();
+        let tail = stderr_tail(&logs, Some(offset)).unwrap();
+        assert!(!tail.contains("old run"));
+        assert_eq!(tail.lines().count(), 30);
+        assert!(tail.ends_with("line 39"));
+        assert_eq!(stderr_tail(&logs, None), None);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}

@@ -1,0 +1,295 @@
+//! One managed server: the `Server` type, finding our server through our
+//! child or the PID record, and the start/stop orchestration. Each step has
+//! its own file: `launch` (spawn and readiness), `conflict` (the port's
+//! holders), `stop` (ending a launch), `status`, `child` (the process we
+//! spawned) and `compat` (the original's helpers). Whose a process is, is
+//! decided in `crate::claim`.
+
+mod child;
+mod compat;
+mod conflict;
+mod launch;
+mod status;
+mod stop;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use crate::claim::{self, Claim, Facts, Wanted};
+use crate::error::{Error, Result};
+use crate::facts::Live;
+use crate::platform::{self, PidFd};
+use crate::record::{self, Identity, Paths};
+use crate::spawn::LogPaths;
+use crate::validate;
+
+use child::Launched;
+pub use status::{State, Status};
+
+/// A cancellation hook called every few tens of milliseconds during waits.
+pub type Tick<'a> = &'a mut dyn FnMut() -> Result<()>;
+
+/// Everything a server is launched with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub app_path: String,
+    pub host: String,
+    pub port: u16,
+    pub name: String,
+    pub workers: u32,
+    pub log_dir: PathBuf,
+    pub pid_dir: PathBuf,
+    pub cwd: Option<PathBuf>,
+    pub env: Vec<(String, String)>,
+    pub start_timeout: Duration,
+    pub stop_timeout: Duration,
+    pub uvicorn_args: Vec<String>,
+    pub python: PathBuf,
+}
+
+impl Config {
+    /// Checks every field (the one validation every entry point shares) and
+    /// returns the addresses the host resolves to.
+    pub fn validate(&self) -> Result<Vec<IpAddr>> {
+        validate::name(&self.name)?;
+        validate::app_path(&self.app_path)?;
+        let addrs = validate::host(&self.host)?;
+        validate::port(i64::from(self.port))?;
+        validate::workers(i64::from(self.workers))?;
+        validate::seconds("start_timeout", self.start_timeout.as_secs_f64())?;
+        validate::seconds("stop_timeout", self.stop_timeout.as_secs_f64())?;
+        for (k, v) in &self.env {
+            validate::env_entry(k, v)?;
+        }
+        Ok(addrs)
+    }
+}
+
+/// A running server found through our child or the PID record.
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub pid: i32,
+    pub pidfd: Arc<PidFd>,
+    pub info: platform::ProcInfo,
+    /// The recorded identity, if the record had one that matched.
+    pub identity: Option<Identity>,
+    /// True when accepted from a bare PID file (upsonic's original format).
+    pub legacy: bool,
+}
+
+/// The PID record read at one moment: the PID, with our identity file
+/// when it describes that PID. Read once per decision.
+#[derive(Debug)]
+struct Recorded {
+    pid: i32,
+    identity: Option<Identity>,
+}
+
+/// One managed server.
+#[derive(Debug)]
+pub struct Server {
+    cfg: Config,
+    addrs: Vec<IpAddr>,
+    paths: Paths,
+    pid_max: i32,
+    launched: Mutex<Option<Launched>>,
+}
+
+impl Server {
+    /// Validates the configuration; fails fast, touching nothing on disk.
+    pub fn new(cfg: Config) -> Result<Self> {
+        let addrs = cfg.validate()?;
+        let paths = Paths::new(&cfg.pid_dir, &cfg.name);
+        Ok(Self {
+            cfg,
+            addrs,
+            paths,
+            pid_max: platform::pid_max(),
+            launched: Mutex::new(None),
+        })
+    }
+
+    /// The configuration this server was built with.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// The record files.
+    pub fn paths(&self) -> &Paths {
+        &self.paths
+    }
+
+    /// Where redirected output goes, resolved against the current directory.
+    pub fn log_paths(&self) -> LogPaths {
+        let dir = if self.cfg.log_dir.is_absolute() {
+            self.cfg.log_dir.clone()
+        } else {
+            std::env::current_dir()
+                .unwrap_or_else(|_| PathBuf::from("."))
+                .join(&self.cfg.log_dir)
+        };
+        LogPaths::new(&dir, &self.cfg.name)
+    }
+
+    fn wanted(&self) -> Wanted<'_> {
+        Wanted {
+            app_path: &self.cfg.app_path,
+            port: self.cfg.port,
+        }
+    }
+
+    // ---- finding our server -------------------------------------------------
+
+    fn read_record(&self) -> Option<Recorded> {
+        let pid = record::read_pid(&self.paths, self.pid_max)?;
+        let identity = record::read_identity(&self.paths).filter(|id| id.pid == pid);
+        Some(Recorded { pid, identity })
+    }
+
+    fn claim_of(&self, rec: &Recorded, facts: &dyn Facts) -> Claim {
+        claim::of_record(rec.pid, rec.identity.as_ref(), self.wanted(), facts)
+    }
+
+    /// The server the PID record names, if it is ours and alive, pinned
+    /// with a pidfd so that it can be signalled safely.
+    pub fn find_recorded(&self) -> Option<Found> {
+        let rec = self.read_record()?;
+        let facts = Live::new();
+        let seen = facts.stat(rec.pid)?;
+        let Claim::Ours { legacy } = self.claim_of(&rec, &facts) else {
+            return None;
+        };
+        let pidfd = PidFd::open(rec.pid).ok()?;
+        // The pidfd pins a process: make sure it is the one we judged.
+        let info = platform::proc_info(rec.pid)?;
+        if info.start_ticks != seen.start_ticks {
+            return None;
+        }
+        Some(Found {
+            pid: rec.pid,
+            pidfd: Arc::new(pidfd),
+            info,
+            identity: rec.identity,
+            legacy,
+        })
+    }
+
+    /// Our server, alive or not: our child first, then the record.
+    pub fn find(&self) -> Option<Found> {
+        if let Some((pidfd, identity, None)) = self.own_child() {
+            if let Some(info) = platform::proc_info(pidfd.pid()) {
+                return Some(Found {
+                    pid: pidfd.pid(),
+                    pidfd,
+                    info,
+                    identity: Some(identity),
+                    legacy: false,
+                });
+            }
+        }
+        self.find_recorded()
+    }
+
+    /// True only for our server, alive and not a zombie. Removes a stale
+    /// record when no start or stop is under way. With our identity file,
+    /// one read of /proc/PID/stat decides.
+    pub fn is_running(&self) -> bool {
+        if let Some((pidfd, _, None)) = self.own_child() {
+            if !pidfd.has_exited() {
+                return true;
+            }
+        }
+        let claim = self
+            .read_record()
+            .map(|rec| self.claim_of(&rec, &Live::new()));
+        if matches!(claim, Some(Claim::Ours { .. })) {
+            return true;
+        }
+        if claim.is_some() || self.paths.pid_file.exists() || self.paths.id_file.exists() {
+            self.remove_stale_record_if_idle();
+        }
+        false
+    }
+
+    /// How long to wait for the per-name lock: a holder that starts a server
+    /// and cleans up after a failure needs at most this long.
+    fn lock_deadline(&self) -> Instant {
+        Instant::now() + self.cfg.start_timeout + self.cfg.stop_timeout * 2 + Duration::from_secs(5)
+    }
+
+    fn remove_stale_record_if_idle(&self) {
+        if let Ok(Some(_lock)) = crate::lock::try_acquire(&self.paths.lock_file) {
+            self.remove_stale_record();
+        }
+    }
+
+    /// Under the lock: removes the record unless its claim keeps it (see
+    /// `Claim::keeps_record`).
+    fn remove_stale_record(&self) {
+        match self.read_record() {
+            Some(rec) if self.claim_of(&rec, &Live::new()).keeps_record() => {}
+            _ => record::remove(&self.paths),
+        }
+    }
+
+    // ---- the lifecycle ------------------------------------------------------------
+
+    /// Starts the server unless ours already runs; returns once it listens.
+    /// True if it launched one.
+    pub fn start(&self, redirect_output: bool, force: bool, tick: Tick<'_>) -> Result<bool> {
+        let _lock = crate::lock::acquire(&self.paths.lock_file, self.lock_deadline(), tick)?;
+        if let Some(f) = self.find() {
+            if f.info.is_alive() && !f.pidfd.has_exited() {
+                return Ok(false);
+            }
+        }
+        if let Some(rec) = self.read_record() {
+            if let (Claim::OtherConfig, Some(other)) =
+                (self.claim_of(&rec, &Live::new()), &rec.identity)
+            {
+                return Err(Error::NameTaken {
+                    name: self.cfg.name.clone(),
+                    pid: other.pid,
+                    app_path: other.app_path.clone(),
+                    host: other.host.clone(),
+                    port: other.port,
+                });
+            }
+        }
+        // A previous child of ours that died: reap it before launching anew,
+        // and stop whatever of that launch outlived it (orphaned workers).
+        self.forget_exited_child();
+        self.stop_recorded_orphans(tick)?;
+        self.remove_stale_record();
+        self.clear_port_for_start(force, tick)?;
+        self.launch(redirect_output, tick)?;
+        Ok(true)
+    }
+
+    /// Stops our server (its whole process group), idempotently and quietly
+    /// when nothing runs; removes the record only if it names this server.
+    pub fn stop(&self, tick: Tick<'_>) -> Result<()> {
+        let _lock = crate::lock::acquire(&self.paths.lock_file, self.lock_deadline(), tick)?;
+        let own_pid = self.own_child().map(|(fd, _, _)| fd.pid());
+        self.stop_launched(self.cfg.stop_timeout, tick)?;
+        if let Some(found) = self.find_recorded() {
+            if Some(found.pid) != own_pid {
+                let result = self.terminate_server(
+                    found.pidfd.clone(),
+                    found.identity.as_ref(),
+                    self.cfg.stop_timeout,
+                    tick,
+                );
+                record::remove_if_names(&self.paths, found.pid, self.pid_max);
+                result?;
+            }
+        }
+        self.stop_recorded_orphans(tick)?;
+        self.remove_stale_record();
+        Ok(())
+    }
+}

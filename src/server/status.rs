@@ -1,0 +1,141 @@
+//! A point-in-time view of a server: state, resources, workers and logs.
+
+use std::path::{Path, PathBuf};
+
+use crate::platform;
+use crate::spawn::LogPaths;
+
+use super::launch::now_secs;
+use super::Server;
+
+/// The state reported by `status()`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Alive, and a socket of its group listens on the port.
+    Running,
+    /// Alive, not listening yet.
+    Starting,
+    /// A record or child remains, but the process is gone.
+    Dead,
+    /// Nothing of it remains.
+    Stopped,
+}
+
+impl State {
+    /// The lowercase name used in Python and the CLI.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            State::Running => "running",
+            State::Starting => "starting",
+            State::Dead => "dead",
+            State::Stopped => "stopped",
+        }
+    }
+}
+
+/// A point-in-time view of the server.
+#[derive(Debug, Clone)]
+pub struct Status {
+    pub pid: Option<i32>,
+    pub state: State,
+    /// Seconds since the epoch.
+    pub started_at: Option<f64>,
+    pub uptime: Option<f64>,
+    /// Resident memory of the server and its descendants.
+    pub rss_bytes: Option<u64>,
+    /// CPU time of the server and its descendants over their lifetime, in
+    /// percent of one core.
+    pub cpu_percent: Option<f64>,
+    pub workers: Vec<i32>,
+    pub exit_code: Option<i32>,
+    pub stdout_log: Option<PathBuf>,
+    pub stderr_log: Option<PathBuf>,
+}
+
+impl Status {
+    fn not_running(pid: Option<i32>, exit_code: Option<i32>) -> Self {
+        let dead = pid.is_some() || exit_code.is_some();
+        Status {
+            pid,
+            state: if dead { State::Dead } else { State::Stopped },
+            started_at: None,
+            uptime: None,
+            rss_bytes: None,
+            cpu_percent: None,
+            workers: Vec::new(),
+            exit_code,
+            stdout_log: None,
+            stderr_log: None,
+        }
+    }
+}
+
+/// Whether a descendant serves requests: multiprocessing's resource tracker
+/// is a helper, counted in memory and CPU but not as a worker.
+fn is_worker(pid: i32) -> bool {
+    !platform::cmdline(pid).is_some_and(|c| {
+        c.iter()
+            .any(|a| a.contains("multiprocessing.resource_tracker"))
+    })
+}
+
+impl Server {
+    /// A snapshot of the server's state and resources.
+    pub fn status(&self) -> Status {
+        let found = self
+            .find()
+            .filter(|f| f.info.is_alive() && !f.pidfd.has_exited());
+        let child_exit = self.launched.lock().as_mut().and_then(|l| l.poll());
+        let Some(f) = found else {
+            return Status::not_running(self.read_pid(), child_exit);
+        };
+        let descendants = platform::descendants(f.pid);
+        let workers: Vec<i32> = descendants
+            .iter()
+            .copied()
+            .filter(|p| is_worker(*p))
+            .collect();
+        let mut rss = f.info.rss_bytes;
+        let mut cpu = f.info.cpu_ticks;
+        for w in &descendants {
+            if let Some(i) = platform::proc_info(*w) {
+                rss += i.rss_bytes;
+                cpu += i.cpu_ticks;
+            }
+        }
+        let hz = platform::ticks_per_second().max(1) as f64;
+        let age = platform::uptime_secs().map(|up| (up - f.info.start_ticks as f64 / hz).max(0.0));
+        let started_at = match (&f.identity, age) {
+            (Some(id), _) if id.started_ms > 0 => Some(id.started_ms as f64 / 1000.0),
+            (_, Some(a)) => Some(now_secs() - a),
+            _ => None,
+        };
+        let cpu_percent = age
+            .filter(|a| *a > 0.0)
+            .map(|a| 100.0 * (cpu as f64 / hz) / a);
+        let (stdout_log, stderr_log) = match f.identity.as_ref().map(|i| i.log_dir.as_str()) {
+            Some(d) if !d.is_empty() => {
+                let lp = LogPaths::new(Path::new(d), &self.cfg.name);
+                (Some(lp.stdout), Some(lp.stderr))
+            }
+            _ => (None, None),
+        };
+        let state = if self.our_group_listens(f.pid) {
+            State::Running
+        } else {
+            State::Starting
+        };
+        Status {
+            pid: Some(f.pid),
+            state,
+            started_at,
+            uptime: age,
+            rss_bytes: Some(rss),
+            cpu_percent,
+            workers,
+            exit_code: None,
+            stdout_log,
+            stderr_log,
+        }
+    }
+}
