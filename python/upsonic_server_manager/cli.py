@@ -177,11 +177,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="stop your own programs holding the port")
     p.add_argument("--redirect-output", action="store_true", help="write output to log files")
 
-    p = sub.add_parser("stop", help="stop a server")
-    p.add_argument("name", metavar="NAME")
+    p = sub.add_parser("stop", help="stop a server (or --all, concurrently)")
+    p.add_argument("name", metavar="NAME", nargs="?")
+    p.add_argument("--all", action="store_true", help="every recorded server, concurrently")
 
-    p = sub.add_parser("restart", help="stop a server and start it again")
-    p.add_argument("name", metavar="NAME")
+    p = sub.add_parser("restart", help="stop a server and start it again (or --all)")
+    p.add_argument("name", metavar="NAME", nargs="?")
+    p.add_argument("--all", action="store_true", help="every recorded server")
 
     p = sub.add_parser("status", help="show servers as a table (exit 3 if NAME is not running)")
     p.add_argument("name", metavar="NAME", nargs="?")
@@ -255,7 +257,36 @@ def cmd_start(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def _one_name_or_all(args: argparse.Namespace) -> None:
+    if bool(args.name) == bool(args.all):
+        raise UsageError(f"{args.command}: give a NAME or --all (not both)")
+
+
+def _recorded_managers(args: argparse.Namespace) -> list[ServerManager]:
+    """A manager for every recorded server that still has something to go on."""
+    found = (_manager_from_record(args, n) for n in list_records(args.pid_dir))
+    return [m for m in found if m is not None]
+
+
+def _stop_all(args: argparse.Namespace, out: TextIO) -> list[ServerManager]:
+    """Stops every recorded server concurrently; returns those that ran."""
+    from ._group import ServerGroup
+
+    managers = _recorded_managers(args)
+    running = [m for m in managers if m.is_running()]
+    t0 = time.monotonic()
+    # Concurrently: every SIGTERM goes out first, then one wait for all.
+    ServerGroup(managers).stop()
+    took = (time.monotonic() - t0) * 1000
+    out.write(f"stopped {len(running)} of {len(managers)} recorded servers in {took:.0f} ms\n")
+    return running
+
+
 def cmd_stop(args: argparse.Namespace, out: TextIO) -> int:
+    _one_name_or_all(args)
+    if args.all:
+        _stop_all(args, out)
+        return EXIT_OK
     m = _manager_from_record(args, args.name)
     if m is None or not m.is_running():
         if m is not None:
@@ -269,6 +300,9 @@ def cmd_stop(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_restart(args: argparse.Namespace, out: TextIO) -> int:
+    _one_name_or_all(args)
+    if args.all:
+        return _restart_all(args, out)
     m = _manager_from_record(args, args.name)
     if m is None:
         raise ServerManagerError(f"no PID record for a server named {args.name!r}")
@@ -276,6 +310,19 @@ def cmd_restart(args: argparse.Namespace, out: TextIO) -> int:
     m.stop()
     took = run_with_spinner(f"starting {m.name}", lambda: m.start(m.redirect_output), out)
     out.write(f"{m.name}: restarted, pid {m.status().pid} in {took * 1000:.0f} ms\n")
+    return EXIT_OK
+
+
+def _restart_all(args: argparse.Namespace, out: TextIO) -> int:
+    from ._group import ServerGroup
+
+    running = _stop_all(args, out)
+    # Start again in parallel, each with its recorded output mode.
+    t0 = time.monotonic()
+    for redirect in (True, False):
+        ServerGroup([m for m in running if m.redirect_output == redirect]).start(redirect)
+    took = (time.monotonic() - t0) * 1000
+    out.write(f"started {len(running)} servers again in {took:.0f} ms\n")
     return EXIT_OK
 
 
