@@ -12,7 +12,19 @@ use crate::platform;
 /// A held lock; released on drop (and by the kernel if the holder dies).
 #[derive(Debug)]
 pub struct NameLock {
-    _file: File,
+    file: File,
+    path: std::path::PathBuf,
+}
+
+impl NameLock {
+    /// Releases the lock and removes its file, so that stopped servers leave
+    /// no lock files behind. Safe because every taker checks, once it holds
+    /// the lock, that the path still names the file it locked (see
+    /// `try_acquire`): a taker that locked the removed file retries.
+    pub fn release_and_remove(self) {
+        let _ = std::fs::remove_file(&self.path);
+        drop(self.file);
+    }
 }
 
 /// Opens (creating, 0600, never through a symlink) the lock file.
@@ -59,9 +71,23 @@ pub fn acquire(
 pub fn try_acquire(path: &Path) -> Result<Option<NameLock>> {
     let file = open_lock_file(path)?;
     match platform::try_lock_exclusive(&file) {
-        Ok(true) => Ok(Some(NameLock { _file: file })),
-        Ok(false) => Ok(None),
+        Ok(true) if still_named(&file, path) => Ok(Some(NameLock {
+            file,
+            path: path.to_owned(),
+        })),
+        // Locked a file its holder removed meanwhile: as good as busy; the
+        // next try opens (or creates) the file the path names now.
+        Ok(true) | Ok(false) => Ok(None),
         Err(e) => Err(Error::path("cannot lock", path, e)),
+    }
+}
+
+/// Whether `path` still names the open `file` (same device and inode).
+fn still_named(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::symlink_metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
     }
 }
 
@@ -93,10 +119,16 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(try_acquire(&p).unwrap().is_none());
-        drop(first);
-        let again = acquire(&p, far, &mut || Ok(()));
-        assert!(again.is_ok());
-        drop(again);
-        std::fs::remove_file(&p).unwrap();
+        // A file removed by its holder is not a lock: the next taker retries.
+        let stale = open_lock_file(&p).unwrap();
+        first.release_and_remove();
+        assert!(!p.exists());
+        assert!(platform::try_lock_exclusive(&stale).unwrap());
+        assert!(!still_named(&stale, &p));
+        drop(stale);
+        let again = acquire(&p, far, &mut || Ok(())).unwrap();
+        assert!(p.exists());
+        again.release_and_remove();
+        assert!(!p.exists());
     }
 }

@@ -20,10 +20,12 @@ pub struct Paths {
     pub pid_file: PathBuf,
     pub id_file: PathBuf,
     pub lock_file: PathBuf,
+    pub last_file: PathBuf,
 }
 
 const PREFIX: &str = ".upsonic_";
 const PID_SUFFIX: &str = "_server.pid";
+const LAST_SUFFIX: &str = "_server.last";
 
 impl Paths {
     /// Paths for `name` in `pid_dir`; `name` must already be validated.
@@ -32,6 +34,7 @@ impl Paths {
             pid_file: pid_dir.join(format!("{PREFIX}{name}{PID_SUFFIX}")),
             id_file: pid_dir.join(format!("{PREFIX}{name}_server.id")),
             lock_file: pid_dir.join(format!("{PREFIX}{name}_server.lock")),
+            last_file: pid_dir.join(format!("{PREFIX}{name}{LAST_SUFFIX}")),
         }
     }
 }
@@ -42,16 +45,26 @@ pub fn name_of_pid_file(file_name: &str) -> Option<&str> {
     (!name.is_empty()).then_some(name)
 }
 
-/// The names of every server with a PID file in `pid_dir`, sorted.
-pub fn list_names(pid_dir: &Path) -> Vec<String> {
+/// The names of every server with a PID file in `pid_dir`, sorted; with
+/// `with_last_runs`, also those only a kept last run remembers.
+pub fn list_names(pid_dir: &Path, with_last_runs: bool) -> Vec<String> {
     let Ok(entries) = fs::read_dir(pid_dir) else {
         return Vec::new();
     };
     let mut names: Vec<String> = entries
         .flatten()
-        .filter_map(|e| name_of_pid_file(e.file_name().to_str()?).map(str::to_owned))
+        .filter_map(|e| {
+            let file = e.file_name();
+            let file = file.to_str()?;
+            let last = with_last_runs
+                .then(|| file.strip_prefix(PREFIX)?.strip_suffix(LAST_SUFFIX))
+                .flatten()
+                .filter(|n| !n.is_empty());
+            name_of_pid_file(file).or(last).map(str::to_owned)
+        })
         .collect();
     names.sort();
+    names.dedup();
     names
 }
 
@@ -84,14 +97,188 @@ pub struct Identity {
     pub started_ms: u64,
     /// Log directory when output was redirected, else empty.
     pub log_dir: String,
+    /// The rest of the configuration it was started with (`record=2`;
+    /// absent in records written before it existed).
+    pub config: Option<SavedConfig>,
+}
+
+/// The configuration a server was started with, beyond what `Identity`
+/// always held: what `restart` needs to start it again the same way.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SavedConfig {
+    pub workers: u32,
+    /// The server's working directory (absolute), empty for the caller's.
+    pub cwd: String,
+    pub env: Vec<(String, String)>,
+    pub redirect_output: bool,
+    pub start_timeout_ms: u64,
+    pub stop_timeout_ms: u64,
+    pub uvicorn_args: Vec<String>,
+    /// The interpreter that ran it.
+    pub python: String,
+}
+
+/// How a server's last run ended, kept after its record is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// `stop()` ended it.
+    Stopped,
+    /// It exited on its own with this code (minus the signal number when a
+    /// signal ended it), as its parent saw.
+    Exited(i32),
+    /// It was gone when we looked; nobody of ours saw its exit status.
+    Died,
+    /// It never became ready.
+    FailedToStart(Option<i32>),
+}
+
+impl End {
+    fn to_text(self) -> String {
+        match self {
+            End::Stopped => "stopped".into(),
+            End::Exited(c) => format!("exited {c}"),
+            End::Died => "died".into(),
+            End::FailedToStart(Some(c)) => format!("failed {c}"),
+            End::FailedToStart(None) => "failed".into(),
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        let (kind, code) = match text.split_once(' ') {
+            Some((k, c)) => (k, Some(c.parse().ok()?)),
+            None => (text, None),
+        };
+        Some(match (kind, code) {
+            ("stopped", None) => End::Stopped,
+            ("exited", Some(c)) => End::Exited(c),
+            ("died", None) => End::Died,
+            ("failed", c) => End::FailedToStart(c),
+            _ => return None,
+        })
+    }
+
+    /// The exit code, when known.
+    pub fn exit_code(self) -> Option<i32> {
+        match self {
+            End::Exited(c) | End::FailedToStart(Some(c)) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// In the operator's words: "stopped", "exited with code 1", "killed by SIGKILL".
+    pub fn describe(self) -> String {
+        let code = |c: i32| {
+            if c < 0 {
+                format!("killed by {}", signal_name(-c))
+            } else {
+                format!("exited with code {c}")
+            }
+        };
+        match self {
+            End::Stopped => "stopped".into(),
+            End::Exited(c) => code(c),
+            End::Died => "died (exit status unknown: it was not our child)".into(),
+            End::FailedToStart(Some(c)) => format!("failed to start ({})", code(c)),
+            End::FailedToStart(None) => "failed to start".into(),
+        }
+    }
+}
+
+/// `SIGKILL` for 9, and so on; `signal N` for numbers without a name.
+pub fn signal_name(n: i32) -> String {
+    nix::sys::signal::Signal::try_from(n)
+        .map(|s| s.as_str().to_owned())
+        .unwrap_or_else(|_| format!("signal {n}"))
+}
+
+/// What is kept of a server's last run once its record is gone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastRun {
+    pub identity: Identity,
+    pub end: End,
+    /// When the end was seen, milliseconds since the epoch.
+    pub ended_ms: u64,
+}
+
+/// Escapes a value for one `key=value` line.
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('\n', "\\n")
+        .replace('\r', "\\r")
+}
+
+/// Undoes `escape`.
+fn unescape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some('r') => out.push('\r'),
+            Some(other) => out.push(other),
+            None => out.push('\\'),
+        }
+    }
+    out
+}
+
+impl SavedConfig {
+    fn to_text(&self) -> String {
+        let mut t = format!(
+            "record=2\nworkers={}\ncwd={}\nredirect={}\nstart_timeout_ms={}\nstop_timeout_ms={}\npython={}\n",
+            self.workers,
+            escape(&self.cwd),
+            u8::from(self.redirect_output),
+            self.start_timeout_ms,
+            self.stop_timeout_ms,
+            escape(&self.python),
+        );
+        for (k, v) in &self.env {
+            t.push_str(&format!("env={}={}\n", escape(k), escape(v)));
+        }
+        for a in &self.uvicorn_args {
+            t.push_str(&format!("arg={}\n", escape(a)));
+        }
+        t
+    }
+
+    /// Takes one `key=value` line of a `record=2` record; false if unknown.
+    fn take(&mut self, k: &str, v: &str) -> Option<bool> {
+        match k {
+            "workers" => self.workers = v.parse().ok()?,
+            "cwd" => self.cwd = unescape(v),
+            "redirect" => self.redirect_output = v == "1",
+            "start_timeout_ms" => self.start_timeout_ms = v.parse().ok()?,
+            "stop_timeout_ms" => self.stop_timeout_ms = v.parse().ok()?,
+            "python" => self.python = unescape(v),
+            "env" => {
+                let (ek, ev) = v.split_once('=')?;
+                self.env.push((unescape(ek), unescape(ev)));
+            }
+            "arg" => self.uvicorn_args.push(unescape(v)),
+            _ => return Some(false),
+        }
+        Some(true)
+    }
 }
 
 impl Identity {
     /// Serialises as `key=value` lines; values never contain newlines.
+    /// `format=1` stays, so that a reader from before `record=2` still reads
+    /// the identity (it skips keys it does not know).
     pub fn to_text(&self) -> String {
         let clean = |s: &str| s.replace(['\n', '\r'], " ");
+        let config = self
+            .config
+            .as_ref()
+            .map(SavedConfig::to_text)
+            .unwrap_or_default();
         format!(
-            "format=1\npid={}\nstart_ticks={}\nboot_id={}\nlaunch_id={}\nhost={}\nport={}\napp_path={}\nstarted_ms={}\nlog_dir={}\n",
+            "format=1\npid={}\nstart_ticks={}\nboot_id={}\nlaunch_id={}\nhost={}\nport={}\napp_path={}\nstarted_ms={}\nlog_dir={}\n{config}",
             self.pid,
             self.start_ticks,
             clean(&self.boot_id),
@@ -110,6 +297,7 @@ impl Identity {
         let mut have_pid = false;
         let mut have_ticks = false;
         let mut format_ok = false;
+        let mut config: Option<SavedConfig> = None;
         for line in text.lines() {
             let Some((k, v)) = line.split_once('=') else {
                 continue;
@@ -131,9 +319,15 @@ impl Identity {
                 "app_path" => id.app_path = v.to_owned(),
                 "started_ms" => id.started_ms = v.parse().ok()?,
                 "log_dir" => id.log_dir = v.to_owned(),
-                _ => {}
+                "record" => config = (v == "2").then(SavedConfig::default),
+                _ => {
+                    if let Some(c) = config.as_mut() {
+                        c.take(k, v)?;
+                    }
+                }
             }
         }
+        id.config = config;
         (format_ok && have_pid && have_ticks).then_some(id)
     }
 }
@@ -173,6 +367,45 @@ fn read_prefix(file: &mut impl Read, cap: u64) -> Option<Vec<u8>> {
     }
     buf.truncate(filled);
     Some(buf)
+}
+
+/// Keeps how the last run ended (`.upsonic_{name}_server.last`), with its
+/// configuration, so that a stopped server stays listed and can be started
+/// again the same way.
+pub fn write_last(paths: &Paths, last: &LastRun) -> Result<()> {
+    let text = format!(
+        "{}end={}\nended_ms={}\n",
+        last.identity.to_text(),
+        last.end.to_text(),
+        last.ended_ms
+    );
+    write_atomic(&paths.last_file, text.as_bytes())
+}
+
+/// Reads how the last run ended, if kept.
+pub fn read_last(paths: &Paths) -> Option<LastRun> {
+    let bytes = read_capped(&paths.last_file, MAX_ID_FILE)?;
+    let text = std::str::from_utf8(&bytes).ok()?;
+    let identity = Identity::parse(text)?;
+    let mut end = None;
+    let mut ended_ms = 0;
+    for (k, v) in text.lines().filter_map(|l| l.split_once('=')) {
+        match k {
+            "end" => end = End::parse(v),
+            "ended_ms" => ended_ms = v.parse().ok()?,
+            _ => {}
+        }
+    }
+    Some(LastRun {
+        identity,
+        end: end?,
+        ended_ms,
+    })
+}
+
+/// Forgets the last run.
+pub fn remove_last(paths: &Paths) {
+    let _ = fs::remove_file(&paths.last_file);
 }
 
 /// Reads the PID file: `Some(pid)` only for a well-formed, plausible PID.
@@ -253,6 +486,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn ends_in_words() {
+        assert_eq!(End::Exited(-9).describe(), "killed by SIGKILL");
+        assert_eq!(End::Exited(1).describe(), "exited with code 1");
+        assert_eq!(
+            End::parse(&End::FailedToStart(Some(3)).to_text()),
+            Some(End::FailedToStart(Some(3)))
+        );
+        assert_eq!(End::parse("exited x"), None);
+        assert_eq!(unescape(&escape("a\\n\nb\r")), "a\\n\nb\r");
+    }
+
+    #[test]
     fn pid_parsing_rejects_junk() {
         let max = 4_194_304;
         assert_eq!(parse_pid(b"1234", max), Some(1234));
@@ -287,9 +532,29 @@ mod tests {
             app_path: "a b:app\nx".into(),
             started_ms: 5,
             log_dir: "/tmp/logs".into(),
+            config: None,
         };
         let parsed = Identity::parse(&id.to_text()).unwrap();
         assert_eq!(parsed.pid, 42);
+        assert_eq!(parsed.config, None);
+        // The whole configuration survives, newlines and backslashes included.
+        let mut full = id.clone();
+        full.config = Some(SavedConfig {
+            workers: 2,
+            cwd: "/srv/a\\b".into(),
+            env: vec![("K".into(), "v=1\nx".into())],
+            redirect_output: true,
+            start_timeout_ms: 3000,
+            stop_timeout_ms: 5000,
+            uvicorn_args: vec!["--log-level".into(), "a\\nb".into()],
+            python: "/usr/bin/python3".into(),
+        });
+        assert_eq!(
+            Identity::parse(&full.to_text()).unwrap().config,
+            full.config
+        );
+        // A reader that knows only format=1 keys still finds the identity.
+        assert!(full.to_text().starts_with("format=1\npid=42\n"));
         assert_eq!(parsed.app_path, "a b:app x");
         assert!(Identity::parse("pid=42\n").is_none());
         assert!(Identity::parse("format=1\npid=1\nstart_ticks=3\n").is_none());
@@ -346,9 +611,25 @@ mod tests {
         }
         fs::write(d.join(".upsonic__server.pid"), "1").unwrap();
         fs::write(d.join("unrelated"), "1").unwrap();
-        assert_eq!(list_names(&d), ["a.x", "b"]);
+        assert_eq!(list_names(&d, false), ["a.x", "b"]);
         assert_eq!(name_of_pid_file(".upsonic_x_server.id"), None);
-        assert!(list_names(&d.join("missing")).is_empty());
+        assert!(list_names(&d.join("missing"), true).is_empty());
+        let gone = Paths::new(&d, "c");
+        let last = LastRun {
+            identity: Identity {
+                pid: 9,
+                start_ticks: 1,
+                ..Default::default()
+            },
+            end: End::Exited(-9),
+            ended_ms: 5,
+        };
+        write_last(&gone, &last).unwrap();
+        assert_eq!(read_last(&gone), Some(last));
+        assert_eq!(list_names(&d, true), ["a.x", "b", "c"]);
+        assert_eq!(list_names(&d, false), ["a.x", "b"]);
+        remove_last(&gone);
+        assert_eq!(read_last(&gone), None);
         fs::remove_dir_all(&d).unwrap();
     }
 

@@ -62,6 +62,10 @@ class ServerStatus:
     def stdout_log(self) -> Optional[str]: ...
     @property
     def stderr_log(self) -> Optional[str]: ...
+    @property
+    def ended_at(self) -> Optional[float]: ...
+    @property
+    def end_reason(self) -> Optional[str]: ...
     def __new__(
         cls,
         name: str,
@@ -77,6 +81,8 @@ class ServerStatus:
         exit_code: Optional[int] = None,
         stdout_log: Optional[str] = None,
         stderr_log: Optional[str] = None,
+        ended_at: Optional[float] = None,
+        end_reason: Optional[str] = None,
     ) -> ServerStatus: ...
     def as_dict(self) -> dict[str, Any]:
         """The status as a JSON-ready dict."""
@@ -152,6 +158,8 @@ class Core:
     ) -> Core: ...
     def start(self, redirect_output: bool, force: bool) -> bool:
         """Start unless ours already runs; True if a server was launched."""
+    def forget(self) -> bool:
+        """Forget a stopped server's record and last run; False if it runs."""
     def remember_output(self, redirect_output: bool) -> None:
         """Set the output mode that restart() reuses."""
     def stop(self) -> None:
@@ -230,12 +238,17 @@ def memory_available() -> int:
 def descendants(pid: int) -> list[int]:
     """PIDs of every descendant of ``pid``."""
 
-def read_record(pid_dir: Optional[_Path], name: str) -> Optional[dict[str, Any]]:
+def read_record(
+    pid_dir: Optional[_Path], name: str, last_run: bool = False
+) -> Optional[dict[str, Any]]:
     """The PID record of server ``name``: pid, and host, port, app_path,
-    log_dir, started_ms when our identity file is beside it; None if absent."""
+    log_dir, started_ms and config when our identity file is beside it; with
+    ``last_run``, a stopped server's kept last run (pid None, end, ended_ms).
+    None if there is nothing."""
 
-def list_records(pid_dir: Optional[_Path] = None) -> list[str]:
-    """Names of every server with a PID file in ``pid_dir`` (default: home)."""
+def list_records(pid_dir: Optional[_Path] = None, last_runs: bool = False) -> list[str]:
+    """Names of every server with a PID file in ``pid_dir`` (default: home);
+    with ``last_runs`` also stopped servers whose last run is kept."""
 
 def record_paths(pid_dir: Optional[_Path], name: str) -> tuple[Path, Path, Path]:
     """(PID file, identity file, lock file) of server ``name``."""

@@ -294,10 +294,13 @@ class ServerManager:
         cls, name: str, pid_dir: Optional[PathLike] = None, **kwargs: Any
     ) -> Optional[ServerManager]:
         """A manager for the server recorded under ``name``, rebuilt from its
-        PID record (ours, or the command line of an original's server), or
-        None when there is no record to go on."""
+        PID record with the whole configuration it was started with (workers,
+        cwd, env, timeouts, uvicorn arguments, output mode), or from the
+        command line of an original's server; for a stopped server, from how
+        its last run was kept. None when there is nothing to go on. Keyword
+        arguments override what was recorded."""
         directory = os.fspath(pid_dir) if pid_dir is not None else os.fspath(_core.home_dir())
-        rec = _core.read_record(directory, name)
+        rec = _core.read_record(directory, name, last_run=True)
         if rec is None:
             return None
         app, host, port = rec.get("app_path"), rec.get("host"), rec.get("port")
@@ -306,13 +309,27 @@ class ServerManager:
             cmd = _core.parse_uvicorn_cmdline(info["cmdline"]) if info else None
             if cmd is not None:
                 app, host, port = cmd.app, cmd.host, cmd.port
+                if cmd.workers:
+                    kwargs.setdefault("workers", cmd.workers)
         if not app:
             return None
         if rec.get("log_dir"):
             kwargs.setdefault("log_dir", rec["log_dir"])
+        config = rec.get("config")
+        if config:
+            for key in ("workers", "cwd", "env", "start_timeout", "stop_timeout", "uvicorn_args"):
+                if config[key] is not None:
+                    kwargs.setdefault(key, config[key])
         m = cls(app, host or "127.0.0.1", int(port or 8000), name, pid_dir=directory, **kwargs)
-        m._core.remember_output(bool(rec.get("log_dir")))
+        redirected = config["redirect_output"] if config else bool(rec.get("log_dir"))
+        m._core.remember_output(redirected)
         return m
+
+    def forget(self) -> bool:
+        """Forget a server that is not running: its stale record and how its
+        last run ended (stopped servers stay listed until then). False, and
+        nothing forgotten, while it runs."""
+        return self._core.forget()
 
     def __repr__(self) -> str:
         return (
@@ -320,9 +337,11 @@ class ServerManager:
         )
 
 
-def list_records(pid_dir: Optional[PathLike] = None) -> list[str]:
-    """Names of every server with a PID file in ``pid_dir`` (default: home)."""
-    return _core.list_records(None if pid_dir is None else os.fspath(pid_dir))
+def list_records(pid_dir: Optional[PathLike] = None, *, stopped: bool = False) -> list[str]:
+    """Names of every server with a PID file in ``pid_dir`` (default: home);
+    with ``stopped=True`` also those stopped whose last run is kept (until
+    ``forget()`` or a new start)."""
+    return _core.list_records(None if pid_dir is None else os.fspath(pid_dir), stopped)
 
 
 def log_files(name: str, log_dir: PathLike = "logs") -> tuple[str, str]:

@@ -114,6 +114,12 @@ impl Core {
         run(py, move |tick| s.stop(tick))
     }
 
+    /// Forgets a stopped server's record and last run; False if it runs.
+    fn forget(&self, py: Python<'_>) -> PyResult<bool> {
+        let s = self.inner.clone();
+        run(py, move |tick| s.forget(tick))
+    }
+
     /// True only for our own server, alive and verified.
     fn is_running(&self, py: Python<'_>) -> bool {
         let s = self.inner.clone();

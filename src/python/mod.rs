@@ -67,14 +67,52 @@ fn process_info<'py>(py: Python<'py>, pid: i64) -> PyResult<Option<Bound<'py, Py
     Ok(Some(d))
 }
 
-/// The identity recorded for server `name` in `pid_dir` (default: home), as
-/// a dict, or None.
+/// The identity as a dict, with the recorded configuration under "config"
+/// (None for records written before it was kept).
+fn identity_dict<'py>(
+    py: Python<'py>,
+    d: &Bound<'py, PyDict>,
+    id: record::Identity,
+) -> PyResult<()> {
+    d.set_item("host", id.host)?;
+    d.set_item("port", id.port)?;
+    d.set_item("app_path", id.app_path)?;
+    d.set_item("log_dir", (!id.log_dir.is_empty()).then_some(id.log_dir))?;
+    d.set_item("started_ms", id.started_ms)?;
+    let config = match id.config {
+        Some(c) => {
+            let cd = PyDict::new(py);
+            cd.set_item("workers", c.workers)?;
+            cd.set_item("cwd", (!c.cwd.is_empty()).then_some(c.cwd))?;
+            cd.set_item(
+                "env",
+                c.env
+                    .into_iter()
+                    .collect::<std::collections::BTreeMap<_, _>>(),
+            )?;
+            cd.set_item("redirect_output", c.redirect_output)?;
+            cd.set_item("start_timeout", c.start_timeout_ms as f64 / 1000.0)?;
+            cd.set_item("stop_timeout", c.stop_timeout_ms as f64 / 1000.0)?;
+            cd.set_item("uvicorn_args", c.uvicorn_args)?;
+            cd.set_item("python", c.python)?;
+            Some(cd)
+        }
+        None => None,
+    };
+    d.set_item("config", config)
+}
+
+/// The PID record of server `name` in `pid_dir` (default: home), as a dict,
+/// or None. With `last_run`, a server whose record is gone is described by
+/// how its last run ended (its pid is then None, and "end" and "ended_ms" say
+/// how and when).
 #[pyfunction]
-#[pyo3(signature = (pid_dir, name))]
+#[pyo3(signature = (pid_dir, name, last_run = false))]
 fn read_record<'py>(
     py: Python<'py>,
     pid_dir: Option<PathBuf>,
     name: String,
+    last_run: bool,
 ) -> PyResult<Option<Bound<'py, PyDict>>> {
     validate::name(&name).map_err(|e| to_py(py, e))?;
     let paths = record::Paths::new(&args::dir_or_home(pid_dir), &name);
@@ -82,24 +120,26 @@ fn read_record<'py>(
     let d = PyDict::new(py);
     d.set_item("pid", pid)?;
     match record::read_identity(&paths).filter(|id| Some(id.pid) == pid) {
-        Some(id) => {
-            d.set_item("host", id.host)?;
-            d.set_item("port", id.port)?;
-            d.set_item("app_path", id.app_path)?;
-            d.set_item("log_dir", (!id.log_dir.is_empty()).then_some(id.log_dir))?;
-            d.set_item("started_ms", id.started_ms)?;
-        }
-        None if pid.is_none() => return Ok(None),
-        None => {}
+        Some(id) => identity_dict(py, &d, id)?,
+        None if pid.is_some() => {}
+        None => match record::read_last(&paths).filter(|_| last_run) {
+            Some(last) => {
+                identity_dict(py, &d, last.identity)?;
+                d.set_item("end", last.end.describe())?;
+                d.set_item("ended_ms", last.ended_ms)?;
+            }
+            None => return Ok(None),
+        },
     }
     Ok(Some(d))
 }
 
-/// Names of every server with a PID file in `pid_dir` (default: home).
+/// Names of every server with a PID file in `pid_dir` (default: home); with
+/// `last_runs`, also stopped servers whose last run is kept.
 #[pyfunction]
-#[pyo3(signature = (pid_dir=None))]
-fn list_records(pid_dir: Option<PathBuf>) -> Vec<String> {
-    record::list_names(&args::dir_or_home(pid_dir))
+#[pyo3(signature = (pid_dir=None, last_runs=false))]
+fn list_records(pid_dir: Option<PathBuf>, last_runs: bool) -> Vec<String> {
+    record::list_names(&args::dir_or_home(pid_dir), last_runs)
 }
 
 /// (PID file, identity file, lock file) of server `name` in `pid_dir`.

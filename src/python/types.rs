@@ -31,9 +31,11 @@ pub struct ServerStatus {
     exit_code: Option<i32>,
     stdout_log: Option<String>,
     stderr_log: Option<String>,
+    ended_at: Option<f64>,
+    end_reason: Option<String>,
 }
 
-const STATUS_FIELDS: [&str; 13] = [
+const STATUS_FIELDS: [&str; 15] = [
     "name",
     "pid",
     "host",
@@ -47,6 +49,8 @@ const STATUS_FIELDS: [&str; 13] = [
     "exit_code",
     "stdout_log",
     "stderr_log",
+    "ended_at",
+    "end_reason",
 ];
 
 impl ServerStatus {
@@ -67,6 +71,8 @@ impl ServerStatus {
             exit_code: st.exit_code,
             stdout_log: path(st.stdout_log),
             stderr_log: path(st.stderr_log),
+            ended_at: st.ended_at,
+            end_reason: st.end_reason,
         }
     }
 }
@@ -74,7 +80,7 @@ impl ServerStatus {
 #[pymethods]
 impl ServerStatus {
     #[new]
-    #[pyo3(signature = (name, pid, host, port, state, started_at, uptime, memory_rss, cpu_percent, workers=None, exit_code=None, stdout_log=None, stderr_log=None))]
+    #[pyo3(signature = (name, pid, host, port, state, started_at, uptime, memory_rss, cpu_percent, workers=None, exit_code=None, stdout_log=None, stderr_log=None, ended_at=None, end_reason=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         name: String,
@@ -90,6 +96,8 @@ impl ServerStatus {
         exit_code: Option<i32>,
         stdout_log: Option<String>,
         stderr_log: Option<String>,
+        ended_at: Option<f64>,
+        end_reason: Option<String>,
     ) -> Self {
         Self {
             name,
@@ -105,6 +113,8 @@ impl ServerStatus {
             exit_code,
             stdout_log,
             stderr_log,
+            ended_at,
+            end_reason,
         }
     }
 

@@ -69,6 +69,13 @@ impl Server {
         }
     }
 
+    /// The exit code of our child `pid`, if it was ours and has exited.
+    pub(super) fn child_exit_of(&self, pid: i32) -> Option<i32> {
+        let mut guard = self.launched.lock();
+        let l = guard.as_mut().filter(|l| l.identity.pid == pid)?;
+        l.poll()
+    }
+
     /// Reaps and forgets our child after a stop, if it is gone (`stopped`:
     /// the stop reported success, so the wait cannot block for long).
     pub(super) fn settle_child(&self, pidfd: &PidFd, stopped: bool) {

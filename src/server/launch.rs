@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::error::{Error, Result};
 use crate::platform::{self, PidFd};
 use crate::port;
-use crate::record::{self, Identity};
+use crate::record::{self, End, Identity, SavedConfig};
 use crate::spawn::{self, LaunchSpec, LogPaths};
 
 use super::child::Launched;
@@ -18,7 +18,7 @@ const TICK_EVERY: Duration = Duration::from_millis(20);
 /// How often readiness looks at the port table while the server starts.
 const READY_STEP: Duration = Duration::from_millis(1);
 
-fn now_ms() -> u64 {
+pub(super) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -35,6 +35,26 @@ impl Server {
     fn graceful_timeout_secs(&self) -> Option<u64> {
         let s = self.cfg.stop_timeout.as_secs_f64();
         (s >= 2.0).then(|| ((s * 0.8).floor() as u64).max(1))
+    }
+
+    /// The configuration as recorded: what a restart from the record needs.
+    /// The working directory is the one the server really starts in.
+    fn saved_config(&self, redirect_output: bool) -> SavedConfig {
+        let here = std::env::current_dir().unwrap_or_default();
+        let cwd = match &self.cfg.cwd {
+            Some(d) => here.join(d),
+            None => here,
+        };
+        SavedConfig {
+            workers: self.cfg.workers,
+            cwd: cwd.display().to_string(),
+            env: self.cfg.env.clone(),
+            redirect_output,
+            start_timeout_ms: self.cfg.start_timeout.as_millis() as u64,
+            stop_timeout_ms: self.cfg.stop_timeout.as_millis() as u64,
+            uvicorn_args: self.cfg.uvicorn_args.clone(),
+            python: self.cfg.python.display().to_string(),
+        }
     }
 
     /// Spawns the server, records it, and waits until it is ready. On any
@@ -84,6 +104,7 @@ impl Server {
             } else {
                 String::new()
             },
+            config: Some(self.saved_config(redirect_output)),
         };
         *self.launched.lock() = Some(Launched {
             child,
@@ -100,6 +121,15 @@ impl Server {
             Ok(()) => Ok(()),
             Err(e) => {
                 self.abort_launch(matches!(e, Error::Interrupted), &mut || Ok(()));
+                match &e {
+                    Error::StartFailed { exit_code, .. } => {
+                        self.note_end(&identity, End::FailedToStart(*exit_code))
+                    }
+                    Error::StartTimeout { .. } => {
+                        self.note_end(&identity, End::FailedToStart(None))
+                    }
+                    _ => {}
+                }
                 Err(e)
             }
         }

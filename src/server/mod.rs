@@ -23,7 +23,7 @@ use crate::claim::{self, Claim, Facts, Wanted};
 use crate::error::{Error, Result};
 use crate::facts::Live;
 use crate::platform::{self, PidFd};
-use crate::record::{self, Identity, Paths};
+use crate::record::{self, End, Identity, LastRun, Paths};
 use crate::spawn::LogPaths;
 use crate::validate;
 
@@ -230,10 +230,44 @@ impl Server {
     /// Under the lock: removes the record unless its claim keeps it (see
     /// `Claim::keeps_record`).
     fn remove_stale_record(&self) {
-        match self.read_record() {
-            Some(rec) if self.claim_of(&rec, &Live::new()).keeps_record() => {}
-            _ => record::remove(&self.paths),
+        if let Some(rec) = self.read_record() {
+            let claim = self.claim_of(&rec, &Live::new());
+            if claim.keeps_record() {
+                return;
+            }
+            if let (Claim::Orphaned { .. }, Some(id)) = (claim, &rec.identity) {
+                // Our launch ended and nobody stopped it: keep how it ended.
+                let end = self.child_exit_of(id.pid).map_or(End::Died, End::Exited);
+                self.note_end(id, end);
+            }
         }
+        record::remove(&self.paths);
+    }
+
+    /// Keeps how a run of ours ended (`record::write_last`); failing to
+    /// write it loses only history, never a server.
+    fn note_end(&self, identity: &Identity, end: End) {
+        let last = LastRun {
+            identity: identity.clone(),
+            end,
+            ended_ms: launch::now_ms(),
+        };
+        let _ = record::write_last(&self.paths, &last);
+    }
+
+    /// Forgets a server that is not running: its stale record and how its
+    /// last run ended. False if it runs (stop it first).
+    pub fn forget(&self, tick: Tick<'_>) -> Result<bool> {
+        let lock = crate::lock::acquire(&self.paths.lock_file, self.lock_deadline(), tick)?;
+        if self.find().is_some_and(|f| f.info.is_alive()) {
+            return Ok(false);
+        }
+        self.remove_stale_record();
+        record::remove_last(&self.paths);
+        if !self.paths.pid_file.exists() {
+            lock.release_and_remove();
+        }
+        Ok(true)
     }
 
     // ---- the lifecycle ------------------------------------------------------------
@@ -267,15 +301,21 @@ impl Server {
         self.remove_stale_record();
         self.clear_port_for_start(force, tick)?;
         self.launch(redirect_output, tick)?;
+        record::remove_last(&self.paths);
         Ok(true)
     }
 
     /// Stops our server (its whole process group), idempotently and quietly
     /// when nothing runs; removes the record only if it names this server.
     pub fn stop(&self, tick: Tick<'_>) -> Result<()> {
-        let _lock = crate::lock::acquire(&self.paths.lock_file, self.lock_deadline(), tick)?;
-        let own_pid = self.own_child().map(|(fd, _, _)| fd.pid());
+        let lock = crate::lock::acquire(&self.paths.lock_file, self.lock_deadline(), tick)?;
+        let own = self.own_child();
         self.stop_launched(self.cfg.stop_timeout, tick)?;
+        if let Some((_, id, exit)) = &own {
+            // A child that had already exited ended on its own.
+            self.note_end(id, exit.map_or(End::Stopped, End::Exited));
+        }
+        let own_pid = own.map(|(fd, _, _)| fd.pid());
         if let Some(found) = self.find_recorded() {
             if Some(found.pid) != own_pid {
                 let result = self.terminate_server(
@@ -286,10 +326,17 @@ impl Server {
                 );
                 record::remove_if_names(&self.paths, found.pid, self.pid_max);
                 result?;
+                if let Some(id) = &found.identity {
+                    self.note_end(id, End::Stopped);
+                }
             }
         }
         self.stop_recorded_orphans(tick)?;
         self.remove_stale_record();
+        // Nothing of it is recorded any more: its lock file goes too.
+        if !self.paths.pid_file.exists() {
+            lock.release_and_remove();
+        }
         Ok(())
     }
 }

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::platform;
+use crate::record::{self, End, LastRun};
 use crate::spawn::LogPaths;
 
 use super::launch::now_secs;
@@ -50,11 +51,18 @@ pub struct Status {
     pub exit_code: Option<i32>,
     pub stdout_log: Option<PathBuf>,
     pub stderr_log: Option<PathBuf>,
+    /// When the last run was seen to end, seconds since the epoch.
+    pub ended_at: Option<f64>,
+    /// How the last run ended, in words ("stopped", "killed by SIGKILL").
+    pub end_reason: Option<String>,
 }
 
 impl Status {
-    fn not_running(pid: Option<i32>, exit_code: Option<i32>) -> Self {
-        let dead = pid.is_some() || exit_code.is_some();
+    /// Not running: dead while a record or an exited child of ours remains,
+    /// or when its last run ended other than by `stop()`; else stopped.
+    fn not_running(pid: Option<i32>, child_exit: Option<i32>, last: Option<LastRun>) -> Self {
+        let end = child_exit.map(End::Exited).or(last.as_ref().map(|l| l.end));
+        let dead = pid.is_some() || end.is_some_and(|e| e != End::Stopped);
         Status {
             pid,
             state: if dead { State::Dead } else { State::Stopped },
@@ -63,9 +71,13 @@ impl Status {
             rss_bytes: None,
             cpu_percent: None,
             workers: Vec::new(),
-            exit_code,
+            exit_code: end.and_then(End::exit_code),
             stdout_log: None,
             stderr_log: None,
+            ended_at: last
+                .filter(|_| child_exit.is_none())
+                .map(|l| l.ended_ms as f64 / 1000.0),
+            end_reason: end.map(End::describe),
         }
     }
 }
@@ -87,7 +99,11 @@ impl Server {
             .filter(|f| f.info.is_alive() && !f.pidfd.has_exited());
         let child_exit = self.launched.lock().as_mut().and_then(|l| l.poll());
         let Some(f) = found else {
-            return Status::not_running(self.read_pid(), child_exit);
+            return Status::not_running(
+                self.read_pid(),
+                child_exit,
+                record::read_last(&self.paths),
+            );
         };
         let descendants = platform::descendants(f.pid);
         let workers: Vec<i32> = descendants
@@ -136,6 +152,8 @@ impl Server {
             exit_code: None,
             stdout_log,
             stderr_log,
+            ended_at: None,
+            end_reason: None,
         }
     }
 }
