@@ -41,12 +41,18 @@ pub enum Error {
         output_captured: bool,
     },
 
+    /// `app_path` is not uvicorn's `module:attribute` form; nothing was launched.
+    #[error("Failed to start {name} server: app_path {app_path:?} is not in uvicorn's 'module:attribute' form (for example 'myapi.main:app'); nothing was launched")]
+    AppTarget { name: String, app_path: String },
+
     /// The server did not listen within `start_timeout`; it was stopped.
-    #[error("Failed to start {name} server: not listening on port {port} after {:.1} s; it was stopped", timeout.as_secs_f64())]
+    #[error("Failed to start {name} server: not listening on port {port} after {:.1} s; it was stopped (given {:.1} s more to exit)", timeout.as_secs_f64(), grace.as_secs_f64())]
     StartTimeout {
         name: String,
         port: u16,
         timeout: Duration,
+        /// How long it was then given to exit before SIGKILL.
+        grace: Duration,
         stderr_tail: Option<String>,
     },
 
@@ -145,8 +151,13 @@ fn who(holders: &[Holder]) -> String {
     let names: Vec<String> = holders
         .iter()
         .map(|h| {
+            let server = h
+                .server
+                .as_ref()
+                .map(|n| format!(", the managed server {n:?}"))
+                .unwrap_or_default();
             format!(
-                "pid {} ({}, user {}) on {}",
+                "pid {} ({}, user {}) on {}{server}",
                 h.pid, h.name, h.user, h.address
             )
         })
@@ -167,12 +178,13 @@ fn start_failed(
     );
     match tail {
         Some(t) => {
-            // The last line is usually the exception: put it first.
+            // The last line is usually the exception: put it first, then the
+            // lines before it, unless that was all it wrote.
             let last = t.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
-            message.push_str(&format!(
-                ": {}\n--- end of its stderr ---\n{t}",
-                last.trim()
-            ));
+            message.push_str(&format!(": {}", last.trim()));
+            if t.trim() != last.trim() {
+                message.push_str(&format!("\n--- the last lines of its stderr ---\n{t}"));
+            }
         }
         None if !output_captured => message.push_str(
             " (its output went to the terminal; start(redirect_output=True) captures it)",

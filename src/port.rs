@@ -20,6 +20,9 @@ pub struct Holder {
     /// The listening address, e.g. `0.0.0.0:8000` or `[::]:8000`.
     pub address: String,
     pub same_user: bool,
+    /// The name of the managed server (in the same PID directory) whose
+    /// launch this process belongs to, when one was looked up and found.
+    pub server: Option<String>,
 }
 
 /// Would a `bind()` to `bind` on the listener's port fail because of `l`?
@@ -270,6 +273,7 @@ impl Scan<'_> {
                         start_ticks: info.start_ticks,
                         address: format_addr(l.addr, l.port),
                         same_user: info.uid == self.my_uid,
+                        server: None,
                     },
                 );
             }

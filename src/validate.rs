@@ -53,6 +53,22 @@ pub fn app_path(app: &str) -> Result<()> {
     Ok(())
 }
 
+/// Whether `app` has uvicorn's `module:attribute` form (dotted names on
+/// both sides), e.g. `myapi.main:app`. Checked at `start()`, not in the
+/// constructor: the guide builds managers with a placeholder app just to
+/// probe ports.
+pub fn is_app_target(app: &str) -> bool {
+    let dotted = |s: &str| {
+        !s.is_empty()
+            && s.split('.').all(|part| {
+                let mut chars = part.chars();
+                chars.next().is_some_and(|c| c.is_alphabetic() || c == '_')
+                    && chars.all(|c| c.is_alphanumeric() || c == '_')
+            })
+    };
+    matches!(app.split_once(':'), Some((module, attr)) if dotted(module) && dotted(attr))
+}
+
 /// Resolves `host` to the addresses a server bound to it would listen on.
 pub fn host(host: &str) -> Result<Vec<IpAddr>> {
     let bad = |problem: String| Error::invalid("host", Some(format!("{host:?}")), problem);
@@ -198,5 +214,19 @@ mod tests {
         assert!(app_path("").is_err());
         assert!(app_path("  ").is_err());
         assert!(app_path("--reload").is_err());
+        for good in [
+            "m:app",
+            "pkg.mod:app",
+            "usm_ünicode:äpp",
+            "m:factory.attr",
+            "_m:_a",
+        ] {
+            assert!(is_app_target(good), "{good}");
+        }
+        for bad in [
+            "myapi", "m:", ":app", "m::app", "m:a:b", "1m:app", "m.:app", "m:app()", "a b:c",
+        ] {
+            assert!(!is_app_target(bad), "{bad}");
+        }
     }
 }

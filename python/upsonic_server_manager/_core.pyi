@@ -109,8 +109,18 @@ class PortHolder:
     def same_user(self) -> bool: ...
     @property
     def uid(self) -> int: ...
+    @property
+    def server(self) -> Optional[str]:
+        """The managed server it belongs to, when known (not in the tuple)."""
     def __new__(
-        cls, pid: int, name: str, user: str, address: str, same_user: bool, uid: int
+        cls,
+        pid: int,
+        name: str,
+        user: str,
+        address: str,
+        same_user: bool,
+        uid: int,
+        server: Optional[str] = None,
     ) -> PortHolder: ...
     def _asdict(self) -> dict[str, Any]:
         """The fields as a dict."""

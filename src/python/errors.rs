@@ -90,6 +90,11 @@ fn build(py: Python<'_>, err: &Error) -> PyResult<PyErr> {
             kw.set_item("stderr_tail", stderr_tail)?;
             instance(&classes.start_error, Some(kw))?
         }
+        Error::AppTarget { .. } => {
+            let kw = PyDict::new(py);
+            kw.set_item("exit_code", py.None())?;
+            instance(&classes.start_error, Some(kw))?
+        }
         Error::StartTimeout { stderr_tail, .. } => {
             let kw = PyDict::new(py);
             kw.set_item("stderr_tail", stderr_tail)?;

@@ -154,6 +154,8 @@ pub struct PortHolder {
     address: String,
     same_user: bool,
     uid: u32,
+    /// The managed server it belongs to, when known (not part of the tuple).
+    server: Option<String>,
 }
 
 impl From<&Holder> for PortHolder {
@@ -165,6 +167,7 @@ impl From<&Holder> for PortHolder {
             address: h.address.clone(),
             same_user: h.same_user,
             uid: h.uid,
+            server: h.server.clone(),
         }
     }
 }
@@ -188,6 +191,7 @@ impl PortHolder {
 #[pymethods]
 impl PortHolder {
     #[new]
+    #[pyo3(signature = (pid, name, user, address, same_user, uid, server=None))]
     fn new(
         pid: i32,
         name: String,
@@ -195,6 +199,7 @@ impl PortHolder {
         address: String,
         same_user: bool,
         uid: u32,
+        server: Option<String>,
     ) -> Self {
         Self {
             pid,
@@ -203,6 +208,7 @@ impl PortHolder {
             address,
             same_user,
             uid,
+            server,
         }
     }
 

@@ -7,11 +7,12 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::claim::{self, HolderFacts};
+use crate::claim::{self, Facts, HolderFacts};
 use crate::error::{Error, PortSituation, Result};
 use crate::facts::{self, Live};
 use crate::platform::{self, PidFd};
 use crate::port::{self, Holder};
+use crate::record;
 use crate::terminate::Victims;
 
 use super::{Server, Tick};
@@ -35,7 +36,36 @@ impl Server {
         Ok(!self.conflicting_listeners()?.is_empty())
     }
 
-    fn port_in_use_error(&self, holders: Vec<Holder>, situation: PortSituation) -> Error {
+    /// Names, for each holder that belongs to a managed server recorded in
+    /// our PID directory, that server (found by its launch marker).
+    fn name_managed(&self, holders: &mut [Holder]) {
+        let launches: Vec<(String, String)> = record::list_names(&self.cfg.pid_dir, false)
+            .into_iter()
+            .filter_map(|n| {
+                let id = record::read_identity(&record::Paths::new(&self.cfg.pid_dir, &n))?;
+                Some((id.launch_id, n))
+            })
+            .collect();
+        if launches.is_empty() {
+            return;
+        }
+        let facts = Live::new();
+        for h in holders.iter_mut() {
+            let leader = if h.pgid > 1 { h.pgid } else { h.pid };
+            let marker = facts
+                .launch_marker(leader)
+                .or_else(|| facts.launch_marker(h.pid));
+            h.server = marker.and_then(|m| {
+                launches
+                    .iter()
+                    .find(|(launch, _)| *launch == m)
+                    .map(|(_, n)| n.clone())
+            });
+        }
+    }
+
+    fn port_in_use_error(&self, mut holders: Vec<Holder>, situation: PortSituation) -> Error {
+        self.name_managed(&mut holders);
         Error::PortInUse {
             port: self.cfg.port,
             holders,

@@ -15,6 +15,8 @@ use super::{Server, Tick};
 
 /// How often a blocking wait gives `tick` (Ctrl-C checks) a chance to run.
 const TICK_EVERY: Duration = Duration::from_millis(20);
+/// The grace of a server that never became ready (see `never_ready_grace`).
+const NEVER_READY_GRACE: Duration = Duration::from_secs(1);
 /// How often readiness looks at the port table while the server starts.
 const READY_STEP: Duration = Duration::from_millis(1);
 
@@ -135,13 +137,19 @@ impl Server {
         }
     }
 
-    /// Stops a half-started server and removes its record. After Ctrl-C it
-    /// gets no grace period: it was never serving, and the user is waiting.
+    /// How long a server that never became ready gets to exit: it has no
+    /// requests to finish, so a short grace, never more than `stop_timeout`.
+    fn never_ready_grace(&self) -> Duration {
+        self.cfg.stop_timeout.min(NEVER_READY_GRACE)
+    }
+
+    /// Stops a half-started server and removes its record. It never served,
+    /// so it gets a short grace; after Ctrl-C none: the user is waiting.
     fn abort_launch(&self, interrupted: bool, tick: Tick<'_>) {
         let grace = if interrupted {
             Duration::ZERO
         } else {
-            self.cfg.stop_timeout
+            self.never_ready_grace()
         };
         let _ = self.stop_launched(grace, tick);
     }
@@ -206,6 +214,7 @@ impl Server {
                     name: self.cfg.name.clone(),
                     port: self.cfg.port,
                     timeout: self.cfg.start_timeout,
+                    grace: self.never_ready_grace(),
                     stderr_tail: stderr_tail(logs, err_offset),
                 });
             }

@@ -275,6 +275,12 @@ impl Server {
     /// Starts the server unless ours already runs; returns once it listens.
     /// True if it launched one.
     pub fn start(&self, redirect_output: bool, force: bool, tick: Tick<'_>) -> Result<bool> {
+        if !validate::is_app_target(&self.cfg.app_path) {
+            return Err(Error::AppTarget {
+                name: self.cfg.name.clone(),
+                app_path: self.cfg.app_path.clone(),
+            });
+        }
         let _lock = crate::lock::acquire(&self.paths.lock_file, self.lock_deadline(), tick)?;
         if let Some(f) = self.find() {
             if f.info.is_alive() && !f.pidfd.has_exited() {
