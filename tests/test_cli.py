@@ -9,31 +9,13 @@ import select
 import signal
 import socket
 import subprocess
-import sys
 import time
 
 import httpx
 import psutil
 import pytest
-from conftest import free_port, get, gone, kill_helper, listen_helper, wait_until
+from _helpers import CLI, cli, free_port, get, gone, kill_helper, listen_helper, wait_until
 from upsonic_server_manager import ServerManager
-
-CLI = [sys.executable, "-m", "upsonic_server_manager"]
-
-
-def cli(*args: str, home, timeout: float = 60, **kw) -> subprocess.CompletedProcess:
-    env = dict(os.environ, HOME=str(home))
-    env.update(kw.pop("env", {}))
-    return subprocess.run(
-        [*CLI, *args],
-        cwd=kw.pop("cwd", None),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-        **kw,
-    )
 
 
 @pytest.fixture

@@ -16,13 +16,13 @@ import time
 import httpx
 import psutil
 import pytest
-from conftest import (
+from _helpers import (
     APPS,
-    _ours,
     free_port,
     get,
     gone,
     has_ipv6,
+    server_procs,
     spawn_helper,
     wait_until,
 )
@@ -32,19 +32,6 @@ from upsonic_server_manager import (
     ServerManagerError,
     StartError,
 )
-
-
-def server_procs(app: str) -> list[psutil.Process]:
-    """uvicorn processes for `app` started by this test session."""
-    out = []
-    for p in psutil.process_iter():
-        try:
-            if app in p.cmdline() and "uvicorn" in p.cmdline() and _ours(p):
-                out.append(p)
-        except psutil.Error:
-            pass
-    return out
-
 
 # ---- file-system faults ---------------------------------------------------------------
 

@@ -9,7 +9,7 @@ import sys
 import textwrap
 
 import pytest
-from conftest import free_port, get
+from _helpers import free_port, get
 from upsonic_server_manager import (
     ServerGroup,
     ServerManager,

@@ -6,7 +6,7 @@ import os
 
 import psutil
 import pytest
-from conftest import get
+from _helpers import get
 from upsonic_server_manager import ServerManager
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 
 import pytest
-from conftest import free_port, get
+from _helpers import free_port, get
 from upsonic_server_manager import ServerManager
 
 

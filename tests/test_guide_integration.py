@@ -9,7 +9,7 @@ import sys
 import textwrap
 
 import pytest
-from conftest import free_port, get, wait_until
+from _helpers import free_port, get, wait_until
 from upsonic_server_manager import ServerManager
 
 CONTROLLER = textwrap.dedent(

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import textwrap
 import time
 
 import psutil
 import pytest
-from conftest import (
+from _helpers import (
+    can_bind,
     free_port,
     get,
     has_ipv6,
@@ -23,21 +23,6 @@ from conftest import (
     wait_until,
 )
 from upsonic_server_manager import ServerManager, port_holders
-
-
-def can_bind(host: str, port: int) -> bool:
-    """What the kernel says: does a bind() to (host, port) succeed?"""
-    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
-    s = socket.socket(fam, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        s.bind((host, port))
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
-
 
 LISTENERS = [
     ("127.0.0.1", None),

@@ -13,7 +13,7 @@ import time
 
 import psutil
 import pytest
-from conftest import (
+from _helpers import (
     APPS,
     free_port,
     get,

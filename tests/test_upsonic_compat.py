@@ -11,7 +11,7 @@ import importlib.util
 import os
 
 import pytest
-from conftest import free_port, get, gone, wait_until
+from _helpers import free_port, get, gone, wait_until
 from upsonic_server_manager import ServerManager
 
 
