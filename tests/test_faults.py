@@ -7,7 +7,6 @@ from __future__ import annotations
 import fcntl
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -27,7 +26,6 @@ from _helpers import (
     wait_until,
 )
 from upsonic_server_manager import (
-    PortInUseError,
     ServerManager,
     ServerManagerError,
     StartError,
@@ -261,46 +259,6 @@ def test_server_exiting_at_a_random_moment_during_readiness(home, managers, monk
     assert not os.path.exists(m._pid_file)
 
 
-def test_port_taken_between_check_and_launch(home, managers, monkeypatch):
-    monkeypatch.setenv("USM_SLOW_SECONDS", "1.5")
-    port = free_port()
-    m = ServerManager("usm_slow:app", "127.0.0.1", port, "race2")
-    managers.append(m)
-    thief = socket.socket()
-    thief.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        import threading
-
-        def steal() -> None:
-            time.sleep(0.5)  # after the check, while the app imports
-            thief.bind(("127.0.0.1", port))
-            thief.listen()
-
-        t = threading.Thread(target=steal)
-        t.start()
-        with pytest.raises(StartError) as ei:
-            m.start(redirect_output=True)
-        t.join()
-        assert "address already in use" in str(ei.value).lower()
-        assert not m.is_running()
-    finally:
-        thief.close()
-
-
-def test_port_in_use_error_is_a_runtime_error(home):
-    port = free_port()
-    s = socket.socket()
-    s.bind(("127.0.0.1", port))
-    s.listen()
-    try:
-        m = ServerManager("usm_hello:app", "127.0.0.1", port, "pe")
-        with pytest.raises(RuntimeError) as ei:
-            m.start()
-        assert isinstance(ei.value, PortInUseError)
-    finally:
-        s.close()
-
-
 # ---- environment oddities -------------------------------------------------------------------
 
 HOMELESS = textwrap.dedent(
@@ -407,33 +365,6 @@ def test_missing_cwd_is_named_before_anything_runs(home, tmp_path):
     assert not m.is_running()
     assert not os.path.exists(m._pid_file)
     assert server_procs("usm_hello:app") == []
-
-
-def test_force_stops_the_holder_not_the_script_that_started_it(home, managers):
-    port = free_port()
-    listener = (
-        f"import socket,time;s=socket.socket();s.bind(('127.0.0.1',{port}));s.listen();"
-        "print('ready',flush=True);time.sleep(600)"
-    )
-    # A script (its own process group, not a holder) that started a listener.
-    script = psutil.Popen(
-        ["sh", "-c", f'{sys.executable} -c "{listener}" usm-helper & sleep 600'],
-        stdout=subprocess.PIPE,
-        start_new_session=True,
-    )
-    try:
-        assert script.stdout.readline().strip() == b"ready"
-        (holder,) = [c for c in script.children() if "usm-helper" in c.cmdline()]
-        m = ServerManager("usm_hello:app", "127.0.0.1", port, "forcegrp")
-        managers.append(m)
-        m.start(force=True)
-        assert wait_until(lambda: gone(holder), 5)
-        assert script.is_running() and not gone(script)  # the script itself lives on
-        assert get(port)["hello"] == "world"
-    finally:
-        os.killpg(script.pid, signal.SIGKILL)
-        script.wait()
-        script.stdout.close()
 
 
 @pytest.mark.parametrize("then", ["stop", "start"])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import socket
 
 import psutil
-import pytest
 from _helpers import free_port, get, kill_helper, listen_helper
 from upsonic_server_manager import ServerManager
 
@@ -99,8 +98,3 @@ def test_force_terminate_unknown_pid_is_false():
     p = psutil.Popen(["sleep", "0"])
     p.wait()
     assert force_terminate_process(p.pid) is False
-
-
-@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0"])
-def test_kill_process_using_port_false_when_nothing_holds_it(home, host):
-    assert ServerManager("dummy", host, free_port(), "temp")._kill_process_using_port() is False

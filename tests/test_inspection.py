@@ -12,10 +12,8 @@ import time
 import psutil
 import pytest
 from _helpers import (
-    can_bind,
     free_port,
     get,
-    has_ipv6,
     kill_helper,
     listen_helper,
     other_user_listener,
@@ -23,31 +21,6 @@ from _helpers import (
     wait_until,
 )
 from upsonic_server_manager import ServerManager, port_holders
-
-LISTENERS = [
-    ("127.0.0.1", None),
-    ("0.0.0.0", None),
-    ("::1", 1),
-    ("::", 1),  # v6-only wildcard
-    ("::", 0),  # dual-stack wildcard
-]
-BINDS = ["127.0.0.1", "127.0.0.2", "0.0.0.0", "::1", "::"]
-
-
-@pytest.mark.skipif(not has_ipv6(), reason="no IPv6 loopback here")
-@pytest.mark.parametrize("listen_host, v6only", LISTENERS)
-def test_is_port_in_use_answers_what_bind_would(home, listen_host, v6only):
-    port = free_port("::" if ":" in listen_host else "0.0.0.0")
-    holder = listen_helper(listen_host, port, v6only)
-    try:
-        for bind_host in BINDS:
-            expected = not can_bind(bind_host, port)
-            m = ServerManager("usm_hello:app", bind_host, port, "probe")
-            assert m._is_port_in_use() == expected, (listen_host, v6only, bind_host)
-            holders = port_holders(port, bind_host)
-            assert [h.pid for h in holders] == ([holder.pid] if expected else [])
-    finally:
-        kill_helper(holder)
 
 
 def test_holder_fields(home):

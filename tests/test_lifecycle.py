@@ -1,5 +1,5 @@
-"""The numbered semantics of the Rust core (issue: drop-in core). Each test
-would fail without the behaviour it names."""
+"""One server's life: launch, concurrent starts, readiness, stop, restart, and
+the arguments it accepts. Each test would fail without the behaviour it names."""
 
 from __future__ import annotations
 
@@ -18,21 +18,16 @@ from _helpers import (
     free_port,
     get,
     gone,
-    kill_helper,
-    listen_helper,
-    other_user_listener,
-    spawn_helper,
     wait_until,
 )
 from upsonic_server_manager import (
-    PortInUseError,
     ServerManager,
     ServerManagerError,
     StartError,
     StartTimeoutError,
 )
 
-# ---- 1. launch ---------------------------------------------------------------------
+# ---- launch ----------------------------------------------------------------------------
 
 
 def test_launch_new_session_cwd_env_and_logs(home, managers, tmp_path):
@@ -77,75 +72,7 @@ def test_workers_from_environment(home, managers, monkeypatch):
     assert cmd[cmd.index("--workers") + 1] == "2"
 
 
-# ---- 2. PID record --------------------------------------------------------------------
-
-
-def test_pid_record_is_atomic_private_and_has_identity(home, managers):
-    port = free_port()
-    s = ServerManager("usm_hello:app", "127.0.0.1", port, "rec")
-    managers.append(s)
-    s.start()
-    st = os.stat(s._pid_file)
-    assert st.st_mode & 0o777 == 0o600
-    with open(s._pid_file) as f:
-        assert f.read() == str(s._process.pid)
-    idfile = s._pid_file[: -len(".pid")] + ".id"
-    with open(idfile) as f:
-        text = f.read()
-    with open(f"/proc/{s._process.pid}/stat") as f:
-        ticks = int(f.read().rsplit(")", 1)[1].split()[19])
-    assert f"start_ticks={ticks}\n" in text
-    assert f"pid={s._process.pid}\n" in text
-
-
-def test_symlink_planted_at_pid_path_is_replaced_not_followed(home, managers, tmp_path):
-    victim = tmp_path / "victim.txt"
-    victim.write_text("do not touch")
-    port = free_port()
-    s = ServerManager("usm_hello:app", "127.0.0.1", port, "sym")
-    managers.append(s)
-    os.symlink(victim, s._pid_file)
-    assert s._read_pid() is None
-    s.start()
-    assert victim.read_text() == "do not touch"
-    assert not os.path.islink(s._pid_file)
-    assert s._read_pid() == get(port)["pid"]
-
-
-SLEEPER = "import time; time.sleep(600)"
-
-
-def test_reused_pid_of_unrelated_python_process_is_never_ours(home, managers):
-    port = free_port()
-    s = ServerManager("usm_hello:app", "127.0.0.1", port, "reuse")
-    managers.append(s)
-    s.start()
-    s.stop()
-    stranger = spawn_helper(SLEEPER)
-    try:
-        # Simulate PID reuse: our old record now names the stranger.
-        idfile = s._pid_file[: -len(".pid")] + ".id"
-        with open(s._pid_file, "w") as f:
-            f.write(str(stranger.pid))
-        with open(idfile, "w") as f:
-            f.write(f"format=1\npid={stranger.pid}\nstart_ticks=1\n")
-        other = ServerManager("usm_hello:app", "127.0.0.1", port, "reuse")
-        assert other.is_running() is False
-        other.stop()
-        assert stranger.is_running() and stranger.status() != psutil.STATUS_ZOMBIE
-        # A bare PID file (the original's format) naming a non-uvicorn process
-        # is not accepted either.
-        with open(s._pid_file, "w") as f:
-            f.write(str(stranger.pid))
-        assert other.is_running() is False
-        other.stop()
-        assert stranger.is_running()
-        assert not os.path.exists(s._pid_file)
-    finally:
-        kill_helper(stranger)
-
-
-# ---- 3. lock ----------------------------------------------------------------------------
+# ---- concurrent starts: the per-name lock ---------------------------------------------
 
 CONCURRENT = textwrap.dedent(
     """
@@ -194,7 +121,18 @@ def test_four_concurrent_starts_launch_exactly_one_server(home, managers):
         m.stop()
 
 
-# ---- 4. readiness ---------------------------------------------------------------------
+def test_second_start_is_a_noop_not_a_restart(home, managers):
+    port = free_port()
+    s = ServerManager("usm_hello:app", "127.0.0.1", port, "noop")
+    managers.append(s)
+    s.start()
+    pid = get(port)["pid"]
+    ServerManager("usm_hello:app", "127.0.0.1", port, "noop").start()
+    s.start()
+    assert get(port)["pid"] == pid
+
+
+# ---- readiness -------------------------------------------------------------------------
 
 
 def test_start_returns_only_when_our_group_listens(home, managers):
@@ -293,115 +231,7 @@ def test_ctrl_c_during_slow_start(home, ignore_term):
         p.stdout.close()
 
 
-# ---- 5. port conflicts ----------------------------------------------------------------
-
-PERL_LISTEN = (
-    "use IO::Socket::INET; my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', "
-    'LocalPort => $ARGV[0], Listen => 5, ReuseAddr => 1) or die; print "ready\\n"; '
-    "$| = 1; sleep 600;"
-)
-
-
-def test_non_python_program_on_the_port_is_named_and_untouched(home, managers):
-    port = free_port()
-    perl = psutil.Popen(
-        ["perl", "-e", PERL_LISTEN.replace("print", "$|=1; print"), str(port), "usm-helper"],
-        stdout=subprocess.PIPE,
-    )
-    try:
-        assert perl.stdout.readline().strip() == b"ready"
-        s = ServerManager("usm_hello:app", "127.0.0.1", port, "perl")
-        managers.append(s)
-        with pytest.raises(PortInUseError) as ei:
-            s.start()
-        e = ei.value
-        assert e.port == port
-        assert [h.pid for h in e.holders] == [perl.pid]
-        assert e.holders[0].name == "perl"
-        assert "perl" in str(e) and str(perl.pid) in str(e)
-        assert perl.is_running()
-        assert not s.is_running()
-        assert not os.path.exists(s._pid_file)
-        # force=True stops a holder owned by the same user.
-        s.start(force=True)
-        assert perl.wait(10) is not None
-        assert get(port)["hello"] == "world"
-    finally:
-        kill_helper(perl)
-
-
-def test_second_start_is_a_noop_not_a_restart(home, managers):
-    port = free_port()
-    s = ServerManager("usm_hello:app", "127.0.0.1", port, "noop")
-    managers.append(s)
-    s.start()
-    pid = get(port)["pid"]
-    ServerManager("usm_hello:app", "127.0.0.1", port, "noop").start()
-    s.start()
-    assert get(port)["pid"] == pid
-
-
-def test_stale_instance_of_this_server_is_replaced(home, managers):
-    port = free_port()
-    old = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "usm_hello:app", "--port", str(port)],
-        start_new_session=True,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        assert wait_until(lambda: ServerManager("x", "127.0.0.1", port, "p")._is_port_in_use())
-        s = ServerManager("usm_hello:app", "127.0.0.1", port, "stale")
-        managers.append(s)
-        s.start()
-        assert old.wait(10) is not None
-        assert get(port)["pid"] == s._process.pid
-    finally:
-        old.kill()
-        old.wait()
-
-
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a process as another user")
-def test_other_users_program_is_never_signalled_even_as_root(home, managers):
-    port = free_port()
-    other = other_user_listener(port)
-    try:
-        s = ServerManager("usm_hello:app", "127.0.0.1", port, "otheruser")
-        managers.append(s)
-        for call in (
-            lambda: s.start(force=True),
-            s._kill_process_using_port,
-            s._force_cleanup_port,
-        ):
-            with pytest.raises(PortInUseError) as ei:
-                call()
-            assert ei.value.holders[0].user == "nobody"
-            assert ei.value.holders[0].same_user is False
-            assert "nobody" in str(ei.value)
-        assert other.is_running()
-    finally:
-        kill_helper(other)
-
-
-def test_kill_helpers_never_signal_the_caller(home):
-    import socket
-
-    port = free_port()
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", port))
-    sock.listen()
-    try:
-        s = ServerManager("usm_hello:app", "127.0.0.1", port, "self")
-        assert s._is_port_in_use()
-        with pytest.raises(PortInUseError) as ei:
-            s._kill_process_using_port()
-        assert ei.value.holders[0].pid == os.getpid()
-        with pytest.raises(PortInUseError):
-            s.start(force=True)
-    finally:
-        sock.close()
-
-
-# ---- 6. stop -------------------------------------------------------------------------
+# ---- stop --------------------------------------------------------------------------------
 
 
 def test_stop_ends_every_worker(home, managers):
@@ -495,36 +325,47 @@ def test_manager_killed_with_sigkill_a_new_manager_stops_its_server(home, manage
         p.stdout.close()
 
 
-# ---- 7. is_running --------------------------------------------------------------------
+# ---- restart, context manager, subclass ---------------------------------------------------
 
 
-def test_is_running_removes_a_stale_record(home):
-    s = ServerManager("usm_hello:app", "127.0.0.1", free_port(), "stale2")
-    gone = psutil.Popen(["true"])
-    gone.wait()
-    with open(s._pid_file, "w") as f:
-        f.write(str(gone.pid))
-    assert s.is_running() is False
-    assert not os.path.exists(s._pid_file)
+def test_restart_gives_a_new_server_with_the_same_output_mode(home, managers):
+    port = free_port()
+    m = ServerManager("usm_hello:app", "127.0.0.1", port, "rs")
+    managers.append(m)
+    m.start(redirect_output=True)
+    first = get(port)["pid"]
+    m.restart()
+    second = get(port)["pid"]
+    assert second != first and m.is_running()
+    assert not psutil.pid_exists(first)
+    assert m.status().stderr_log is not None  # still redirected
 
 
-def test_zombie_is_not_running(home):
-    # A child of ours that exited and was not reaped is a zombie: not running.
-    zombie = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "usm_broken:app", "--port", "1"],
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        assert wait_until(lambda: psutil.Process(zombie.pid).status() == psutil.STATUS_ZOMBIE)
-        s = ServerManager("usm_broken:app", "127.0.0.1", 1, "zombie")
-        with open(s._pid_file, "w") as f:
-            f.write(str(zombie.pid))
-        assert s.is_running() is False
-    finally:
-        zombie.wait()
+def test_context_manager_leaves_nothing_when_start_fails(home):
+    port = free_port()
+    with pytest.raises(StartError):
+        with ServerManager("usm_broken:app", "127.0.0.1", port, "cmfail"):
+            pytest.fail("the body must not run")
+    probe = ServerManager("usm_broken:app", "127.0.0.1", port, "cmfail")
+    assert not probe.is_running()
+    assert not os.path.exists(probe._pid_file)
 
 
-# ---- 8. waiting releases the GIL --------------------------------------------------------
+def test_subclassing_works(home, managers):
+    class Mine(ServerManager):
+        def start(self, redirect_output=False, force=False):
+            self.started = True
+            super().start(redirect_output, force)
+
+    port = free_port()
+    m = Mine("usm_hello:app", "127.0.0.1", port, "sub")
+    managers.append(m)
+    with m:
+        assert m.started and get(port)["hello"] == "world"
+    assert not m.is_running()
+
+
+# ---- waiting releases the GIL; no leaks ----------------------------------------------------
 
 
 def test_gil_is_released_while_starting(home, managers, monkeypatch):
@@ -551,9 +392,6 @@ def test_gil_is_released_while_starting(home, managers, monkeypatch):
     assert ticks > 100  # the other thread ran throughout the ~1 s start
 
 
-# ---- 9. no leaks -------------------------------------------------------------------------
-
-
 def test_no_descriptor_thread_or_zombie_growth_over_cycles(home, managers):
     port = free_port()
     s = ServerManager("usm_hello:app", "127.0.0.1", port, "cycles")
@@ -571,7 +409,7 @@ def test_no_descriptor_thread_or_zombie_growth_over_cycles(home, managers):
     assert [c for c in me.children() if c.status() == psutil.STATUS_ZOMBIE] == []
 
 
-# ---- argument validation ------------------------------------------------------------------
+# ---- argument validation -------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -600,73 +438,7 @@ def test_bad_arguments_fail_fast_naming_the_argument(home, kwargs, exc, word):
     assert os.listdir(home) == []
 
 
-def test_subclassing_works(home, managers):
-    class Mine(ServerManager):
-        def start(self, redirect_output=False, force=False):
-            self.started = True
-            super().start(redirect_output, force)
-
-    port = free_port()
-    m = Mine("usm_hello:app", "127.0.0.1", port, "sub")
-    managers.append(m)
-    with m:
-        assert m.started and get(port)["hello"] == "world"
-    assert not m.is_running()
-
-
-def test_listen_helper_is_cleaned(home):
-    h = listen_helper("127.0.0.1", free_port())
-    kill_helper(h)
-
-
-def test_same_name_other_port_is_not_ours_and_not_overwritten(home, managers):
-    p1, p2 = free_port(), free_port()
-    first = ServerManager("usm_hello:app", "127.0.0.1", p1, "shared")
-    managers.append(first)
-    first.start()
-    pid = first._read_pid()
-    second = ServerManager("usm_hello:app", "127.0.0.1", p2, "shared")
-    assert second.is_running() is False
-    with pytest.raises(ServerManagerError, match=f"taken by a running server .pid {pid}"):
-        second.start()
-    second.stop()  # not its server: nothing happens
-    assert get(p1)["pid"] == pid
-    assert first._read_pid() == pid and first.is_running()
-
-
-def test_another_managers_server_on_the_port_is_not_replaced(home, managers):
-    port = free_port()
-    first = ServerManager("usm_hello:app", "127.0.0.1", port, "owner")
-    managers.append(first)
-    first.start()
-    pid = first._read_pid()
-    # Same app, same port, another name: that server belongs to `owner`.
-    intruder = ServerManager("usm_hello:app", "127.0.0.1", port, "intruder")
-    managers.append(intruder)
-    with pytest.raises(PortInUseError) as ei:
-        intruder.start()
-    assert ei.value.holders[0].pid == pid
-    assert get(port)["pid"] == pid and first.is_running()
-
-
-def test_restart_gives_a_new_server_with_the_same_output_mode(home, managers):
-    port = free_port()
-    m = ServerManager("usm_hello:app", "127.0.0.1", port, "rs")
-    managers.append(m)
-    m.start(redirect_output=True)
-    first = get(port)["pid"]
-    m.restart()
-    second = get(port)["pid"]
-    assert second != first and m.is_running()
-    assert not psutil.pid_exists(first)
-    assert m.status().stderr_log is not None  # still redirected
-
-
-def test_context_manager_leaves_nothing_when_start_fails(home):
-    port = free_port()
-    with pytest.raises(StartError):
-        with ServerManager("usm_broken:app", "127.0.0.1", port, "cmfail"):
-            pytest.fail("the body must not run")
-    probe = ServerManager("usm_broken:app", "127.0.0.1", port, "cmfail")
-    assert not probe.is_running()
-    assert not os.path.exists(probe._pid_file)
+@pytest.mark.parametrize("bad", [0, 65536, -1])
+def test_bad_port_is_rejected(home, bad):
+    with pytest.raises(ValueError, match="port"):
+        ServerManager("usm_hello:app", "127.0.0.1", bad, "x")
