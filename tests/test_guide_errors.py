@@ -36,9 +36,15 @@ def ensure_available_port(host, desired_port, max_attempts=5):
     raise RuntimeError(f"Could not find available port after {max_attempts} attempts")
 
 
-def test_ensure_available_port_on_a_free_port(home):
+def test_ensure_available_port_on_a_free_port(home, managers):
     port = free_port()
     assert ensure_available_port("127.0.0.1", port) == port
+    # The port it hands back is one the library agrees is free and can serve on.
+    server = ServerManager("usm_hello:app", "127.0.0.1", port, "main")
+    managers.append(server)
+    assert server._is_port_in_use() is False
+    server.start()
+    assert get(port)["pid"] == server._read_pid()
 
 
 def test_ensure_available_port_frees_a_port_held_by_our_own_program(home):
@@ -94,7 +100,15 @@ def test_force_terminate_a_managed_server_then_manager_notices(home, managers):
     assert get(port)["hello"] == "world"
 
 
-def test_force_terminate_unknown_pid_is_false():
-    p = psutil.Popen(["sleep", "0"])
-    p.wait()
-    assert force_terminate_process(p.pid) is False
+def test_force_terminate_unknown_pid_is_false(home, managers):
+    # A PID the manager has stopped is unknown to the system: stop() ended the
+    # server and reaped it, so the guide's helper finds nothing to terminate.
+    port = free_port()
+    s = ServerManager("usm_hello:app", "127.0.0.1", port, "ft")
+    managers.append(s)
+    s.start()
+    pid = s._read_pid()
+    assert get(port)["pid"] == pid
+    s.stop()
+    assert force_terminate_process(pid) is False
+    assert not psutil.pid_exists(pid)

@@ -57,9 +57,21 @@ def test_is_port_in_use_answers_what_bind_would(home, listen_host, v6only):
         kill_helper(holder)
 
 
-def test_listen_helper_is_cleaned(home):
-    h = listen_helper("127.0.0.1", free_port())
-    kill_helper(h)
+def test_a_holder_that_exits_no_longer_holds_the_port(home):
+    # Was test_listen_helper_is_cleaned, which only started and killed the
+    # helper. The library must see the holder, then see that it is gone: no
+    # answer may outlive the process it was about.
+    port = free_port()
+    m = ServerManager("usm_hello:app", "127.0.0.1", port, "probe")
+    h = listen_helper("127.0.0.1", port)
+    try:
+        assert m._is_port_in_use() is True
+        assert [x.pid for x in m.port_holders()] == [h.pid]
+    finally:
+        kill_helper(h)
+    assert m._is_port_in_use() is False
+    assert m.port_holders() == []
+    assert port_holders(port, "127.0.0.1") == []
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0"])
