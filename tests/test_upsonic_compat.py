@@ -1,8 +1,10 @@
 """PID files are interchangeable with upsonic 0.45.0's ServerManager.
 
-Needs ``pip install --no-deps upsonic==0.45.0 psutil`` (``.ci/run`` does it).
-upsonic's package ``__init__`` imports its whole client stack, so the
-``server_manager`` module is loaded from its file directly.
+Needs ``pip install --no-deps upsonic==0.45.0 psutil`` (``scripts/test.sh``
+does it); without it these tests fail rather than skip, so that a run that
+never met the original cannot pass as one that did. upsonic's package
+``__init__`` imports its whole client stack, so the ``server_manager`` module
+is loaded from its file directly.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from upsonic_server_manager import ServerManager
 def _load_original():
     spec = importlib.util.find_spec("upsonic")
     if spec is None or not spec.submodule_search_locations:
-        pytest.skip("upsonic==0.45.0 is not installed (pip install --no-deps upsonic==0.45.0)")
+        pytest.fail("upsonic==0.45.0 is not installed (pip install --no-deps upsonic==0.45.0)")
     path = os.path.join(list(spec.submodule_search_locations)[0], "server_manager.py")
     mod_spec = importlib.util.spec_from_file_location("_upsonic_original_server_manager", path)
     assert mod_spec and mod_spec.loader
@@ -88,4 +90,5 @@ def test_original_reads_and_stops_a_server_we_started(home, Original, managers):
     assert wait_until(lambda: not ours.is_running(), 10)
     # Our identity file left beside it is recognised as stale and cleaned.
     ours.stop()
-    assert os.listdir(home) in ([], [".upsonic_compat3_server.lock"])
+    # Only the per-name lock file stays: the PID and identity files are gone.
+    assert os.listdir(home) == [".upsonic_compat3_server.lock"]
