@@ -21,6 +21,7 @@ from _helpers import (
     get,
     gone,
     has_ipv6,
+    python_script,
     server_procs,
     spawn_helper,
     wait_until,
@@ -184,12 +185,7 @@ def test_manager_killed_during_start_or_stop(home, managers, monkeypatch, phase)
     else:
         monkeypatch.setenv("USM_IGNORE_TERM", "1")
         app = "usm_stubborn:app"
-    p = subprocess.Popen(
-        [sys.executable, "-c", KILLED_DURING, app, str(port), phase],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    with python_script(KILLED_DURING, app, str(port), phase, stdout=subprocess.PIPE) as p:
         assert p.stdout.readline().strip() in ("starting", "stopping")
         assert wait_until(lambda: bool(psutil.Process(p.pid).children()), 30)
         server = psutil.Process(p.pid).children()[0]
@@ -203,10 +199,6 @@ def test_manager_killed_during_start_or_stop(home, managers, monkeypatch, phase)
         m.stop()
         assert wait_until(lambda: gone(server), 5)
         assert not os.path.exists(m._pid_file)
-    finally:
-        p.kill()
-        p.wait()
-        p.stdout.close()
 
 
 # ---- escaped descendants ------------------------------------------------------------------

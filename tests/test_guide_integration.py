@@ -8,7 +8,6 @@ import shlex
 import signal
 import socket
 import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ from _helpers import (
     get,
     gone,
     port_in_use,
+    python_script,
     wait_until,
 )
 from upsonic_server_manager import ServerManager
@@ -66,13 +66,8 @@ CONTROLLER = textwrap.dedent(
 
 def test_server_controller_stops_everything_at_exit(home):
     p1, p2 = free_port(), free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-c", CONTROLLER, str(p1), str(p2)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE}
+    with python_script(CONTROLLER, str(p1), str(p2), **pipes) as proc:
         assert proc.stdout.readline().strip() == '{"main": true, "tools": true}'
         assert get(p1)["hello"] == get(p2)["hello"] == "world"
         proc.stdin.close()
@@ -81,10 +76,6 @@ def test_server_controller_stops_everything_at_exit(home):
         assert not probe.is_running()
         assert not probe._is_port_in_use()
         assert not ServerManager("usm_hello:app", "0.0.0.0", p2, "tools")._is_port_in_use()
-    finally:
-        proc.kill()
-        proc.wait()
-        proc.stdout.close()
 
 
 DOCKER = textwrap.dedent(
@@ -117,10 +108,7 @@ DOCKER = textwrap.dedent(
 def test_docker_signal_handlers_stop_the_server(home, sig):
     port = free_port()
     env = dict(os.environ, SERVER_HOST="127.0.0.1", SERVER_PORT=str(port))
-    proc = subprocess.Popen(
-        [sys.executable, "-c", DOCKER], env=env, stdout=subprocess.PIPE, text=True
-    )
-    try:
+    with python_script(DOCKER, env=env, stdout=subprocess.PIPE) as proc:
         line = proc.stdout.readline().split()
         assert line[0] == "started"
         server_pid = int(line[1])
@@ -128,11 +116,7 @@ def test_docker_signal_handlers_stop_the_server(home, sig):
         proc.send_signal(sig)
         assert proc.wait(30) == 0
         assert wait_until(lambda: not os.path.exists(f"/proc/{server_pid}"), 5)
-        assert not ServerManager("usm_hello:app", "127.0.0.1", port, "x")._is_port_in_use()
-    finally:
-        proc.kill()
-        proc.wait()
-        proc.stdout.close()
+        assert not port_in_use(port)
 
 
 def setup_systemd_service(unit_path, service_content, systemctl):

@@ -10,6 +10,7 @@ import sys
 import textwrap
 import threading
 import time
+from contextlib import ExitStack
 
 import psutil
 import pytest
@@ -18,6 +19,7 @@ from _helpers import (
     free_port,
     get,
     gone,
+    python_script,
     wait_until,
 )
 from upsonic_server_manager import (
@@ -88,18 +90,13 @@ CONCURRENT = textwrap.dedent(
 
 def test_four_concurrent_starts_launch_exactly_one_server(home, managers):
     port = free_port()
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", CONCURRENT, str(port)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(4)
-    ]
     m = ServerManager("usm_hello:app", "127.0.0.1", port, "race")
     managers.append(m)
-    try:
+    with ExitStack() as stack:
+        pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE}
+        procs = [
+            stack.enter_context(python_script(CONCURRENT, str(port), **pipes)) for _ in range(4)
+        ]
         for p in procs:
             p.stdin.write("go\n")
             p.stdin.flush()
@@ -112,13 +109,6 @@ def test_four_concurrent_starts_launch_exactly_one_server(home, managers):
         # The launcher exited; its orphaned server is still ours and serving.
         assert get(port)["pid"] == int(pids.pop())
         assert m.is_running()
-    finally:
-        for p in procs:
-            p.kill()
-            p.wait()
-            p.stdin.close()
-            p.stdout.close()
-        m.stop()
 
 
 def test_second_start_is_a_noop_not_a_restart(home, managers):
@@ -202,13 +192,7 @@ def test_ctrl_c_during_slow_start(home, ignore_term):
     # With SIGTERM ignored, only an immediate SIGKILL can meet the deadline:
     # a half-started server gets no grace period (stop_timeout is 5 s).
     env = dict(os.environ, USM_SLOW_SECONDS="60", USM_IGNORE_TERM=ignore_term)
-    p = subprocess.Popen(
-        [sys.executable, "-c", CTRL_C, str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    with python_script(CTRL_C, str(port), env=env, stdout=subprocess.PIPE) as p:
         assert p.stdout.readline().strip() == "starting"
         # Wait until the server process exists, then press Ctrl-C.
         assert wait_until(lambda: bool(psutil.Process(p.pid).children()), 10)
@@ -225,10 +209,6 @@ def test_ctrl_c_during_slow_start(home, ignore_term):
         # Generous bound for a loaded CI box (the benchmark measures the real
         # latency), yet below the 5 s a graceful stop would take.
         assert elapsed < 3
-    finally:
-        p.kill()
-        p.wait()
-        p.stdout.close()
 
 
 # ---- stop --------------------------------------------------------------------------------
@@ -297,15 +277,9 @@ MANAGER = textwrap.dedent(
 
 def test_manager_killed_with_sigkill_a_new_manager_stops_its_server(home, managers):
     port = free_port()
-    p = subprocess.Popen(
-        [sys.executable, "-c", MANAGER, str(port)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
     m = ServerManager("usm_hello:app", "127.0.0.1", port, "orphan")
     managers.append(m)
-    try:
+    with python_script(MANAGER, str(port), stdin=subprocess.PIPE, stdout=subprocess.PIPE) as p:
         pid = int(p.stdout.readline())
         leader = psutil.Process(pid)
         assert wait_until(lambda: len(leader.children()) >= 2, 30)
@@ -319,11 +293,6 @@ def test_manager_killed_with_sigkill_a_new_manager_stops_its_server(home, manage
             assert gone(proc)
         assert not m._is_port_in_use()
         assert not os.path.exists(m._pid_file)
-    finally:
-        p.kill()
-        p.wait()
-        p.stdin.close()
-        p.stdout.close()
 
 
 # ---- restart, context manager, subclass ---------------------------------------------------

@@ -20,6 +20,8 @@ from _helpers import (
     has_ipv6,
     kill_helper,
     listen_helper,
+    port_in_use,
+    running,
     wait_until,
 )
 from upsonic_server_manager import (
@@ -118,21 +120,14 @@ def test_non_python_program_on_the_port_is_named_and_untouched(home, managers):
 
 def test_stale_instance_of_this_server_is_replaced(home, managers):
     port = free_port()
-    old = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "usm_hello:app", "--port", str(port)],
-        start_new_session=True,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        assert wait_until(lambda: ServerManager("x", "127.0.0.1", port, "p")._is_port_in_use())
+    uvicorn = [sys.executable, "-m", "uvicorn", "usm_hello:app", "--port", str(port)]
+    with running(uvicorn, start_new_session=True, stderr=subprocess.DEVNULL) as old:
+        assert wait_until(lambda: port_in_use(port))
         s = ServerManager("usm_hello:app", "127.0.0.1", port, "stale")
         managers.append(s)
         s.start()
         assert old.wait(10) is not None
         assert get(port)["pid"] == s._process.pid
-    finally:
-        old.kill()
-        old.wait()
 
 
 def test_another_managers_server_on_the_port_is_not_replaced(home, managers):
