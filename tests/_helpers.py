@@ -68,6 +68,15 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
     return ServerManager("usm_hello:app", host, port, "probe")._is_port_in_use()
 
 
+@contextmanager
+def listening_here(port: int, host: str = "127.0.0.1") -> Iterator[socket.socket]:
+    """A socket of the test process itself listening on (host, port)."""
+    with socket.socket() as s:
+        s.bind((host, port))
+        s.listen()
+        yield s
+
+
 def has_ipv6() -> bool:
     try:
         with socket.socket(socket.AF_INET6) as s:

@@ -1,5 +1,5 @@
-"""Fixtures: a private HOME, a free port, managers stopped after the test, and
-a guard that fails any test leaving a process behind. Plain helpers are in
+"""Fixtures: a private HOME, a free port, managers stopped after the test, a
+started hello server, and a guard that fails any test leaving a process behind. Plain helpers are in
 _helpers.py."""
 
 from __future__ import annotations
@@ -7,11 +7,12 @@ from __future__ import annotations
 import signal
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import psutil
 import pytest
 from _helpers import APPS, free_port, leftover_processes
+from upsonic_server_manager import ServerManager
 
 
 @pytest.fixture(autouse=True)
@@ -63,3 +64,17 @@ def managers() -> Iterator[list]:
             m.stop()
         except Exception:  # noqa: BLE001
             pass
+
+
+@pytest.fixture
+def serve(home: Path, managers: list) -> Callable[..., ServerManager]:
+    """``serve(name, **kwargs)``: the hello app on 127.0.0.1 and a free port,
+    started (ready when it returns), and stopped after the test."""
+
+    def start(name: str, **kwargs: Any) -> ServerManager:
+        m = ServerManager("usm_hello:app", "127.0.0.1", free_port(), name, **kwargs)
+        managers.append(m)
+        m.start()
+        return m
+
+    return start

@@ -39,19 +39,23 @@ def stop_named(home):
             m.stop()
 
 
-def test_start_status_logs_restart_stop(home, stop_named):
+@pytest.fixture
+def cli_start(home, stop_named):
+    """``cli_start(name, port, *more)``: ``upsonic-server start`` of the hello app
+    with its output redirected (else the server shares, and keeps open, our
+    pipe); the server is stopped after the test."""
+
+    def start(name: str, port: int, *more: str) -> subprocess.CompletedProcess:
+        stop_named.append(name)
+        args = ["--port", str(port), "--name", name, "--redirect-output", *more]
+        return cli("start", "usm_hello:app", *args, home=home)
+
+    return start
+
+
+def test_start_status_logs_restart_stop(home, cli_start):
     port = free_port()
-    stop_named.append("web")
-    r = cli(
-        "start",
-        "usm_hello:app",
-        "--port",
-        str(port),
-        "--name",
-        "web",
-        "--redirect-output",
-        home=home,
-    )
+    r = cli_start("web", port)
     assert r.returncode == 0, r.stderr
     assert "web: pid" in r.stdout and f"127.0.0.1:{port}" in r.stdout and "ms" in r.stdout
     pid = get(port)["pid"]
@@ -91,12 +95,9 @@ def test_status_of_unknown_name_exits_3(home):
     assert "stopped" in r.stdout
 
 
-def test_status_after_server_killed(home, stop_named):
+def test_status_after_server_killed(home, cli_start):
     port = free_port()
-    stop_named.append("k")
-    # --redirect-output: without it the server shares (and keeps open) our pipe.
-    args = ["--name", "k", "--redirect-output"]
-    assert cli("start", "usm_hello:app", "--port", str(port), *args, home=home).returncode == 0
+    assert cli_start("k", port).returncode == 0
     pid = get(port)["pid"]
     os.kill(pid, signal.SIGKILL)
     assert wait_until(lambda: gone(psutil.Process(pid)) if psutil.pid_exists(pid) else True)
@@ -285,22 +286,10 @@ def test_demo_app_without_fastapi_is_plain_asgi(home, managers):
     m.stop()
 
 
-def test_logs_follow_prints_new_lines(home, stop_named, tmp_path):
+def test_logs_follow_prints_new_lines(cli_start, tmp_path):
     port = free_port()
-    stop_named.append("tail")
     logs = tmp_path / "logs"
-    r = cli(
-        "start",
-        "usm_hello:app",
-        "--port",
-        str(port),
-        "--name",
-        "tail",
-        "--redirect-output",
-        "--log-dir",
-        str(logs),
-        home=home,
-    )
+    r = cli_start("tail", port, "--log-dir", str(logs))
     assert r.returncode == 0, r.stderr
     follow = [*CLI, "logs", "tail", "-f", "-n", "0"]
     with running(follow, stdout=subprocess.PIPE, text=True) as p:

@@ -111,11 +111,9 @@ def test_bad_pid_record(home, managers, label):
     assert got == []
 
 
-def test_identity_file_garbage_is_ignored(home, managers):
-    port = free_port()
-    m = ServerManager("usm_hello:app", "127.0.0.1", port, "badid")
-    managers.append(m)
-    m.start()
+def test_identity_file_garbage_is_ignored(serve):
+    m = serve("badid")
+    port = m.port
     pid = m._read_pid()
     with open(m._pid_file[:-4] + ".id", "wb") as f:
         f.write(os.urandom(4096))
@@ -278,13 +276,10 @@ def test_home_unset_or_relative(home, home_value):
     assert out == expected
 
 
-def test_cwd_removed_while_the_server_runs(home, managers, tmp_path):
+def test_cwd_removed_while_the_server_runs(serve, tmp_path):
     d = tmp_path / "doomed"
     d.mkdir()
-    port = free_port()
-    m = ServerManager("usm_hello:app", "127.0.0.1", port, "doomed", cwd=d)
-    managers.append(m)
-    m.start()
+    m = serve("doomed", cwd=d)
     os.rmdir(d)
     assert m.is_running()
     assert m.status().state == "running"
@@ -362,11 +357,9 @@ def test_missing_cwd_is_named_before_anything_runs(home, tmp_path):
 
 
 @pytest.mark.parametrize("then", ["stop", "start"])
-def test_workers_outliving_a_killed_master_are_not_orphaned(home, managers, then):
-    port = free_port()
-    first = ServerManager("usm_hello:app", "127.0.0.1", port, "orphans", workers=2)
-    managers.append(first)
-    first.start()
+def test_workers_outliving_a_killed_master_are_not_orphaned(serve, managers, then):
+    first = serve("orphans", workers=2)
+    port = first.port
     master = psutil.Process(first._read_pid())
     assert wait_until(lambda: len(master.children()) >= 2, 30)
     workers = [c for c in master.children() if "spawn_main" in " ".join(c.cmdline())]

@@ -84,11 +84,9 @@ def force_terminate_process(pid, timeout=5):
         return False
 
 
-def test_force_terminate_a_managed_server_then_manager_notices(home, managers):
-    port = free_port()
-    s = ServerManager("usm_hello:app", "127.0.0.1", port, "ft")
-    managers.append(s)
-    s.start()
+def test_force_terminate_a_managed_server_then_manager_notices(serve):
+    s = serve("ft")
+    port = s.port
     pid = s._read_pid()
     assert get(port)["pid"] == pid
     assert force_terminate_process(pid) is True
@@ -100,13 +98,11 @@ def test_force_terminate_a_managed_server_then_manager_notices(home, managers):
     assert get(port)["hello"] == "world"
 
 
-def test_force_terminate_unknown_pid_is_false(home, managers):
+def test_force_terminate_unknown_pid_is_false(serve):
     # A PID the manager has stopped is unknown to the system: stop() ended the
     # server and reaped it, so the guide's helper finds nothing to terminate.
-    port = free_port()
-    s = ServerManager("usm_hello:app", "127.0.0.1", port, "ft")
-    managers.append(s)
-    s.start()
+    s = serve("ft")
+    port = s.port
     pid = s._read_pid()
     assert get(port)["pid"] == pid
     s.stop()

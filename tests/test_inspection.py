@@ -38,11 +38,9 @@ def test_holder_fields(home):
         kill_helper(holder)
 
 
-def test_prefork_server_every_worker_is_a_holder(home, managers):
-    port = free_port()
-    m = ServerManager("usm_hello:app", "127.0.0.1", port, "pre", workers=3)
-    managers.append(m)
-    m.start()
+def test_prefork_server_every_worker_is_a_holder(serve):
+    m = serve("pre", workers=3)
+    port = m.port
     leader = psutil.Process(m._read_pid())
     assert wait_until(lambda: len(leader.children()) >= 3, 30)
     get(port)

@@ -111,11 +111,9 @@ def test_four_concurrent_starts_launch_exactly_one_server(home, managers):
         assert m.is_running()
 
 
-def test_second_start_is_a_noop_not_a_restart(home, managers):
-    port = free_port()
-    s = ServerManager("usm_hello:app", "127.0.0.1", port, "noop")
-    managers.append(s)
-    s.start()
+def test_second_start_is_a_noop_not_a_restart(serve):
+    s = serve("noop")
+    port = s.port
     pid = get(port)["pid"]
     ServerManager("usm_hello:app", "127.0.0.1", port, "noop").start()
     s.start()
@@ -125,11 +123,9 @@ def test_second_start_is_a_noop_not_a_restart(home, managers):
 # ---- readiness -------------------------------------------------------------------------
 
 
-def test_start_returns_only_when_our_group_listens(home, managers):
-    port = free_port()
-    s = ServerManager("usm_hello:app", "127.0.0.1", port, "ready")
-    managers.append(s)
-    s.start()
+def test_start_returns_only_when_our_group_listens(serve):
+    s = serve("ready")
+    port = s.port
     # No retry: the very first request after start() is served.
     assert get(port)["hello"] == "world"
     assert s.status().state == "running"
@@ -214,11 +210,9 @@ def test_ctrl_c_during_slow_start(home, ignore_term):
 # ---- stop --------------------------------------------------------------------------------
 
 
-def test_stop_ends_every_worker(home, managers):
-    port = free_port()
-    s = ServerManager("usm_hello:app", "127.0.0.1", port, "w3", workers=3)
-    managers.append(s)
-    s.start()
+def test_stop_ends_every_worker(serve):
+    s = serve("w3", workers=3)
+    port = s.port
     leader = psutil.Process(s._read_pid())
     assert wait_until(lambda: len(leader.children()) >= 3, 30)
     group = [leader] + leader.children(recursive=True)
@@ -246,11 +240,9 @@ def test_stop_a_server_whose_shutdown_never_finishes(home, managers, monkeypatch
     assert not s._is_port_in_use()
 
 
-def test_server_killed_with_sigkill(home, managers):
-    port = free_port()
-    s = ServerManager("usm_hello:app", "127.0.0.1", port, "k9")
-    managers.append(s)
-    s.start()
+def test_server_killed_with_sigkill(serve):
+    s = serve("k9")
+    port = s.port
     pid = s._read_pid()
     os.kill(pid, signal.SIGKILL)
     assert wait_until(lambda: not s.is_running(), 5)

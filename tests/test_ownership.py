@@ -5,7 +5,6 @@ processes that are never signalled (another user's, the caller itself)."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 
@@ -15,6 +14,7 @@ from _helpers import (
     free_port,
     get,
     kill_helper,
+    listening_here,
     other_user_listener,
     spawn_helper,
     wait_until,
@@ -28,11 +28,8 @@ from upsonic_server_manager import (
 # ---- the PID record ------------------------------------------------------------------------
 
 
-def test_pid_record_is_atomic_private_and_has_identity(home, managers):
-    port = free_port()
-    s = ServerManager("usm_hello:app", "127.0.0.1", port, "rec")
-    managers.append(s)
-    s.start()
+def test_pid_record_is_atomic_private_and_has_identity(serve):
+    s = serve("rec")
     st = os.stat(s._pid_file)
     assert st.st_mode & 0o777 == 0o600
     with open(s._pid_file) as f:
@@ -65,11 +62,9 @@ def test_symlink_planted_at_pid_path_is_replaced_not_followed(home, managers, tm
 SLEEPER = "import time; time.sleep(600)"
 
 
-def test_reused_pid_of_unrelated_python_process_is_never_ours(home, managers):
-    port = free_port()
-    s = ServerManager("usm_hello:app", "127.0.0.1", port, "reuse")
-    managers.append(s)
-    s.start()
+def test_reused_pid_of_unrelated_python_process_is_never_ours(serve):
+    s = serve("reuse")
+    port = s.port
     s.stop()
     stranger = spawn_helper(SLEEPER)
     try:
@@ -162,12 +157,8 @@ def test_other_users_program_is_never_signalled_even_as_root(home, managers):
 
 
 def test_kill_helpers_never_signal_the_caller(home):
-
     port = free_port()
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", port))
-    sock.listen()
-    try:
+    with listening_here(port):
         s = ServerManager("usm_hello:app", "127.0.0.1", port, "self")
         assert s._is_port_in_use()
         with pytest.raises(PortInUseError) as ei:
@@ -175,5 +166,3 @@ def test_kill_helpers_never_signal_the_caller(home):
         assert ei.value.holders[0].pid == os.getpid()
         with pytest.raises(PortInUseError):
             s.start(force=True)
-    finally:
-        sock.close()

@@ -20,6 +20,7 @@ from _helpers import (
     has_ipv6,
     kill_helper,
     listen_helper,
+    listening_here,
     port_in_use,
     running,
     wait_until,
@@ -130,11 +131,9 @@ def test_stale_instance_of_this_server_is_replaced(home, managers):
         assert get(port)["pid"] == s._process.pid
 
 
-def test_another_managers_server_on_the_port_is_not_replaced(home, managers):
-    port = free_port()
-    first = ServerManager("usm_hello:app", "127.0.0.1", port, "owner")
-    managers.append(first)
-    first.start()
+def test_another_managers_server_on_the_port_is_not_replaced(serve, managers):
+    first = serve("owner")
+    port = first.port
     pid = first._read_pid()
     # Same app, same port, another name: that server belongs to `owner`.
     intruder = ServerManager("usm_hello:app", "127.0.0.1", port, "intruder")
@@ -147,16 +146,11 @@ def test_another_managers_server_on_the_port_is_not_replaced(home, managers):
 
 def test_port_in_use_error_is_a_runtime_error(home):
     port = free_port()
-    s = socket.socket()
-    s.bind(("127.0.0.1", port))
-    s.listen()
-    try:
+    with listening_here(port):
         m = ServerManager("usm_hello:app", "127.0.0.1", port, "pe")
         with pytest.raises(RuntimeError) as ei:
             m.start()
         assert isinstance(ei.value, PortInUseError)
-    finally:
-        s.close()
 
 
 def test_force_stops_the_holder_not_the_script_that_started_it(home, managers):
