@@ -9,31 +9,24 @@ import select
 import signal
 import socket
 import subprocess
-import sys
 import time
 
 import httpx
 import psutil
 import pytest
-from conftest import free_port, get, gone, kill_helper, listen_helper, wait_until
+from _helpers import (
+    CLI,
+    cli,
+    free_port,
+    get,
+    gone,
+    kill_helper,
+    listen_helper,
+    port_in_use,
+    running,
+    wait_until,
+)
 from upsonic_server_manager import ServerManager
-
-CLI = [sys.executable, "-m", "upsonic_server_manager"]
-
-
-def cli(*args: str, home, timeout: float = 60, **kw) -> subprocess.CompletedProcess:
-    env = dict(os.environ, HOME=str(home))
-    env.update(kw.pop("env", {}))
-    return subprocess.run(
-        [*CLI, *args],
-        cwd=kw.pop("cwd", None),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-        **kw,
-    )
 
 
 @pytest.fixture
@@ -46,19 +39,23 @@ def stop_named(home):
             m.stop()
 
 
-def test_start_status_logs_restart_stop(home, stop_named):
+@pytest.fixture
+def cli_start(home, stop_named):
+    """``cli_start(name, port, *more)``: ``upsonic-server start`` of the hello app
+    with its output redirected (else the server shares, and keeps open, our
+    pipe); the server is stopped after the test."""
+
+    def start(name: str, port: int, *more: str) -> subprocess.CompletedProcess:
+        stop_named.append(name)
+        args = ["--port", str(port), "--name", name, "--redirect-output", *more]
+        return cli("start", "usm_hello:app", *args, home=home)
+
+    return start
+
+
+def test_start_status_logs_restart_stop(home, cli_start):
     port = free_port()
-    stop_named.append("web")
-    r = cli(
-        "start",
-        "usm_hello:app",
-        "--port",
-        str(port),
-        "--name",
-        "web",
-        "--redirect-output",
-        home=home,
-    )
+    r = cli_start("web", port)
     assert r.returncode == 0, r.stderr
     assert "web: pid" in r.stdout and f"127.0.0.1:{port}" in r.stdout and "ms" in r.stdout
     pid = get(port)["pid"]
@@ -98,12 +95,9 @@ def test_status_of_unknown_name_exits_3(home):
     assert "stopped" in r.stdout
 
 
-def test_status_after_server_killed(home, stop_named):
+def test_status_after_server_killed(home, cli_start):
     port = free_port()
-    stop_named.append("k")
-    # --redirect-output: without it the server shares (and keeps open) our pipe.
-    args = ["--name", "k", "--redirect-output"]
-    assert cli("start", "usm_hello:app", "--port", str(port), *args, home=home).returncode == 0
+    assert cli_start("k", port).returncode == 0
     pid = get(port)["pid"]
     os.kill(pid, signal.SIGKILL)
     assert wait_until(lambda: gone(psutil.Process(pid)) if psutil.pid_exists(pid) else True)
@@ -161,14 +155,9 @@ def test_run_notifies_systemd_and_stops_on_sigterm(home, tmp_path):
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(sock_path)
     env = dict(os.environ, HOME=str(home), NOTIFY_SOCKET=sock_path)
-    p = subprocess.Popen(
-        [*CLI, "run", "usm_hello:app", "--port", str(port), "--name", "svc"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    run = [*CLI, "run", "usm_hello:app", "--port", str(port), "--name", "svc"]
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    with notify, running(run, env=env, text=True, **pipes) as p:
         notify.settimeout(30)
         msg = notify.recv(4096).decode()
         assert "READY=1" in msg
@@ -178,33 +167,17 @@ def test_run_notifies_systemd_and_stops_on_sigterm(home, tmp_path):
         p.send_signal(signal.SIGTERM)
         assert p.wait(30) == 0
         assert "STOPPING=1" in notify.recv(4096).decode()
-        assert not ServerManager("x", "127.0.0.1", port, "probe")._is_port_in_use()
+        assert not port_in_use(port)
         assert not psutil.pid_exists(server_pid)
-    finally:
-        p.kill()
-        p.wait()
-        p.stdout.close()
-        p.stderr.close()
-        notify.close()
 
 
 def test_run_exits_with_the_server_exit_code(home):
     port = free_port()
-    env = dict(os.environ, HOME=str(home))
-    p = subprocess.Popen(
-        [*CLI, "run", "usm_hello:app", "--port", str(port), "--name", "dies"],
-        env=env,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    run = [*CLI, "run", "usm_hello:app", "--port", str(port), "--name", "dies"]
+    with running(run, stdout=subprocess.PIPE, text=True) as p:
         assert "serving" in p.stdout.readline()
         os.kill(get(port)["pid"], signal.SIGKILL)
         assert p.wait(30) == 128 + signal.SIGKILL
-    finally:
-        p.kill()
-        p.wait()
-        p.stdout.close()
 
 
 def test_systemd_unit(home):
@@ -278,26 +251,9 @@ def test_spinner_on_a_real_terminal(home, stop_named):
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root for a PID namespace (unshare)")
 def test_run_as_pid_1_reaps_orphans(home):
     port = free_port()
-    env = dict(os.environ, HOME=str(home))
-    p = subprocess.Popen(
-        [
-            "unshare",
-            "--pid",
-            "--fork",
-            "--mount-proc",
-            *CLI,
-            "run",
-            "usm_orphaner:app",
-            "--port",
-            str(port),
-            "--name",
-            "init",
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    new_pid_ns = ["unshare", "--pid", "--fork", "--mount-proc"]
+    run = [*new_pid_ns, *CLI, "run", "usm_orphaner:app", "--port", str(port), "--name", "init"]
+    with running(run, stdout=subprocess.PIPE, text=True) as p:
         assert "serving" in p.stdout.readline()
         unshare = psutil.Process(p.pid)
         (init,) = unshare.children()  # our `run`, PID 1 inside the namespace
@@ -313,11 +269,7 @@ def test_run_as_pid_1_reaps_orphans(home):
         # unshare does not forward signals: send SIGTERM to `run` itself.
         init.send_signal(signal.SIGTERM)
         assert p.wait(30) == 0
-        assert not ServerManager("x", "127.0.0.1", port, "probe")._is_port_in_use()
-    finally:
-        p.kill()
-        p.wait()
-        p.stdout.close()
+        assert not port_in_use(port)
 
 
 def test_demo_app_without_fastapi_is_plain_asgi(home, managers):
@@ -334,28 +286,13 @@ def test_demo_app_without_fastapi_is_plain_asgi(home, managers):
     m.stop()
 
 
-def test_logs_follow_prints_new_lines(home, stop_named, tmp_path):
+def test_logs_follow_prints_new_lines(cli_start, tmp_path):
     port = free_port()
-    stop_named.append("tail")
     logs = tmp_path / "logs"
-    r = cli(
-        "start",
-        "usm_hello:app",
-        "--port",
-        str(port),
-        "--name",
-        "tail",
-        "--redirect-output",
-        "--log-dir",
-        str(logs),
-        home=home,
-    )
+    r = cli_start("tail", port, "--log-dir", str(logs))
     assert r.returncode == 0, r.stderr
-    env = dict(os.environ, HOME=str(home))
-    p = subprocess.Popen(
-        [*CLI, "logs", "tail", "-f", "-n", "0"], env=env, stdout=subprocess.PIPE, text=True
-    )
-    try:
+    follow = [*CLI, "logs", "tail", "-f", "-n", "0"]
+    with running(follow, stdout=subprocess.PIPE, text=True) as p:
         time.sleep(0.5)
         with open(logs / "tail_server.log", "a") as f:
             f.write("first appended line\nsecond appended line\n")
@@ -363,7 +300,3 @@ def test_logs_follow_prints_new_lines(home, stop_named, tmp_path):
         assert p.stdout.readline().strip() == "second appended line"
         p.send_signal(signal.SIGINT)
         assert p.wait(10) == 0
-    finally:
-        p.kill()
-        p.wait()
-        p.stdout.close()

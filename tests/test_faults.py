@@ -7,7 +7,6 @@ from __future__ import annotations
 import fcntl
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -16,35 +15,22 @@ import time
 import httpx
 import psutil
 import pytest
-from conftest import (
+from _helpers import (
     APPS,
-    _ours,
     free_port,
     get,
     gone,
     has_ipv6,
+    python_script,
+    server_procs,
     spawn_helper,
     wait_until,
 )
 from upsonic_server_manager import (
-    PortInUseError,
     ServerManager,
     ServerManagerError,
     StartError,
 )
-
-
-def server_procs(app: str) -> list[psutil.Process]:
-    """uvicorn processes for `app` started by this test session."""
-    out = []
-    for p in psutil.process_iter():
-        try:
-            if app in p.cmdline() and "uvicorn" in p.cmdline() and _ours(p):
-                out.append(p)
-        except psutil.Error:
-            pass
-    return out
-
 
 # ---- file-system faults ---------------------------------------------------------------
 
@@ -116,7 +102,7 @@ def test_bad_pid_record(home, managers, label):
         assert m._read_pid() is None
         assert m.is_running() is False
         m.stop()
-        assert m.status().state in ("stopped", "dead")
+        assert m.status().state == "stopped"
         m.start()
         assert get(port)["hello"] == "world"
         m.stop()
@@ -125,11 +111,9 @@ def test_bad_pid_record(home, managers, label):
     assert got == []
 
 
-def test_identity_file_garbage_is_ignored(home, managers):
-    port = free_port()
-    m = ServerManager("usm_hello:app", "127.0.0.1", port, "badid")
-    managers.append(m)
-    m.start()
+def test_identity_file_garbage_is_ignored(serve):
+    m = serve("badid")
+    port = m.port
     pid = m._read_pid()
     with open(m._pid_file[:-4] + ".id", "wb") as f:
         f.write(os.urandom(4096))
@@ -199,12 +183,7 @@ def test_manager_killed_during_start_or_stop(home, managers, monkeypatch, phase)
     else:
         monkeypatch.setenv("USM_IGNORE_TERM", "1")
         app = "usm_stubborn:app"
-    p = subprocess.Popen(
-        [sys.executable, "-c", KILLED_DURING, app, str(port), phase],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    with python_script(KILLED_DURING, app, str(port), phase, stdout=subprocess.PIPE) as p:
         assert p.stdout.readline().strip() in ("starting", "stopping")
         assert wait_until(lambda: bool(psutil.Process(p.pid).children()), 30)
         server = psutil.Process(p.pid).children()[0]
@@ -218,10 +197,6 @@ def test_manager_killed_during_start_or_stop(home, managers, monkeypatch, phase)
         m.stop()
         assert wait_until(lambda: gone(server), 5)
         assert not os.path.exists(m._pid_file)
-    finally:
-        p.kill()
-        p.wait()
-        p.stdout.close()
 
 
 # ---- escaped descendants ------------------------------------------------------------------
@@ -274,46 +249,6 @@ def test_server_exiting_at_a_random_moment_during_readiness(home, managers, monk
     assert not os.path.exists(m._pid_file)
 
 
-def test_port_taken_between_check_and_launch(home, managers, monkeypatch):
-    monkeypatch.setenv("USM_SLOW_SECONDS", "1.5")
-    port = free_port()
-    m = ServerManager("usm_slow:app", "127.0.0.1", port, "race2")
-    managers.append(m)
-    thief = socket.socket()
-    thief.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        import threading
-
-        def steal() -> None:
-            time.sleep(0.5)  # after the check, while the app imports
-            thief.bind(("127.0.0.1", port))
-            thief.listen()
-
-        t = threading.Thread(target=steal)
-        t.start()
-        with pytest.raises(StartError) as ei:
-            m.start(redirect_output=True)
-        t.join()
-        assert "address already in use" in str(ei.value).lower()
-        assert not m.is_running()
-    finally:
-        thief.close()
-
-
-def test_port_in_use_error_is_a_runtime_error(home):
-    port = free_port()
-    s = socket.socket()
-    s.bind(("127.0.0.1", port))
-    s.listen()
-    try:
-        m = ServerManager("usm_hello:app", "127.0.0.1", port, "pe")
-        with pytest.raises(RuntimeError) as ei:
-            m.start()
-        assert isinstance(ei.value, PortInUseError)
-    finally:
-        s.close()
-
-
 # ---- environment oddities -------------------------------------------------------------------
 
 HOMELESS = textwrap.dedent(
@@ -341,13 +276,10 @@ def test_home_unset_or_relative(home, home_value):
     assert out == expected
 
 
-def test_cwd_removed_while_the_server_runs(home, managers, tmp_path):
+def test_cwd_removed_while_the_server_runs(serve, tmp_path):
     d = tmp_path / "doomed"
     d.mkdir()
-    port = free_port()
-    m = ServerManager("usm_hello:app", "127.0.0.1", port, "doomed", cwd=d)
-    managers.append(m)
-    m.start()
+    m = serve("doomed", cwd=d)
     os.rmdir(d)
     assert m.is_running()
     assert m.status().state == "running"
@@ -393,7 +325,9 @@ def test_host_forms(home, managers, host, client):
 )
 def test_names_that_could_escape_are_refused(home, name):
     if name == "-":
-        ServerManager("usm_hello:app", "127.0.0.1", 8000, name)  # plain and safe
+        m = ServerManager("usm_hello:app", "127.0.0.1", 8000, name)  # plain and safe
+        assert m.name == "-"
+        assert m._pid_file == os.path.join(home, ".upsonic_-_server.pid")
         return
     with pytest.raises(ValueError, match="name"):
         ServerManager("usm_hello:app", "127.0.0.1", 8000, name)
@@ -422,39 +356,10 @@ def test_missing_cwd_is_named_before_anything_runs(home, tmp_path):
     assert server_procs("usm_hello:app") == []
 
 
-def test_force_stops_the_holder_not_the_script_that_started_it(home, managers):
-    port = free_port()
-    listener = (
-        f"import socket,time;s=socket.socket();s.bind(('127.0.0.1',{port}));s.listen();"
-        "print('ready',flush=True);time.sleep(600)"
-    )
-    # A script (its own process group, not a holder) that started a listener.
-    script = psutil.Popen(
-        ["sh", "-c", f'{sys.executable} -c "{listener}" usm-helper & sleep 600'],
-        stdout=subprocess.PIPE,
-        start_new_session=True,
-    )
-    try:
-        assert script.stdout.readline().strip() == b"ready"
-        (holder,) = [c for c in script.children() if "usm-helper" in c.cmdline()]
-        m = ServerManager("usm_hello:app", "127.0.0.1", port, "forcegrp")
-        managers.append(m)
-        m.start(force=True)
-        assert wait_until(lambda: gone(holder), 5)
-        assert script.is_running() and not gone(script)  # the script itself lives on
-        assert get(port)["hello"] == "world"
-    finally:
-        os.killpg(script.pid, signal.SIGKILL)
-        script.wait()
-        script.stdout.close()
-
-
 @pytest.mark.parametrize("then", ["stop", "start"])
-def test_workers_outliving_a_killed_master_are_not_orphaned(home, managers, then):
-    port = free_port()
-    first = ServerManager("usm_hello:app", "127.0.0.1", port, "orphans", workers=2)
-    managers.append(first)
-    first.start()
+def test_workers_outliving_a_killed_master_are_not_orphaned(serve, managers, then):
+    first = serve("orphans", workers=2)
+    port = first.port
     master = psutil.Process(first._read_pid())
     assert wait_until(lambda: len(master.children()) >= 2, 30)
     workers = [c for c in master.children() if "spawn_main" in " ".join(c.cmdline())]

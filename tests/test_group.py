@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import textwrap
 
 import pytest
-from conftest import free_port, get
+from _helpers import free_port, get, port_in_use, python_script
 from upsonic_server_manager import (
     ServerGroup,
     ServerManager,
@@ -76,14 +74,8 @@ HOOKS = textwrap.dedent(
 @pytest.mark.parametrize("mode", ["atexit", "signal"])
 def test_exit_hooks_stop_servers(home, mode):
     p1, p2 = free_port(), free_port()
-    p = subprocess.Popen(
-        [sys.executable, "-c", HOOKS, mode, str(p1), str(p2)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        env=dict(os.environ, HOME=str(home)),
-    )
-    try:
+    pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE}
+    with python_script(HOOKS, mode, str(p1), str(p2), **pipes) as p:
         assert p.stdout.readline().strip() == "up"
         get(p1)
         get(p2)
@@ -94,10 +86,4 @@ def test_exit_hooks_stop_servers(home, mode):
             p.send_signal(signal.SIGTERM)
             assert p.wait(30) == 7
         for port in (p1, p2):
-            assert not ServerManager("x", "127.0.0.1", port, "probe")._is_port_in_use()
-    finally:
-        p.kill()
-        p.wait()
-        p.stdout.close()
-        if p.stdin and not p.stdin.closed:
-            p.stdin.close()
+            assert not port_in_use(port)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import os
 
 import psutil
-import pytest
-from conftest import get
+from _helpers import get
 from upsonic_server_manager import ServerManager
 
 
@@ -116,9 +115,3 @@ def test_is_running_sees_externally_started_server(home, port, managers):
     other.stop()
     assert not first.is_running()
     assert not other._is_port_in_use()
-
-
-@pytest.mark.parametrize("bad", [0, 65536, -1])
-def test_bad_port_is_rejected(home, bad):
-    with pytest.raises(ValueError, match="port"):
-        ServerManager("usm_hello:app", "127.0.0.1", bad, "x")

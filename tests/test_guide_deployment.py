@@ -5,8 +5,8 @@ from __future__ import annotations
 import socket
 
 import pytest
-from conftest import free_port, get
-from upsonic_server_manager import ServerManager
+from _helpers import free_port, get
+from upsonic_server_manager import PortInUseError, ServerManager
 
 
 def create_environment_server(environment, ports):
@@ -61,9 +61,23 @@ def test_environment_servers(home, managers, environment):
     assert not server.is_running()
 
 
-def test_unknown_environment(home):
+def test_unknown_environment(home, managers):
+    ports = (free_port(), free_port())
     with pytest.raises(ValueError, match="Unknown environment: staging"):
-        create_environment_server("staging", (1, 2))
+        create_environment_server("staging", ports)
+    # The guide's table gives development and production the same port: the
+    # second to start is refused, naming the first, which keeps serving.
+    dev, dev_config = create_environment_server("development", ports)
+    prod, prod_config = create_environment_server("production", ports)
+    managers.extend([dev, prod])
+    assert dev_config["port"] == prod_config["port"]
+    dev.start(redirect_output=dev_config["redirect_output"])
+    pid = dev._read_pid()
+    with pytest.raises(PortInUseError) as ei:
+        prod.start(redirect_output=prod_config["redirect_output"])
+    assert [h.pid for h in ei.value.holders] == [pid]
+    assert not prod.is_running()
+    assert get(ports[0])["pid"] == pid and dev.is_running()
 
 
 class HighAvailabilityController:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import socket
 
 import psutil
-import pytest
-from conftest import free_port, get, kill_helper, listen_helper
+from _helpers import free_port, get, kill_helper, listen_helper
 from upsonic_server_manager import ServerManager
 
 
@@ -37,9 +36,15 @@ def ensure_available_port(host, desired_port, max_attempts=5):
     raise RuntimeError(f"Could not find available port after {max_attempts} attempts")
 
 
-def test_ensure_available_port_on_a_free_port(home):
+def test_ensure_available_port_on_a_free_port(home, managers):
     port = free_port()
     assert ensure_available_port("127.0.0.1", port) == port
+    # The port it hands back is one the library agrees is free and can serve on.
+    server = ServerManager("usm_hello:app", "127.0.0.1", port, "main")
+    managers.append(server)
+    assert server._is_port_in_use() is False
+    server.start()
+    assert get(port)["pid"] == server._read_pid()
 
 
 def test_ensure_available_port_frees_a_port_held_by_our_own_program(home):
@@ -79,11 +84,9 @@ def force_terminate_process(pid, timeout=5):
         return False
 
 
-def test_force_terminate_a_managed_server_then_manager_notices(home, managers):
-    port = free_port()
-    s = ServerManager("usm_hello:app", "127.0.0.1", port, "ft")
-    managers.append(s)
-    s.start()
+def test_force_terminate_a_managed_server_then_manager_notices(serve):
+    s = serve("ft")
+    port = s.port
     pid = s._read_pid()
     assert get(port)["pid"] == pid
     assert force_terminate_process(pid) is True
@@ -95,12 +98,13 @@ def test_force_terminate_a_managed_server_then_manager_notices(home, managers):
     assert get(port)["hello"] == "world"
 
 
-def test_force_terminate_unknown_pid_is_false():
-    p = psutil.Popen(["sleep", "0"])
-    p.wait()
-    assert force_terminate_process(p.pid) is False
-
-
-@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0"])
-def test_kill_process_using_port_false_when_nothing_holds_it(home, host):
-    assert ServerManager("dummy", host, free_port(), "temp")._kill_process_using_port() is False
+def test_force_terminate_unknown_pid_is_false(serve):
+    # A PID the manager has stopped is unknown to the system: stop() ended the
+    # server and reaped it, so the guide's helper finds nothing to terminate.
+    s = serve("ft")
+    port = s.port
+    pid = s._read_pid()
+    assert get(port)["pid"] == pid
+    s.stop()
+    assert force_terminate_process(pid) is False
+    assert not psutil.pid_exists(pid)

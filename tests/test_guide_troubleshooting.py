@@ -6,7 +6,7 @@ import os
 import sys
 
 import psutil
-from conftest import free_port, get, kill_helper, listen_helper
+from _helpers import free_port, get, kill_helper, listen_helper
 from upsonic_server_manager import ServerManager
 
 
