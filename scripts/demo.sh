@@ -5,6 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/_venv.sh
-usm_venv "${USM_VENV:-.venv}"
+venv="${USM_VENV:-.venv}"
+echo "==> preparing the virtual environment in $venv"
+usm_venv "$venv"
+echo "==> building and installing upsonic-server-manager with FastAPI (the Rust build takes about a minute the first time)"
 python -m pip install -q . "fastapi>=0.110"
+echo "==> running the demo: start a server, request it, show its status, stop it"
 upsonic-server demo

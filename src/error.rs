@@ -154,7 +154,7 @@ fn who(holders: &[Holder]) -> String {
             let server = h
                 .server
                 .as_ref()
-                .map(|n| format!(", the managed server {n:?}"))
+                .map(|n| format!(", the managed server '{n}'"))
                 .unwrap_or_default();
             format!(
                 "pid {} ({}, user {}) on {}{server}",

@@ -11,7 +11,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import free_port, get, kill_helper, listen_helper, wait_until
+from _helpers import free_port, get, kill_helper, listen_helper, wait_until
 from upsonic_server_manager import (
     PortHolder,
     ServerManager,

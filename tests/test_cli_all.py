@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import psutil
-from conftest import free_port, get, gone
+from _helpers import free_port, get, gone
 from upsonic_server_manager import ServerManager, list_records
 
 CLI = [sys.executable, "-m", "upsonic_server_manager"]

@@ -164,6 +164,7 @@ class LocalService:
             # Not systemd's: the leak guard's marker, so a leftover is caught.
             SESSION_ENV: SESSION_ID,
         }
+        self.run_dir = run_dir
         self.notify_path = str(run_dir / "notify")
         self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.notify.bind(self.notify_path)
@@ -174,8 +175,17 @@ class LocalService:
     def start(self) -> None:
         assert self.conf.get("Type") == "notify"
         env = dict(self.base_env, NOTIFY_SOCKET=self.notify_path, **self.env)
+        # systemd creates RuntimeDirectory= under /run and LogsDirectory=
+        # under /var/log for the service's user; here they go in the test's
+        # own directory, and ExecStart names them there.
+        command = self.conf["ExecStart"]
+        for key, base in (("RuntimeDirectory", "/run"), ("LogsDirectory", "/var/log")):
+            if key in self.conf:
+                made = self.run_dir / key / self.conf[key]
+                made.mkdir(parents=True, exist_ok=True)
+                command = command.replace(f"{base}/{self.conf[key]}", str(made))
         self.main = psutil.Popen(
-            shlex.split(self.conf["ExecStart"]),
+            shlex.split(command),
             cwd=self.conf["WorkingDirectory"],
             env=env,
             stdin=subprocess.DEVNULL,
@@ -277,7 +287,10 @@ def test_systemd_service_runs_restarts_on_failure_and_stops(home, tmp_path):
         svc = systemctl.services["upsonic"]
         first = get(port)["pid"]
         assert psutil.Process(first).ppid() == svc.main.pid
-        recorded = ServerManager.from_record("upsonic", home)
+        # The unit keeps its records in its RuntimeDirectory (made here).
+        recorded = ServerManager.from_record(
+            "upsonic", tmp_path / "RuntimeDirectory" / "upsonic-upsonic"
+        )
         assert recorded is not None and recorded.is_running()
 
         # Restart=on-failure: the server dies, `run` exits with its status,

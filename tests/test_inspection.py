@@ -112,7 +112,10 @@ def test_status_fields_running_and_after_sigkill(home, managers):
     assert m.status().exit_code == -signal.SIGKILL
     assert dead.state == "dead"
     m.stop()
-    assert m.status().state == "stopped"
+    # It did not end by a stop: it stays dead, with the cause, until forgotten.
+    after = m.status()
+    assert (after.state, after.exit_code, after.end_reason) == ("dead", -9, "killed by SIGKILL")
+    assert m.forget() and m.status().state == "stopped"
 
 
 def test_diagnose_keys_and_never_raises(home):

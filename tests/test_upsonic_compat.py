@@ -92,5 +92,5 @@ def test_original_reads_and_stops_a_server_we_started(home, serve, Original):
     assert wait_until(lambda: not ours.is_running(), 10)
     # Our identity file left beside it is recognised as stale and cleaned.
     ours.stop()
-    # Only the per-name lock file stays: the PID and identity files are gone.
-    assert os.listdir(home) == [".upsonic_compat3_server.lock"]
+    # Only how its last run ended stays: no PID, identity or lock file.
+    assert os.listdir(home) == [".upsonic_compat3_server.last"]

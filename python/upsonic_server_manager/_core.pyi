@@ -200,6 +200,8 @@ class Core:
         """A snapshot of state and resources."""
     def log_paths(self) -> tuple[Path, Path]:
         """(stdout log, stderr log) used when output is redirected."""
+    def cpu_time(self) -> Optional[float]:
+        """CPU seconds used so far by the server and its workers, or None."""
     @property
     def app_path(self) -> str: ...
     @property

@@ -96,11 +96,12 @@ def run_foreground(m: ServerManager, redirect_output: bool, force: bool, out: Te
         out.write(f"{m.name}: pid {pid} serving on http://{host}:{m.port}\n")
         out.flush()
         _wait_for_exit(pid)
-        # The server died on its own: report its exit code.
-        code = m.status().exit_code
+        # The server died on its own: say how ("killed by SIGKILL") and exit
+        # with its status, as a shell would report it.
+        st = m.status()
         m.stop()
-        out.write(f"{m.name}: server exited with code {code}\n")
-        return _exit_status(code)
+        out.write(f"{m.name}: {st.end_reason or 'exited, status unknown'}\n")
+        return _exit_status(st.exit_code)
     except _Terminate:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)

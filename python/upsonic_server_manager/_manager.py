@@ -135,6 +135,17 @@ class ServerManager:
         return self._core.workers
 
     @property
+    def cwd(self) -> Optional[str]:
+        """The server's working directory, or None for the caller's."""
+        cwd = self._core.cwd
+        return None if cwd is None else str(cwd)
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The extra environment the server starts with (a copy)."""
+        return dict(self._core.env)
+
+    @property
     def log_dir(self) -> str:
         """Where redirected output goes (as given; relative to the current
         directory at start)."""
@@ -250,6 +261,11 @@ class ServerManager:
     def status(self) -> ServerStatus:
         """A snapshot of the server's state, resources and logs."""
         return self._core.status()
+
+    def cpu_time(self) -> Optional[float]:
+        """CPU seconds the server and its workers have used so far, or None
+        when it does not run; two readings give its recent CPU use."""
+        return self._core.cpu_time()
 
     def diagnose(self) -> dict[str, Any]:
         """The guide's ``diagnose_server_issues`` keys, plus ``port_holders``.

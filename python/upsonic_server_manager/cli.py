@@ -1,5 +1,6 @@
 """``upsonic-server``: start, stop and inspect servers from the shell, run one
-in the foreground under systemd or in a container, or try the bundled demo."""
+in the foreground under systemd or in a container, or try the bundled demo.
+One function per command; the library's public API only."""
 
 from __future__ import annotations
 
@@ -8,117 +9,62 @@ import json
 import os
 import shlex
 import socket
+import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from pathlib import Path
 from typing import Callable, Optional, Sequence, TextIO
 
-from . import ServerManager, ServerManagerError, ServerStatus, list_records, log_files
+from . import (
+    PortInUseError,
+    ServerManager,
+    ServerManagerError,
+    ServerStatus,
+    list_records,
+    log_files,
+)
+from ._cli_output import (
+    columns,
+    fmt_address,
+    follow,
+    render_table,
+    run_with_spinner,
+    status_row,
+    tail,
+)
 from ._foreground import run_foreground
 
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
-EXIT_NOT_RUNNING = 3  # LSB: "program is not running"
+EXIT_NOT_RUNNING = 3  # LSB status: "program is not running"
+EXIT_UNKNOWN = 4  # LSB status: "program or service status is unknown"
+EXIT_INTERRUPTED = 130
+
+#: How long `status` on a terminal samples CPU use.
+CPU_WINDOW = 0.2
 
 
 class UsageError(Exception):
-    """Bad command-line input: exit 2 with one line."""
+    """Bad command-line input: exit 2 with the usage line and the problem."""
+
+    def __init__(self, message: str, usage: str = "") -> None:
+        super().__init__(message)
+        self.usage = usage
+
+
+class UnknownName(Exception):
+    """A NAME that no record knows: the known names, and a non-zero exit."""
+
+    def __init__(self, name: str, known: Sequence[str], where: str) -> None:
+        listed = f"known: {', '.join(known)}" if known else f"no servers recorded in {where}"
+        super().__init__(f"no server named {name!r} ({listed})")
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(message)
-
-
-# ---- formatting -------------------------------------------------------------------------
-
-
-def fmt_duration(seconds: Optional[float]) -> str:
-    if seconds is None:
-        return "-"
-    s = int(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
-
-
-def fmt_bytes(n: Optional[int]) -> str:
-    if n is None:
-        return "-"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return f"{n:.1f} GiB"
-
-
-def fmt_address(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-COLUMNS = ("NAME", "PID", "ADDRESS", "STATE", "UPTIME", "MEM", "CPU", "WORKERS")
-
-
-def status_row(st: ServerStatus) -> list[str]:
-    return [
-        st.name,
-        "-" if st.pid is None else str(st.pid),
-        fmt_address(st.host, st.port),
-        st.state,
-        fmt_duration(st.uptime),
-        fmt_bytes(st.memory_rss),
-        "-" if st.cpu_percent is None else f"{st.cpu_percent:.1f}%",
-        str(len(st.workers)) if st.state in ("running", "starting") else "-",
-    ]
-
-
-def render_table(rows: Sequence[Sequence[str]], header: Sequence[str] = COLUMNS) -> str:
-    widths = [len(h) for h in header]
-    for r in rows:
-        widths = [max(w, len(c)) for w, c in zip(widths, r)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip()]
-    for r in rows:
-        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
-    return "\n".join(lines)
-
-
-# ---- waiting with a spinner -------------------------------------------------------------
-
-
-def run_with_spinner(label: str, fn: Callable[[], None], out: TextIO) -> float:
-    """Runs ``fn`` and returns its duration. On a terminal a spinner with the
-    elapsed time turns while it runs (the core releases the GIL)."""
-    t0 = time.monotonic()
-    if not out.isatty():
-        fn()
-        return time.monotonic() - t0
-    done = threading.Event()
-
-    def spin() -> None:
-        frames = "|/-\\"
-        i = 0
-        while not done.wait(0.08):
-            out.write(f"\r{frames[i % 4]} {label} {time.monotonic() - t0:5.1f}s")
-            out.flush()
-            i += 1
-
-    t = threading.Thread(target=spin, daemon=True)
-    t.start()
-    try:
-        fn()
-    finally:
-        done.set()
-        t.join()
-        out.write("\r\033[K")
-        out.flush()
-    return time.monotonic() - t0
+        raise UsageError(message, self.format_usage().strip())
 
 
 # ---- arguments --------------------------------------------------------------------------
@@ -141,14 +87,25 @@ def _positive(text: str) -> float:
     return v
 
 
-def _add_server_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("app", metavar="APP", help="the ASGI app, e.g. package.module:app")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+def _add_server_args(p: argparse.ArgumentParser, log_dir: Optional[str] = "logs") -> None:
+    p.add_argument("app", metavar="APP", help="the ASGI app as module:attribute, e.g. myapi:app")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind")
     p.add_argument("--port", type=int, required=True, help="port to listen on")
-    p.add_argument("--name", required=True, help="server name (PID file and log names)")
-    p.add_argument("--workers", type=int, default=None, help="uvicorn worker processes")
-    p.add_argument("--log-dir", default="logs", help="log directory (default ./logs)")
-    p.add_argument("--cwd", default=None, help="working directory of the server")
+    p.add_argument(
+        "--name",
+        default=None,
+        help="server name, used for its PID record and log files (default: APP's module)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="uvicorn worker processes (default: $UPSONIC_WORKERS_AMOUNT, else 1)",
+    )
+    p.add_argument("--log-dir", default=log_dir, help="directory of the redirected output")
+    p.add_argument(
+        "--cwd", default=None, help="working directory of the server (default: this one)"
+    )
     p.add_argument(
         "--env",
         type=_env_pair,
@@ -157,14 +114,37 @@ def _add_server_args(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="extra environment for the server (repeatable)",
     )
-    p.add_argument("--start-timeout", type=_positive, default=30.0, metavar="SECONDS")
-    p.add_argument("--stop-timeout", type=_positive, default=5.0, metavar="SECONDS")
+    p.add_argument(
+        "--start-timeout",
+        type=_positive,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long to wait until it listens (then it gets 1 s more to exit)",
+    )
+    p.add_argument(
+        "--stop-timeout",
+        type=_positive,
+        default=5.0,
+        metavar="SECONDS",
+        help="how long a stop waits after SIGTERM before SIGKILL",
+    )
+
+
+def _add_start_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--force", action="store_true", help="stop programs of yours that hold the port")
+    p.add_argument(
+        "--redirect-output",
+        action="store_true",
+        help="write its output to log files instead of this terminal",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
+    fmt = argparse.ArgumentDefaultsHelpFormatter
     parser = _Parser(
         prog="upsonic-server",
         description="Start, stop and inspect uvicorn servers managed by upsonic-server-manager.",
+        formatter_class=fmt,
     )
     parser.add_argument(
         "--pid-dir", default=None, help="where PID records live (default: your home directory)"
@@ -172,43 +152,56 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    p = sub.add_parser("start", help="start a server and return once it is ready")
-    _add_server_args(p)
-    p.add_argument("--force", action="store_true", help="stop your own programs holding the port")
-    p.add_argument("--redirect-output", action="store_true", help="write output to log files")
+    def command(name: str, text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=text, description=text, formatter_class=fmt)
 
-    p = sub.add_parser("stop", help="stop a server (or --all, concurrently)")
-    p.add_argument("name", metavar="NAME", nargs="?")
+    p = command("start", "start a server and return once it is ready")
+    _add_server_args(p)
+    _add_start_args(p)
+
+    p = command("stop", "stop a server (or every recorded one, concurrently)")
+    p.add_argument("name", metavar="NAME", nargs="?", help="the server's name")
     p.add_argument("--all", action="store_true", help="every recorded server, concurrently")
 
-    p = sub.add_parser("restart", help="stop a server and start it again (or --all)")
-    p.add_argument("name", metavar="NAME", nargs="?")
-    p.add_argument("--all", action="store_true", help="every recorded server")
+    p = command("restart", "stop a server and start it again as it was started")
+    p.add_argument("name", metavar="NAME", nargs="?", help="the server's name")
+    p.add_argument("--all", action="store_true", help="every running recorded server")
 
-    p = sub.add_parser("status", help="show servers as a table (exit 3 if NAME is not running)")
-    p.add_argument("name", metavar="NAME", nargs="?")
+    p = command("status", "show servers as a table (exit 3 if NAME is not running)")
+    p.add_argument("name", metavar="NAME", nargs="?", help="only this server")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
-    p = sub.add_parser("logs", help="print a server's log (like tail)")
-    p.add_argument("name", metavar="NAME")
+    p = command("logs", "print servers' output, stdout and stderr, each line marked")
+    p.add_argument("name", metavar="NAME", nargs="?", help="only this server (default: all)")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
-    p.add_argument("--stderr", action="store_true", help="the error log instead of stdout's")
-    p.add_argument("-n", "--lines", type=int, default=20, metavar="LINES")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--stdout", action="store_true", help="only the standard output")
+    which.add_argument("--stderr", action="store_true", help="only the standard error")
+    p.add_argument(
+        "-n", "--lines", type=int, default=20, metavar="LINES", help="lines of history per file"
+    )
 
-    p = sub.add_parser("diagnose", help="print the diagnosis of a server as JSON")
-    p.add_argument("name", metavar="NAME")
+    p = command("diagnose", "print the diagnosis of a server as JSON")
+    p.add_argument("name", metavar="NAME", help="the server's name")
 
-    p = sub.add_parser("run", help="run a server in the foreground (systemd, containers)")
+    p = command("forget", "forget a stopped server (it leaves the status table)")
+    p.add_argument("name", metavar="NAME", help="the server's name")
+
+    p = command("run", "run a server in the foreground (systemd, containers)")
     _add_server_args(p)
-    p.add_argument("--force", action="store_true", help="stop your own programs holding the port")
-    p.add_argument("--redirect-output", action="store_true", help="write output to log files")
+    _add_start_args(p)
 
-    p = sub.add_parser("systemd-unit", help="print a systemd unit that uses `run`")
-    _add_server_args(p)
+    p = command("systemd-unit", "print a systemd unit that uses `run`")
+    _add_server_args(p, log_dir=None)
     p.add_argument("--user", default=None, help="the User= of the unit (default: you)")
 
-    sub.add_parser("demo", help="start the bundled demo app, request it, show status, stop it")
+    command("demo", "start the bundled demo app, request it, show status, stop it")
     return parser
+
+
+def _name_of(args: argparse.Namespace) -> str:
+    """--name, else the module part of APP (`myapi.main:app` -> `myapi.main`)."""
+    return args.name or args.app.split(":", 1)[0]
 
 
 def _manager_from_args(args: argparse.Namespace) -> ServerManager:
@@ -218,9 +211,9 @@ def _manager_from_args(args: argparse.Namespace) -> ServerManager:
             args.app,
             args.host,
             args.port,
-            args.name,
+            _name_of(args),
             workers=args.workers,
-            log_dir=args.log_dir,
+            log_dir=args.log_dir or "logs",
             pid_dir=args.pid_dir,
             cwd=args.cwd,
             env=dict(args.env),
@@ -231,15 +224,28 @@ def _manager_from_args(args: argparse.Namespace) -> ServerManager:
         raise UsageError(str(e)) from None
 
 
-def _manager_from_record(args: argparse.Namespace, name: str) -> Optional[ServerManager]:
+def _pid_dir_text(args: argparse.Namespace) -> str:
+    return args.pid_dir or os.path.expanduser("~")
+
+
+def _known(args: argparse.Namespace) -> list[str]:
+    """Every name recorded, running or kept after a stop."""
+    return list_records(args.pid_dir, stopped=True)
+
+
+def _recorded(args: argparse.Namespace, name: str) -> Optional[ServerManager]:
+    """The manager recorded as ``name``; UnknownName if no record knows it."""
+    if name not in _known(args):
+        raise UnknownName(name, _known(args), _pid_dir_text(args))
     try:
         return ServerManager.from_record(name, args.pid_dir)
     except ValueError as e:
         raise UsageError(str(e)) from None
 
 
-def _pid_dir_text(args: argparse.Namespace) -> str:
-    return args.pid_dir or os.path.expanduser("~")
+def _one_name_or_all(args: argparse.Namespace) -> None:
+    if bool(args.name) == bool(args.all):
+        raise UsageError(f"{args.command}: give a NAME or --all (not both)")
 
 
 # ---- commands ------------------------------------------------------------------------------
@@ -248,8 +254,13 @@ def _pid_dir_text(args: argparse.Namespace) -> str:
 def cmd_start(args: argparse.Namespace, out: TextIO) -> int:
     m = _manager_from_args(args)
     already = m.is_running()
+    # The spinner only when the server's output goes to files: otherwise the
+    # server writes to this terminal, and the two would run into each other.
     took = run_with_spinner(
-        f"starting {m.name}", lambda: m.start(args.redirect_output, args.force), out
+        f"starting {m.name}",
+        lambda: m.start(args.redirect_output, args.force),
+        out,
+        spin=args.redirect_output,
     )
     st = m.status()
     verb = "already running" if already else f"started in {took * 1000:.0f} ms"
@@ -257,22 +268,12 @@ def cmd_start(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
-def _one_name_or_all(args: argparse.Namespace) -> None:
-    if bool(args.name) == bool(args.all):
-        raise UsageError(f"{args.command}: give a NAME or --all (not both)")
-
-
-def _recorded_managers(args: argparse.Namespace) -> list[ServerManager]:
-    """A manager for every recorded server that still has something to go on."""
-    found = (_manager_from_record(args, n) for n in list_records(args.pid_dir))
-    return [m for m in found if m is not None]
-
-
 def _stop_all(args: argparse.Namespace, out: TextIO) -> list[ServerManager]:
     """Stops every recorded server concurrently; returns those that ran."""
     from ._group import ServerGroup
 
-    managers = _recorded_managers(args)
+    found = (ServerManager.from_record(n, args.pid_dir) for n in list_records(args.pid_dir))
+    managers = [m for m in found if m is not None]
     running = [m for m in managers if m.is_running()]
     t0 = time.monotonic()
     # Concurrently: every SIGTERM goes out first, then one wait for all.
@@ -287,7 +288,7 @@ def cmd_stop(args: argparse.Namespace, out: TextIO) -> int:
     if args.all:
         _stop_all(args, out)
         return EXIT_OK
-    m = _manager_from_record(args, args.name)
+    m = _recorded(args, args.name)
     if m is None or not m.is_running():
         if m is not None:
             m.stop()  # clears a stale record
@@ -299,16 +300,63 @@ def cmd_stop(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+_IMPORTABLE = (
+    "import importlib.util, sys\n"
+    "sys.path.insert(0, '')\n"
+    "try:\n"
+    "    found = importlib.util.find_spec(sys.argv[1]) is not None\n"
+    "except Exception as e:\n"
+    "    sys.exit(f'{type(e).__name__}: {e}')\n"
+    "sys.exit(0 if found else f'No module named {sys.argv[1]!r}')\n"
+)
+
+
+def _why_not_restartable(m: ServerManager) -> Optional[str]:
+    """What would make a restart fail, checked before the server is stopped:
+    the app's module must import from the recorded directory and environment
+    (as uvicorn will import it), and the port must be free or this server's."""
+    module = m.app_path.split(":", 1)[0]
+    cwd = m.cwd or os.getcwd()
+    if not os.path.isdir(cwd):
+        return f"its working directory {cwd} does not exist"
+    check = subprocess.run(
+        [sys.executable, "-c", _IMPORTABLE, module],
+        cwd=cwd,
+        env={**os.environ, **m.env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    if check.returncode != 0:
+        why = (check.stderr.strip().splitlines() or ["it failed"])[-1]
+        return f"module {module!r} cannot be imported from {cwd}: {why}"
+    st = m.status()
+    ours = {p for p in [st.pid, *st.workers] if p is not None}
+    others = [h for h in m.port_holders() if h.pid not in ours]
+    if others:
+        h = others[0]
+        owner = f", the managed server {h.server!r}" if h.server else ""
+        return f"port {m.port} is held by pid {h.pid} ({h.name}, user {h.user}){owner}"
+    return None
+
+
 def cmd_restart(args: argparse.Namespace, out: TextIO) -> int:
     _one_name_or_all(args)
     if args.all:
         return _restart_all(args, out)
-    m = _manager_from_record(args, args.name)
+    m = _recorded(args, args.name)
     if m is None:
-        raise ServerManagerError(f"no PID record for a server named {args.name!r}")
-    # from_record remembers whether output was redirected; restart keeps it.
+        raise ServerManagerError(f"{args.name}: its record names no app to start again")
+    why = _why_not_restartable(m)
+    if why is not None:
+        state = "left running" if m.is_running() else "not started"
+        raise ServerManagerError(f"{m.name}: not restarted ({state}): {why}")
+    # from_record restores how it was started, output mode included.
     m.stop()
-    took = run_with_spinner(f"starting {m.name}", lambda: m.start(m.redirect_output), out)
+    took = run_with_spinner(
+        f"starting {m.name}", lambda: m.start(m.redirect_output), out, spin=m.redirect_output
+    )
     out.write(f"{m.name}: restarted, pid {m.status().pid} in {took * 1000:.0f} ms\n")
     return EXIT_OK
 
@@ -327,18 +375,39 @@ def _restart_all(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
-    names = [args.name] if args.name else list_records(args.pid_dir)
-    statuses = []
-    for name in names:
-        m = _manager_from_record(args, name)
-        if m is None:
-            statuses.append(ServerStatus(name, None, "-", 0, "stopped", None, None, None, None))
-        else:
-            statuses.append(m.status())
+    known = _known(args)
+    if args.name and args.name not in known:
+        print(
+            f"upsonic-server: {UnknownName(args.name, known, _pid_dir_text(args))}", file=sys.stderr
+        )
+        return EXIT_UNKNOWN
+    names = [args.name] if args.name else known
+    managers: list[tuple[str, Optional[ServerManager]]] = [
+        (n, ServerManager.from_record(n, args.pid_dir)) for n in names
+    ]
+    # On a terminal, CPU over a short recent window; for scripts, no wait
+    # and the lifetime average (the header says which).
+    window = CPU_WINDOW if (out.isatty() and not args.json) else None
+    t0 = time.monotonic()
+    before = {n: m.cpu_time() for n, m in managers if m is not None and window}
+    statuses = [
+        m.status()
+        if m is not None
+        else ServerStatus(n, None, "-", 0, "stopped", None, None, None, None)
+        for n, m in managers
+    ]
+    cpu: dict[str, Optional[float]] = {s.name: s.cpu_percent for s in statuses}
+    if window:
+        time.sleep(max(0.0, window - (time.monotonic() - t0)))
+        elapsed = time.monotonic() - t0
+        for n, m in managers:
+            a, b = before.get(n), m.cpu_time() if m is not None else None
+            cpu[n] = None if a is None or b is None else 100.0 * (b - a) / elapsed
     if args.json:
         out.write(json.dumps([s.as_dict() for s in statuses], indent=2) + "\n")
     elif statuses:
-        out.write(render_table([status_row(s) for s in statuses]) + "\n")
+        rows = [status_row(s, cpu[s.name]) for s in statuses]
+        out.write(render_table(rows, columns(window)) + "\n")
     else:
         out.write(f"no servers recorded in {_pid_dir_text(args)}\n")
     if args.name:
@@ -346,51 +415,58 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
-def _tail(path: Path, lines: int) -> tuple[list[str], int]:
-    with open(path, "rb") as f:
-        f.seek(0, os.SEEK_END)
-        end = f.tell()
-        f.seek(max(0, end - max(lines, 1) * 512 - 4096))
-        data = f.read()
-    text = data.decode(errors="replace").splitlines()
-    return (text[-lines:] if lines > 0 else []), end
-
-
 def cmd_logs(args: argparse.Namespace, out: TextIO) -> int:
-    m = _manager_from_record(args, args.name)
-    files = m.log_files if m is not None else log_files(args.name)
-    path = Path(files[1] if args.stderr else files[0])
-    if not path.exists():
+    names = [args.name] if args.name else _known(args)
+    if args.name and args.name not in _known(args):
+        raise UnknownName(args.name, _known(args), _pid_dir_text(args))
+    streams = (
+        [("out", 0)] if args.stdout else [("err", 1)] if args.stderr else [("out", 0), ("err", 1)]
+    )
+    sources: list[tuple[str, Path, int]] = []
+    for name in names:
+        m = ServerManager.from_record(name, args.pid_dir)
+        files = m.log_files if m is not None else log_files(name)
+        prefix = f"{name} " if len(names) > 1 else ""
+        for stream, i in streams:
+            path = Path(files[i])
+            if path.exists():
+                label = f"{prefix}{stream} | "
+                lines, end = tail(path, args.lines)
+                # The files carry no timestamps: history comes file by file;
+                # with -f, new lines come in the order they arrive.
+                for line in lines:
+                    out.write(f"{label}{line}\n")
+                sources.append((label, path, end))
+    if not sources:
+        where = names[0] if len(names) == 1 else "any server"
         raise ServerManagerError(
-            f"no log file at {path} (was the server started with output redirected?)"
+            f"no log files for {where} (start it with --redirect-output to keep its output)"
         )
-    lines, pos = _tail(path, args.lines)
-    for line in lines:
-        out.write(line + "\n")
     out.flush()
-    if not args.follow:
-        return EXIT_OK
-    try:
-        with open(path, "rb") as f:
-            f.seek(pos)
-            while True:
-                chunk = f.read()
-                if chunk:
-                    out.write(chunk.decode(errors="replace"))
-                    out.flush()
-                else:
-                    if os.path.getsize(path) < f.tell():  # truncated or rotated
-                        f.seek(0)
-                    time.sleep(0.2)
-    except KeyboardInterrupt:
-        return EXIT_OK
+    if args.follow:
+        try:
+            follow(sources, out)
+        except KeyboardInterrupt:
+            return EXIT_OK
+    return EXIT_OK
 
 
 def cmd_diagnose(args: argparse.Namespace, out: TextIO) -> int:
-    m = _manager_from_record(args, args.name)
+    m = _recorded(args, args.name)
     if m is None:
-        raise ServerManagerError(f"no PID record for a server named {args.name!r}")
+        raise ServerManagerError(f"{args.name}: its record names no app to diagnose")
     out.write(json.dumps(m.diagnose(), indent=2, default=str) + "\n")
+    return EXIT_OK
+
+
+def cmd_forget(args: argparse.Namespace, out: TextIO) -> int:
+    m = _recorded(args, args.name)
+    if m is not None and not m.forget():
+        raise ServerManagerError(f"{args.name}: is running; stop it first")
+    if m is None:
+        # Nothing to rebuild a manager from: only a record naming no app.
+        raise ServerManagerError(f"{args.name}: its record names no app; remove it by hand")
+    out.write(f"{args.name}: forgotten\n")
     return EXIT_OK
 
 
@@ -399,31 +475,43 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_systemd_unit(args: argparse.Namespace, out: TextIO) -> int:
+    name = _name_of(args)
     _manager_from_args(args)  # validates every argument
     import pwd
 
     user = args.user or pwd.getpwuid(os.getuid()).pw_name
     cwd = os.path.abspath(args.cwd or os.getcwd())
-    run = [sys.executable, "-m", "upsonic_server_manager"]
+    # Records and logs in directories systemd creates for the service, owned
+    # by its user, unless given: the user's home may not be writable (or exist).
+    directories = ""
     if args.pid_dir:
-        run += ["--pid-dir", os.path.abspath(args.pid_dir)]
-    run += ["run", args.app, "--host", args.host, "--port", str(args.port), "--name", args.name]
+        pid_dir = os.path.abspath(args.pid_dir)
+    else:
+        pid_dir = f"/run/upsonic-{name}"
+        directories += f"RuntimeDirectory=upsonic-{name}\n"
+    if args.log_dir:
+        log_dir = os.path.join(cwd, args.log_dir)
+    else:
+        log_dir = f"/var/log/upsonic-{name}"
+        directories += f"LogsDirectory=upsonic-{name}\n"
+    run = [sys.executable, "-m", "upsonic_server_manager", "--pid-dir", pid_dir]
+    run += ["run", args.app, "--host", args.host, "--port", str(args.port), "--name", name]
     if args.workers:
         run += ["--workers", str(args.workers)]
-    run += ["--log-dir", os.path.join(cwd, args.log_dir), "--redirect-output"]
+    run += ["--log-dir", log_dir, "--redirect-output"]
     run += ["--start-timeout", str(args.start_timeout), "--stop-timeout", str(args.stop_timeout)]
     env_lines = "".join(
         f"Environment={shlex.quote(f'{k}={v}')}\n"
         for k, v in [("PYTHONUNBUFFERED", "1")] + args.env
     )
     unit = f"""\
-# systemd unit for upsonic server {args.name!r}.
+# systemd unit for upsonic server {name!r}.
 # Install it with:
-#   sudo tee /etc/systemd/system/upsonic-{args.name}.service < this-file
-#   sudo systemctl daemon-reload && sudo systemctl enable --now upsonic-{args.name}
+#   sudo tee /etc/systemd/system/upsonic-{name}.service < this-file
+#   sudo systemctl daemon-reload && sudo systemctl enable --now upsonic-{name}
 # `run` reports READY=1 once the server listens and stops it on SIGTERM.
 [Unit]
-Description=upsonic server {args.name} ({args.app} on {fmt_address(args.host, args.port)})
+Description=upsonic server {name} ({args.app} on {fmt_address(args.host, args.port)})
 After=network.target
 
 [Service]
@@ -431,7 +519,7 @@ Type=notify
 NotifyAccess=main
 User={user}
 WorkingDirectory={cwd}
-{env_lines}ExecStart={shlex.join(run)}
+{directories}{env_lines}ExecStart={shlex.join(run)}
 Restart=on-failure
 RestartSec=2s
 KillMode=mixed
@@ -460,7 +548,9 @@ def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
             log_dir=os.path.join(tmp, "logs"),
         )
         try:
-            took = run_with_spinner("starting demo", lambda: m.start(redirect_output=True), out)
+            took = run_with_spinner(
+                "starting demo", lambda: m.start(redirect_output=True), out, True
+            )
             import importlib.util
 
             kind = "FastAPI" if importlib.util.find_spec("fastapi") else "plain ASGI"
@@ -472,7 +562,8 @@ def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
                 body = r.read().decode()
                 out.write(f"2. GET /hello -> {r.status} {body}\n")
             out.write("3. status:\n")
-            out.write(render_table([status_row(m.status())]) + "\n")
+            st = m.status()
+            out.write(render_table([status_row(st, st.cpu_percent)], columns(None)) + "\n")
         finally:
             t0 = time.monotonic()
             m.stop()
@@ -491,25 +582,47 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO], int]] = {
     "status": cmd_status,
     "logs": cmd_logs,
     "diagnose": cmd_diagnose,
+    "forget": cmd_forget,
     "run": cmd_run,
     "systemd-unit": cmd_systemd_unit,
     "demo": cmd_demo,
 }
 
 
+def _for_the_shell(message: str) -> str:
+    """The library's messages name Python keywords; here they are options."""
+    return message.replace("start(force=True)", "--force").replace(
+        "start(redirect_output=True)", "--redirect-output"
+    )
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     out = sys.stdout
+    args: Optional[argparse.Namespace] = None
     try:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args, out)
     except UsageError as e:
+        if e.usage:
+            print(e.usage, file=sys.stderr)
         print(f"upsonic-server: error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except RuntimeError as e:
+    except UnknownName as e:
         print(f"upsonic-server: {e}", file=sys.stderr)
         return EXIT_ERROR
+    except PortInUseError as e:
+        print(f"upsonic-server: {_for_the_shell(str(e))}", file=sys.stderr)
+        return EXIT_ERROR
+    except RuntimeError as e:
+        print(f"upsonic-server: {_for_the_shell(str(e))}", file=sys.stderr)
+        return EXIT_ERROR
     except KeyboardInterrupt:
-        return 130
+        if getattr(args, "command", None) in ("start", "restart"):
+            print(
+                "\nupsonic-server: interrupted; the half-started server was stopped",
+                file=sys.stderr,
+            )
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -184,6 +184,12 @@ impl Core {
         ServerStatus::from_core(&c.name, &c.host, c.port, st)
     }
 
+    /// CPU seconds used so far by the server and its workers, or None.
+    fn cpu_time(&self, py: Python<'_>) -> Option<f64> {
+        let s = self.inner.clone();
+        py.detach(move || s.cpu_seconds())
+    }
+
     /// (stdout log, stderr log) for redirected output.
     fn log_paths(&self) -> (PathBuf, PathBuf) {
         let l = self.inner.log_paths();

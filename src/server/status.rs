@@ -92,6 +92,19 @@ fn is_worker(pid: i32) -> bool {
 }
 
 impl Server {
+    /// CPU time used so far by the server and its descendants, in seconds;
+    /// `None` when it does not run. Two readings give recent CPU use.
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        let f = self.find().filter(|f| f.info.is_alive())?;
+        let ticks: u64 = platform::descendants(f.pid)
+            .into_iter()
+            .filter_map(platform::proc_info)
+            .map(|i| i.cpu_ticks)
+            .sum::<u64>()
+            + f.info.cpu_ticks;
+        Some(ticks as f64 / platform::ticks_per_second().max(1) as f64)
+    }
+
     /// A snapshot of the server's state and resources.
     pub fn status(&self) -> Status {
         let found = self

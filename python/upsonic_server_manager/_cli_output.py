@@ -1,0 +1,155 @@
+"""What ``upsonic-server`` prints: durations, sizes, the status table, the
+spinner, and log lines from several files at once."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Optional, Sequence, TextIO
+
+from . import ServerStatus
+
+
+def fmt_duration(seconds: Optional[float]) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def fmt_bytes(n: Optional[int]) -> str:
+    if n is None:
+        return "-"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"
+
+
+def fmt_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def fmt_clock(epoch: Optional[float]) -> str:
+    if epoch is None:
+        return ""
+    return time.strftime("%H:%M:%S", time.localtime(epoch))
+
+
+def columns(cpu_window: Optional[float]) -> tuple[str, ...]:
+    """The table's header; the CPU column says what it measures."""
+    cpu = f"CPU({cpu_window:g}s)" if cpu_window else "CPU(avg)"
+    return ("NAME", "PID", "ADDRESS", "STATE", "UPTIME", "MEM", cpu, "PROCS", "INFO")
+
+
+def status_row(st: ServerStatus, cpu: Optional[float]) -> list[str]:
+    """One row: ``cpu`` is the percentage to show (recent or lifetime)."""
+    alive = st.state in ("running", "starting")
+    info = ""
+    if not alive and st.end_reason:
+        at = fmt_clock(st.ended_at)
+        info = f"{st.end_reason} at {at}" if at else st.end_reason
+    return [
+        st.name,
+        "-" if st.pid is None else str(st.pid),
+        fmt_address(st.host, st.port) if st.host != "-" else "-",
+        st.state,
+        fmt_duration(st.uptime),
+        fmt_bytes(st.memory_rss),
+        "-" if cpu is None or not alive else f"{cpu:.1f}%",
+        str(1 + len(st.workers)) if alive else "-",
+        info,
+    ]
+
+
+def render_table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
+    widths = [len(h) for h in header]
+    for r in rows:
+        widths = [max(w, len(c)) for w, c in zip(widths, r)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip()]
+    for r in rows:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    return "\n".join(lines)
+
+
+def run_with_spinner(label: str, fn: Callable[[], None], out: TextIO, spin: bool) -> float:
+    """Runs ``fn`` and returns its duration. With ``spin`` on a terminal, a
+    spinner with the elapsed time turns while it runs (the core releases the
+    GIL); the line is ended before anything else is written."""
+    t0 = time.monotonic()
+    if not (spin and out.isatty()):
+        fn()
+        return time.monotonic() - t0
+    done = threading.Event()
+
+    def turn() -> None:
+        frames = "|/-\\"
+        i = 0
+        while not done.wait(0.08):
+            out.write(f"\r{frames[i % 4]} {label} {time.monotonic() - t0:5.1f}s")
+            out.flush()
+            i += 1
+
+    t = threading.Thread(target=turn, daemon=True)
+    t.start()
+    try:
+        fn()
+    finally:
+        done.set()
+        t.join()
+        out.write("\r\033[K")
+        out.flush()
+    return time.monotonic() - t0
+
+
+def tail(path: Path, lines: int) -> tuple[list[str], int]:
+    """The last ``lines`` lines of ``path`` and where the file ends."""
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        end = f.tell()
+        f.seek(max(0, end - max(lines, 1) * 512 - 4096))
+        data = f.read()
+    text = data.decode(errors="replace").splitlines()
+    return (text[-lines:] if lines > 0 else []), end
+
+
+def follow(sources: Sequence[tuple[str, Path, int]], out: TextIO) -> None:
+    """Prints lines appended to each ``(label, path, offset)`` as they arrive,
+    from all of them at once, until interrupted; a truncated or rotated file
+    is read again from its start."""
+    handles: dict[str, tuple[Path, int, bytes]] = {
+        label: (path, pos, b"") for label, path, pos in sources
+    }
+    while True:
+        wrote = False
+        for label, (path, pos, partial) in list(handles.items()):
+            try:
+                size = os.path.getsize(path)
+            except OSError:
+                continue
+            if size < pos:
+                pos = 0
+            if size == pos:
+                continue
+            with open(path, "rb") as f:
+                f.seek(pos)
+                chunk = f.read()
+            data = partial + chunk
+            *complete, rest = data.split(b"\n")
+            for line in complete:
+                out.write(f"{label}{line.decode(errors='replace')}\n")
+                wrote = True
+            handles[label] = (path, pos + len(chunk), rest)
+        if wrote:
+            out.flush()
+        time.sleep(0.2)
