@@ -102,8 +102,9 @@ pub struct Wanted<'a> {
 
 impl Wanted<'_> {
     /// Whether a recorded identity describes this configuration.
+    /// Port 0 ("the kernel picks") matches whatever port was picked.
     pub fn matches(&self, id: &Identity) -> bool {
-        id.port == self.port && id.app_path == self.app_path
+        (self.port == 0 || id.port == self.port) && id.app_path == self.app_path
     }
 }
 
@@ -335,6 +336,12 @@ mod tests {
         // Another configuration under this name, alive / dead.
         let other = id(500, 7, "m:app", 9000);
         assert_eq!(of_record(500, Some(&other), WANT, &w), Claim::OtherConfig);
+        // A manager for port 0 recognises the port the kernel picked.
+        let any = Wanted { port: 0, ..WANT };
+        assert_eq!(
+            of_record(500, Some(&other), any, &w),
+            Claim::Ours { legacy: false }
+        );
         assert_eq!(
             of_record(501, Some(&id(501, 7, "x:y", 1)), WANT, &w),
             Claim::Stale

@@ -97,6 +97,14 @@ pub enum Error {
         port: u16,
     },
 
+    /// The call needs a running server and there is none.
+    #[error("{name} is not running")]
+    NotRunning { name: String },
+
+    /// `reload()` needs a listening socket held apart from the server.
+    #[error("Cannot reload {name}: its listening socket is not held by the manager; create it with hold_socket=True (a server on port 0 holds one)")]
+    NoHeldSocket { name: String },
+
     /// A stop could not end every process of the server.
     #[error("{}", match failure {
         StopFailure::GroupSurvived => format!("Failed to stop {name} server: some of its processes survived SIGKILL"),

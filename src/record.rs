@@ -116,6 +116,9 @@ pub struct SavedConfig {
     pub uvicorn_args: Vec<String>,
     /// The interpreter that ran it.
     pub python: String,
+    /// Whether the manager held its listening socket (the server has it as
+    /// descriptor 3, where a reload from another process takes it from).
+    pub hold_socket: bool,
 }
 
 /// How a server's last run ended, kept after its record is gone.
@@ -229,13 +232,14 @@ fn unescape(s: &str) -> String {
 impl SavedConfig {
     fn to_text(&self) -> String {
         let mut t = format!(
-            "record=2\nworkers={}\ncwd={}\nredirect={}\nstart_timeout_ms={}\nstop_timeout_ms={}\npython={}\n",
+            "record=2\nworkers={}\ncwd={}\nredirect={}\nstart_timeout_ms={}\nstop_timeout_ms={}\npython={}\nhold_socket={}\n",
             self.workers,
             escape(&self.cwd),
             u8::from(self.redirect_output),
             self.start_timeout_ms,
             self.stop_timeout_ms,
             escape(&self.python),
+            u8::from(self.hold_socket),
         );
         for (k, v) in &self.env {
             t.push_str(&format!("env={}={}\n", escape(k), escape(v)));
@@ -255,6 +259,7 @@ impl SavedConfig {
             "start_timeout_ms" => self.start_timeout_ms = v.parse().ok()?,
             "stop_timeout_ms" => self.stop_timeout_ms = v.parse().ok()?,
             "python" => self.python = unescape(v),
+            "hold_socket" => self.hold_socket = v == "1",
             "env" => {
                 let (ek, ev) = v.split_once('=')?;
                 self.env.push((unescape(ek), unescape(ev)));
@@ -548,6 +553,7 @@ mod tests {
             stop_timeout_ms: 5000,
             uvicorn_args: vec!["--log-level".into(), "a\\nb".into()],
             python: "/usr/bin/python3".into(),
+            hold_socket: true,
         });
         assert_eq!(
             Identity::parse(&full.to_text()).unwrap().config,

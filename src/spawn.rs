@@ -2,6 +2,7 @@
 //! session, and where its output goes.
 
 use std::fs::{self, File, OpenOptions};
+use std::os::fd::RawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -25,7 +26,16 @@ pub struct LaunchSpec<'a> {
     pub cwd: Option<&'a Path>,
     pub env: &'a [(String, String)],
     pub launch_id: &'a str,
+    /// A listening socket the manager holds, handed over as descriptor
+    /// `HELD_FD` to our launcher (which gives it to uvicorn), with the name
+    /// of the socket readiness is reported on.
+    pub held: Option<(RawFd, &'a str)>,
 }
+
+/// The descriptor number a held socket has in the launched server.
+pub const HELD_FD: RawFd = 3;
+/// The environment variable naming the ready socket (see `_launch.py`).
+pub const READY_ENV: &str = "UPSONIC_READY_SOCKET";
 
 /// The log files of a redirected server.
 #[derive(Debug, Clone)]
@@ -44,17 +54,26 @@ impl LogPaths {
     }
 }
 
-/// The argument vector after the interpreter.
+/// The argument vector after the interpreter: the original's exact
+/// `-m uvicorn APP --host H --port P ...`, or, with a held socket, the same
+/// uvicorn arguments behind our launcher.
 pub fn uvicorn_argv(spec: &LaunchSpec<'_>) -> Vec<String> {
-    let mut argv = vec![
-        "-m".to_owned(),
-        "uvicorn".to_owned(),
+    let mut argv = match spec.held {
+        None => vec!["-m".to_owned(), "uvicorn".to_owned()],
+        Some(_) => vec![
+            "-m".to_owned(),
+            "upsonic_server_manager._launch".to_owned(),
+            HELD_FD.to_string(),
+            "--".to_owned(),
+        ],
+    };
+    argv.extend([
         spec.app_path.to_owned(),
         "--host".to_owned(),
         spec.host.to_owned(),
         "--port".to_owned(),
         spec.port.to_string(),
-    ];
+    ]);
     if spec.workers > 1 {
         argv.push("--workers".to_owned());
         argv.push(spec.workers.to_string());
@@ -108,6 +127,10 @@ pub fn spawn(spec: &LaunchSpec<'_>, logs: Option<(File, File)>) -> Result<Child>
         cmd.env(k, v);
     }
     cmd.env(LAUNCH_ENV, spec.launch_id);
+    if let Some((fd, ready)) = spec.held {
+        cmd.env(READY_ENV, ready);
+        crate::platform::hand_over_fd(&mut cmd, fd, HELD_FD);
+    }
     if let Some((out, err)) = logs {
         cmd.stdout(Stdio::from(out));
         cmd.stderr(Stdio::from(err));
@@ -157,6 +180,7 @@ mod tests {
             cwd: None,
             env: &[],
             launch_id: "x",
+            held: None,
         }
     }
 
@@ -169,6 +193,14 @@ mod tests {
         assert!(argv
             .windows(2)
             .any(|w| w == ["--timeout-graceful-shutdown", "4"]));
+        let mut held = spec(&args);
+        held.held = Some((7, "r"));
+        let with_socket = uvicorn_argv(&held);
+        assert_eq!(
+            &with_socket[..5],
+            ["-m", "upsonic_server_manager._launch", "3", "--", "m:app"]
+        );
+        assert_eq!(&with_socket[4..], &argv[2..]);
         let args = vec!["--timeout-graceful-shutdown=1".to_owned()];
         let argv = uvicorn_argv(&spec(&args));
         assert_eq!(

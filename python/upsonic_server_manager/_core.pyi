@@ -165,11 +165,16 @@ class Core:
         stop_timeout: float,
         uvicorn_args: Sequence[str],
         python: _Path,
+        hold_socket: Optional[bool] = None,
     ) -> Core: ...
     def start(self, redirect_output: bool, force: bool) -> bool:
         """Start unless ours already runs; True if a server was launched."""
     def forget(self) -> bool:
         """Forget a stopped server's record and last run; False if it runs."""
+    def restart(self, redirect_output: bool, force: bool) -> bool:
+        """Stop and start again; a held socket stays open in between."""
+    def reload(self) -> None:
+        """A new generation on the held socket, then the old one stops."""
     def remember_output(self, redirect_output: bool) -> None:
         """Set the output mode that restart() reuses."""
     def stop(self) -> None:
@@ -212,6 +217,8 @@ class Core:
     def name(self) -> str: ...
     @property
     def workers(self) -> int: ...
+    @property
+    def hold_socket(self) -> bool: ...
     @property
     def log_dir(self) -> Path: ...
     @property

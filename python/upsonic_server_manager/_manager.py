@@ -90,6 +90,7 @@ class ServerManager:
         start_timeout: float = 30.0,
         stop_timeout: float = 5.0,
         uvicorn_args: Sequence[str] = DEFAULT_UVICORN_ARGS,
+        hold_socket: Optional[bool] = None,
     ) -> None:
         # Every check, of types and values, is the core's: one validation
         # for every entry point, each error naming the argument.
@@ -107,6 +108,7 @@ class ServerManager:
             stop_timeout=stop_timeout,
             uvicorn_args=uvicorn_args,
             python=sys.executable,
+            hold_socket=hold_socket,
         )
 
     # -- the original's attributes ---------------------------------------------------
@@ -124,7 +126,21 @@ class ServerManager:
 
     @property
     def port(self) -> int:
+        """The port it listens on: after ``start()`` with port 0, the one the
+        kernel picked."""
         return self._core.port
+
+    @property
+    def url(self) -> str:
+        """``http://HOST:PORT`` (brackets around an IPv6 host)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def hold_socket(self) -> bool:
+        """Whether this manager binds and holds the listening socket and the
+        server inherits it (port 0, ``reload()``)."""
+        return self._core.hold_socket
 
     @property
     def name(self) -> str:
@@ -203,10 +219,23 @@ class ServerManager:
         self._core.stop()
 
     def restart(self, redirect_output: Optional[bool] = None, force: bool = False) -> None:
-        """Stop, then start again (with the last ``redirect_output`` by default)."""
+        """Stop, then start again (with the last ``redirect_output`` by
+        default). With a held socket the socket stays open in between, so
+        connections that arrive meanwhile wait instead of being refused."""
+        redirect = self._core.redirect_output if redirect_output is None else redirect_output
+        if self.hold_socket and not _uvicorn_missing():
+            self._core.restart(bool(redirect), bool(force))
+            return
         self.stop()
-        last = self._core.redirect_output
-        self.start(last if redirect_output is None else redirect_output, force)
+        self.start(redirect, force)
+
+    def reload(self) -> None:
+        """Start a new generation on the same socket, wait until it is ready,
+        then stop the old one gracefully (it finishes in-flight requests). If
+        the new one fails, it is stopped, the old one keeps serving and
+        :class:`StartError` says why. Needs a held socket
+        (``hold_socket=True``, the default for port 0)."""
+        self._core.reload()
 
     def is_running(self) -> bool:
         """True only when this server (identity verified) is alive."""
@@ -333,7 +362,8 @@ class ServerManager:
             kwargs.setdefault("log_dir", rec["log_dir"])
         config = rec.get("config")
         if config:
-            for key in ("workers", "cwd", "env", "start_timeout", "stop_timeout", "uvicorn_args"):
+            keys = ("workers", "cwd", "env", "start_timeout", "stop_timeout", "uvicorn_args")
+            for key in (*keys, "hold_socket"):
                 if config[key] is not None:
                     kwargs.setdefault(key, config[key])
         m = cls(app, host or "127.0.0.1", int(port or 8000), name, pid_dir=directory, **kwargs)

@@ -33,6 +33,15 @@ pub fn port(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<u16> {
     validate::port(int("port", "an int", obj)?).map_err(|e| to_py(py, e))
 }
 
+/// A server's port: 1..65535, or 0 for "the kernel picks" (checked against
+/// hold_socket by the configuration's validation).
+pub fn server_port(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<u16> {
+    match int("port", "an int", obj)? {
+        0 => Ok(0),
+        p => validate::port(p).map_err(|e| to_py(py, e)),
+    }
+}
+
 /// A number of seconds (`int` or `float`, not `bool`).
 pub fn seconds(py: Python<'_>, arg: &'static str, obj: &Bound<'_, PyAny>) -> PyResult<Duration> {
     let number = !obj.is_instance_of::<PyBool>()

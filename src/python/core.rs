@@ -53,7 +53,7 @@ pub struct Core {
 #[pymethods]
 impl Core {
     #[new]
-    #[pyo3(signature = (app_path, host, port, name, *, workers, log_dir, pid_dir, cwd, env, start_timeout, stop_timeout, uvicorn_args, python))]
+    #[pyo3(signature = (app_path, host, port, name, *, workers, log_dir, pid_dir, cwd, env, start_timeout, stop_timeout, uvicorn_args, python, hold_socket=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -70,11 +70,13 @@ impl Core {
         stop_timeout: &Bound<'_, PyAny>,
         uvicorn_args: &Bound<'_, PyAny>,
         python: PathBuf,
+        hold_socket: Option<bool>,
     ) -> PyResult<Self> {
+        let port = args::server_port(py, port)?;
         let cfg = Config {
             app_path: args::string("app_path", "a string like 'package.module:app'", app_path)?,
             host: args::string("host", "a string", host)?,
-            port: args::port(py, port)?,
+            port,
             name: args::string("name", "a string", name)?,
             workers: args::workers(py, workers)?,
             log_dir,
@@ -85,6 +87,8 @@ impl Core {
             stop_timeout: args::seconds(py, "stop_timeout", stop_timeout)?,
             uvicorn_args: args::uvicorn_args(uvicorn_args)?,
             python,
+            // Held by default where it is needed: the kernel picks the port.
+            hold_socket: hold_socket.unwrap_or(port == 0),
         };
         let server = Server::new(cfg).map_err(|e| to_py(py, e))?;
         Ok(Self {
@@ -106,6 +110,21 @@ impl Core {
     fn remember_output(&self, redirect_output: bool) {
         self.redirect_output
             .store(redirect_output, Ordering::Relaxed);
+    }
+
+    /// Stop and start again; a held socket stays open in between.
+    fn restart(&self, py: Python<'_>, redirect_output: bool, force: bool) -> PyResult<bool> {
+        self.redirect_output
+            .store(redirect_output, Ordering::Relaxed);
+        let s = self.inner.clone();
+        run(py, move |tick| s.restart(redirect_output, force, tick))
+    }
+
+    /// A new generation on the held socket, then the old one stops.
+    fn reload(&self, py: Python<'_>) -> PyResult<()> {
+        let redirect_output = self.redirect_output.load(Ordering::Relaxed);
+        let s = self.inner.clone();
+        run(py, move |tick| s.reload(redirect_output, tick))
     }
 
     /// Stops the server's whole process group; quiet when nothing runs.
@@ -181,7 +200,7 @@ impl Core {
         let s = self.inner.clone();
         let st = py.detach(move || s.status());
         let c = self.inner.config();
-        ServerStatus::from_core(&c.name, &c.host, c.port, st)
+        ServerStatus::from_core(&c.name, &c.host, self.inner.port(), st)
     }
 
     /// CPU seconds used so far by the server and its workers, or None.
@@ -208,7 +227,11 @@ impl Core {
     }
     #[getter]
     fn port(&self) -> u16 {
-        self.inner.config().port
+        self.inner.port()
+    }
+    #[getter]
+    fn hold_socket(&self) -> bool {
+        self.inner.config().hold_socket
     }
     #[getter]
     fn name(&self) -> &str {

@@ -110,8 +110,10 @@ fn build(py: Python<'_>, err: &Error) -> PyResult<PyErr> {
             }
             e
         }
-        Error::StopFailed { .. } | Error::NameTaken { .. } | Error::LockTimeout { .. } => {
-            instance(&classes.server_manager_error, None)?
-        }
+        Error::StopFailed { .. }
+        | Error::NameTaken { .. }
+        | Error::LockTimeout { .. }
+        | Error::NotRunning { .. }
+        | Error::NoHeldSocket { .. } => instance(&classes.server_manager_error, None)?,
     })
 }

@@ -95,6 +95,7 @@ fn identity_dict<'py>(
             cd.set_item("stop_timeout", c.stop_timeout_ms as f64 / 1000.0)?;
             cd.set_item("uvicorn_args", c.uvicorn_args)?;
             cd.set_item("python", c.python)?;
+            cd.set_item("hold_socket", c.hold_socket)?;
             Some(cd)
         }
         None => None,

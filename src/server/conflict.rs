@@ -20,7 +20,7 @@ use super::{Server, Tick};
 impl Server {
     /// Listeners that clash with a bind to (host, port).
     pub fn conflicting_listeners(&self) -> Result<Vec<port::Listener>> {
-        port::conflicting_listeners(&self.addrs, self.cfg.port)
+        port::conflicting_listeners(&self.addrs, self.port())
             .map_err(|e| Error::os("reading the port table", e))
     }
 
@@ -67,7 +67,7 @@ impl Server {
     fn port_in_use_error(&self, mut holders: Vec<Holder>, situation: PortSituation) -> Error {
         self.name_managed(&mut holders);
         Error::PortInUse {
-            port: self.cfg.port,
+            port: self.port(),
             holders,
             situation,
         }

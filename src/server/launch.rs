@@ -17,6 +17,15 @@ use super::{Server, Tick};
 const TICK_EVERY: Duration = Duration::from_millis(20);
 /// The grace of a server that never became ready (see `never_ready_grace`).
 const NEVER_READY_GRACE: Duration = Duration::from_secs(1);
+/// One spawned generation of the server, not yet known to be ready.
+pub(super) struct Generation {
+    pub launched: Launched,
+    pub logs: LogPaths,
+    pub err_offset: Option<u64>,
+    /// Where a launcher on a held socket reports readiness.
+    pub ready: Option<platform::ReadySocket>,
+}
+
 /// How often readiness looks at the port table while the server starts.
 const READY_STEP: Duration = Duration::from_millis(1);
 
@@ -56,12 +65,13 @@ impl Server {
             stop_timeout_ms: self.cfg.stop_timeout.as_millis() as u64,
             uvicorn_args: self.cfg.uvicorn_args.clone(),
             python: self.cfg.python.display().to_string(),
+            hold_socket: self.cfg.hold_socket,
         }
     }
 
-    /// Spawns the server, records it, and waits until it is ready. On any
-    /// failure the half-started server is stopped and its record removed.
-    pub(super) fn launch(&self, redirect_output: bool, tick: Tick<'_>) -> Result<()> {
+    /// Spawns one generation of the server (it becomes our child), without
+    /// recording it or waiting for it.
+    pub(super) fn spawn_generation(&self, redirect_output: bool) -> Result<Generation> {
         let logs = self.log_paths();
         let (files, err_offset) = if redirect_output {
             let (o, e, off) = spawn::open_logs(&logs)?;
@@ -70,17 +80,34 @@ impl Server {
             (None, None)
         };
         let launch_id = spawn::new_launch_id();
+        let held = if self.cfg.hold_socket {
+            Some(self.held_socket()?)
+        } else {
+            None
+        };
+        let ready = match &held {
+            Some(_) => Some(
+                platform::ReadySocket::bind(&launch_id)
+                    .map_err(|e| Error::os("opening the ready socket", e))?,
+            ),
+            None => None,
+        };
+        let port = self.port();
         let spec = LaunchSpec {
             python: &self.cfg.python,
             app_path: &self.cfg.app_path,
             host: &self.cfg.host,
-            port: self.cfg.port,
+            port,
             workers: self.cfg.workers,
             uvicorn_args: &self.cfg.uvicorn_args,
             graceful_timeout_secs: self.graceful_timeout_secs(),
             cwd: self.cfg.cwd.as_deref(),
             env: &self.cfg.env,
             launch_id: &launch_id,
+            held: held
+                .as_ref()
+                .zip(ready.as_ref())
+                .map(|(h, r)| (h.raw_fd(), r.name())),
         };
         let started_ms = now_ms();
         let child = spawn::spawn(&spec, files)?;
@@ -95,7 +122,7 @@ impl Server {
             boot_id: platform::boot_id().cloned().unwrap_or_default(),
             launch_id,
             host: self.cfg.host.clone(),
-            port: self.cfg.port,
+            port,
             app_path: self.cfg.app_path.clone(),
             started_ms,
             log_dir: if redirect_output {
@@ -108,18 +135,37 @@ impl Server {
             },
             config: Some(self.saved_config(redirect_output)),
         };
-        *self.launched.lock() = Some(Launched {
-            child,
-            pidfd: pidfd.clone(),
-            identity: identity.clone(),
-            exit: None,
-        });
+        Ok(Generation {
+            launched: Launched {
+                child,
+                pidfd,
+                identity,
+                exit: None,
+            },
+            logs,
+            err_offset,
+            ready,
+        })
+    }
 
+    /// Spawns the server, records it, and waits until it is ready. On any
+    /// failure the half-started server is stopped and its record removed.
+    pub(super) fn launch(&self, redirect_output: bool, tick: Tick<'_>) -> Result<()> {
+        let generation = self.spawn_generation(redirect_output)?;
+        let identity = generation.launched.identity.clone();
+        let pidfd = generation.launched.pidfd.clone();
+        let Generation {
+            launched,
+            logs,
+            err_offset,
+            ready,
+        } = generation;
+        *self.launched.lock() = Some(launched);
         if let Err(e) = record::write(&self.paths, &identity) {
             self.abort_launch(false, tick);
             return Err(e);
         }
-        match self.wait_ready(&pidfd, &logs, err_offset, tick) {
+        match self.wait_ready(&pidfd, &logs, err_offset, ready.as_ref(), tick) {
             Ok(()) => Ok(()),
             Err(e) => {
                 self.abort_launch(matches!(e, Error::Interrupted), &mut || Ok(()));
@@ -139,7 +185,7 @@ impl Server {
 
     /// How long a server that never became ready gets to exit: it has no
     /// requests to finish, so a short grace, never more than `stop_timeout`.
-    fn never_ready_grace(&self) -> Duration {
+    pub(super) fn never_ready_grace(&self) -> Duration {
         self.cfg.stop_timeout.min(NEVER_READY_GRACE)
     }
 
@@ -166,7 +212,7 @@ impl Server {
     fn our_group_listens_with(&self, diag: &mut platform::DiagSocket, leader: i32) -> bool {
         let v4 = self.addrs.iter().any(|a| a.is_ipv4());
         let v6 = self.addrs.iter().any(|a| a.is_ipv6());
-        let Ok(ls) = diag.listeners(self.cfg.port, v4, v6) else {
+        let Ok(ls) = diag.listeners(self.port(), v4, v6) else {
             return false;
         };
         if ls.is_empty() {
@@ -180,11 +226,18 @@ impl Server {
         })
     }
 
-    fn wait_ready(
+    /// Waits until the server is ready: a socket of its process group
+    /// listens (polled from the kernel every millisecond), or, on a held
+    /// socket (which listens from the start), every serving process has
+    /// reported that uvicorn's startup completed (no polling: one wait on
+    /// the pidfd and the ready socket). Fails when it exits first or at the
+    /// start timeout.
+    pub(super) fn wait_ready(
         &self,
         pidfd: &Arc<PidFd>,
         logs: &LogPaths,
         err_offset: Option<u64>,
+        ready: Option<&platform::ReadySocket>,
         tick: Tick<'_>,
     ) -> Result<()> {
         let start = Instant::now();
@@ -192,27 +245,50 @@ impl Server {
         let mut last_tick = start;
         let mut diag =
             platform::DiagSocket::new().map_err(|e| Error::os("opening a sock_diag socket", e))?;
+        let mut reported = std::collections::HashSet::new();
+        let token = self
+            .launched
+            .lock()
+            .as_ref()
+            .filter(|l| l.pidfd.pid() == pidfd.pid())
+            .map(|l| l.identity.launch_id.clone())
+            .unwrap_or_default();
         loop {
-            let exited = pidfd
-                .wait_exit(READY_STEP)
-                .map_err(|e| Error::os("waiting for the server", e))?;
+            let exited = match ready {
+                None => pidfd.wait_exit(READY_STEP),
+                Some(r) => platform::pidfd::wait_exit_or_readable(pidfd, r.raw_fd(), TICK_EVERY),
+            }
+            .map_err(|e| Error::os("waiting for the server", e))?;
             if exited {
                 return Err(Error::StartFailed {
                     name: self.cfg.name.clone(),
-                    address: port::format_addr(self.addrs[0], self.cfg.port),
+                    address: port::format_addr(self.addrs[0], self.port()),
                     exit_code: self.reap_child(),
                     stderr_tail: stderr_tail(logs, err_offset),
                     output_captured: err_offset.is_some(),
                 });
             }
-            if self.our_group_listens_with(&mut diag, pidfd.pid()) {
+            let is_ready = match ready {
+                None => self.our_group_listens_with(&mut diag, pidfd.pid()),
+                Some(r) => {
+                    while let Some(msg) = r.try_recv() {
+                        // "ready LAUNCH_ID PID", from a process of this launch.
+                        let mut words = msg.split(' ');
+                        if words.next() == Some("ready") && words.next() == Some(token.as_str()) {
+                            reported.extend(words.next().and_then(|p| p.parse::<i32>().ok()));
+                        }
+                    }
+                    reported.len() >= self.cfg.workers as usize
+                }
+            };
+            if is_ready {
                 return Ok(());
             }
             let now = Instant::now();
             if now >= deadline {
                 return Err(Error::StartTimeout {
                     name: self.cfg.name.clone(),
-                    port: self.cfg.port,
+                    port: self.port(),
                     timeout: self.cfg.start_timeout,
                     grace: self.never_ready_grace(),
                     stderr_tail: stderr_tail(logs, err_offset),

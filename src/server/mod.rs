@@ -9,6 +9,7 @@ mod child;
 mod compat;
 mod conflict;
 mod launch;
+mod socket;
 mod status;
 mod stop;
 
@@ -49,6 +50,9 @@ pub struct Config {
     pub stop_timeout: Duration,
     pub uvicorn_args: Vec<String>,
     pub python: PathBuf,
+    /// Bind and hold the listening socket here and hand it to the server
+    /// (required for port 0; makes `reload()` possible).
+    pub hold_socket: bool,
 }
 
 impl Config {
@@ -58,7 +62,16 @@ impl Config {
         validate::name(&self.name)?;
         validate::app_path(&self.app_path)?;
         let addrs = validate::host(&self.host)?;
-        validate::port(i64::from(self.port))?;
+        if self.port == 0 && !self.hold_socket {
+            return Err(Error::invalid(
+                "port",
+                Some("0".into()),
+                "needs hold_socket=True (the manager binds the socket and the kernel picks the port)",
+            ));
+        }
+        if self.port != 0 {
+            validate::port(i64::from(self.port))?;
+        }
         validate::workers(i64::from(self.workers))?;
         validate::seconds("start_timeout", self.start_timeout.as_secs_f64())?;
         validate::seconds("stop_timeout", self.stop_timeout.as_secs_f64())?;
@@ -97,6 +110,7 @@ pub struct Server {
     paths: Paths,
     pid_max: i32,
     launched: Mutex<Option<Launched>>,
+    held: Mutex<Option<socket::Held>>,
 }
 
 impl Server {
@@ -110,6 +124,7 @@ impl Server {
             paths,
             pid_max: platform::pid_max(),
             launched: Mutex::new(None),
+            held: Mutex::new(None),
         })
     }
 
@@ -138,7 +153,7 @@ impl Server {
     fn wanted(&self) -> Wanted<'_> {
         Wanted {
             app_path: &self.cfg.app_path,
-            port: self.cfg.port,
+            port: self.port(),
         }
     }
 
@@ -305,7 +320,10 @@ impl Server {
         self.forget_exited_child();
         self.stop_recorded_orphans(tick)?;
         self.remove_stale_record();
-        self.clear_port_for_start(force, tick)?;
+        // A socket we hold (or will bind on port 0) is ours: nothing to clear.
+        if !(self.holds_socket() || self.cfg.hold_socket && self.cfg.port == 0) {
+            self.clear_port_for_start(force, tick)?;
+        }
         self.launch(redirect_output, tick)?;
         record::remove_last(&self.paths);
         Ok(true)
@@ -314,6 +332,14 @@ impl Server {
     /// Stops our server (its whole process group), idempotently and quietly
     /// when nothing runs; removes the record only if it names this server.
     pub fn stop(&self, tick: Tick<'_>) -> Result<()> {
+        self.stop_keeping_socket(tick)?;
+        // The port is free again: nothing of ours listens on it any more.
+        self.release_socket();
+        Ok(())
+    }
+
+    /// `stop()`, keeping a held socket open (for a restart).
+    fn stop_keeping_socket(&self, tick: Tick<'_>) -> Result<()> {
         let lock = crate::lock::acquire(&self.paths.lock_file, self.lock_deadline(), tick)?;
         let own = self.own_child();
         self.stop_launched(self.cfg.stop_timeout, tick)?;

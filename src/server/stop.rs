@@ -102,7 +102,7 @@ impl Server {
                 if !late.members.is_empty()
                     && !late.terminate(self.cfg.stop_timeout, &mut |_| {}, tick)?
                 {
-                    return Err(self.stop_failed(StopFailure::PortStillHeld(self.cfg.port)));
+                    return Err(self.stop_failed(StopFailure::PortStillHeld(self.port())));
                 }
             }
         }

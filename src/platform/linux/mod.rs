@@ -4,9 +4,11 @@
 pub mod netlink;
 pub mod pidfd;
 pub mod procinfo;
+pub mod socket;
 pub mod system;
 
 pub use netlink::{tcp_listeners, DiagSocket, Listener};
 pub use pidfd::PidFd;
 pub use procinfo::*;
+pub use socket::*;
 pub use system::*;

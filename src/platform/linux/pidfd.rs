@@ -50,6 +50,30 @@ impl PidFd {
     }
 }
 
+/// Blocks up to `timeout` until the process exits (true) or `fd` becomes
+/// readable (false, also on timeout): one poll over both.
+pub fn wait_exit_or_readable(
+    pidfd: &PidFd,
+    fd: std::os::fd::RawFd,
+    timeout: Duration,
+) -> io::Result<bool> {
+    // SAFETY: `fd` is open for the duration of this call (the caller owns it).
+    let other = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let mut polls = [
+        PollFd::new(&pidfd.fd, PollFlags::IN),
+        PollFd::new(&other, PollFlags::IN),
+    ];
+    let ts = Timespec {
+        tv_sec: timeout.as_secs() as _,
+        tv_nsec: timeout.subsec_nanos() as _,
+    };
+    match poll(&mut polls, Some(&ts)) {
+        Ok(_) => Ok(!polls[0].revents().is_empty()),
+        Err(e) if e == rustix::io::Errno::INTR => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Blocks up to `timeout` until at least one of `fds` has exited; true if one did.
 pub fn wait_any(fds: &[&PidFd], timeout: Duration) -> io::Result<bool> {
     if fds.is_empty() {

@@ -115,6 +115,26 @@ pub fn in_new_session(cmd: &mut Command) {
     }
 }
 
+/// Makes `cmd`'s child find `fd` open as descriptor `target` (and nothing
+/// else of ours: everything else stays close-on-exec).
+pub fn hand_over_fd(cmd: &mut Command, fd: std::os::fd::RawFd, target: std::os::fd::RawFd) {
+    // SAFETY: the closure runs in the forked child before exec and only
+    // calls dup2(2) and fcntl(2), which are async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            if fd == target {
+                let flags = libc::fcntl(fd, libc::F_GETFD);
+                if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            } else if libc::dup2(fd, target) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,81 @@
+"""The launcher of servers whose listening socket the manager holds:
+``python -m upsonic_server_manager._launch FD -- APP [uvicorn options]``.
+
+uvicorn's own ``--fd`` wraps the descriptor as AF_UNIX, so TCP_NODELAY is
+never set on its connections; here the inherited descriptor becomes the TCP
+socket it is and goes to uvicorn as ``sockets=[...]``, with uvicorn's own
+command-line parsing and run() for everything else. Every process that
+serves (the server, or each worker) reports readiness once uvicorn's startup,
+lifespan included, is complete: a datagram to the manager's ready socket,
+named in ``UPSONIC_READY_SOCKET``, carrying the launch marker and its PID.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+
+import uvicorn.config
+import uvicorn.server
+from uvicorn.main import main as uvicorn_command
+
+READY_ENV = "UPSONIC_READY_SOCKET"
+LAUNCH_ENV = "UPSONIC_SERVER_LAUNCH_ID"
+
+_held: socket.socket | None = None
+_startup = uvicorn.server.Server.startup
+_run = uvicorn.server.Server.run
+
+
+def _report_ready() -> None:
+    name = os.environ.get(READY_ENV)
+    if not name:
+        return
+    message = f"ready {os.environ.get(LAUNCH_ENV, '')} {os.getpid()}".encode()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        try:
+            s.sendto(message, "\0" + name)
+        except OSError:
+            pass  # the manager stopped waiting; nothing to tell
+
+
+async def _startup_then_report(self: uvicorn.server.Server, sockets=None) -> None:  # type: ignore[no-untyped-def]
+    await _startup(self, sockets=sockets)
+    if self.started:
+        _report_ready()
+
+
+def _run_on_held(self: uvicorn.server.Server, sockets=None) -> None:  # type: ignore[no-untyped-def]
+    # A worker is handed its sockets by uvicorn; the single server gets ours.
+    if sockets is None and _held is not None:
+        sockets = [_held]
+    _run(self, sockets=sockets)
+
+
+def _bind_held(self: uvicorn.config.Config) -> socket.socket:
+    assert _held is not None
+    return _held
+
+
+# Module level, so that uvicorn's spawned workers (which import this module
+# as __mp_main__) report their readiness too.
+uvicorn.server.Server.startup = _startup_then_report  # type: ignore[method-assign]
+
+
+def main(argv: list[str]) -> None:
+    global _held
+    if len(argv) < 3 or argv[1] != "--":
+        sys.exit("usage: python -m upsonic_server_manager._launch FD -- APP [uvicorn options]")
+    fd = int(argv[0])
+    # socket(fileno=...) reads the family and type from the descriptor: TCP
+    # over IPv4 or IPv6, so asyncio sets TCP_NODELAY on each connection.
+    _held = socket.socket(fileno=fd)
+    _held.set_inheritable(False)
+    uvicorn.server.Server.run = _run_on_held  # type: ignore[method-assign]
+    uvicorn.config.Config.bind_socket = _bind_held  # type: ignore[method-assign]
+    uvicorn_command.main(args=argv[2:], prog_name="uvicorn")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,156 @@
+//! Holding the listening socket on the manager's side: port 0 without
+//! races, restarts during which connections wait in the kernel's queue
+//! instead of being refused, and `reload()`, a new generation on the same
+//! socket before the old one stops. The server gets the socket through our
+//! launcher (`spawn`), which reports readiness itself (`launch::wait_ready`).
+
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::platform;
+use crate::record;
+use crate::spawn::HELD_FD;
+
+use super::{Server, Tick};
+
+/// uvicorn's own default backlog: connections that arrive while no
+/// generation accepts (a restart) wait here.
+const BACKLOG: i32 = 2048;
+
+/// The listening socket this manager holds for its server.
+#[derive(Debug, Clone)]
+pub(super) struct Held {
+    fd: Arc<OwnedFd>,
+    port: u16,
+}
+
+impl Held {
+    pub(super) fn raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+impl Server {
+    /// The port the server listens on: the held socket's (the kernel's
+    /// choice for port 0), else the configured one.
+    pub fn port(&self) -> u16 {
+        self.held.lock().as_ref().map_or(self.cfg.port, |h| h.port)
+    }
+
+    /// Whether this manager holds the listening socket right now.
+    pub fn holds_socket(&self) -> bool {
+        self.held.lock().is_some()
+    }
+
+    /// The held socket, bound now if not yet held.
+    pub(super) fn held_socket(&self) -> Result<Held> {
+        let mut guard = self.held.lock();
+        if let Some(h) = guard.as_ref() {
+            return Ok(h.clone());
+        }
+        let addr = self.addrs[0];
+        let fd = platform::listen_tcp(addr, self.cfg.port, BACKLOG)
+            .map_err(|e| Error::os("binding the server's socket", e))?;
+        let port = platform::local_port(&fd).map_err(|e| Error::os("reading the bound port", e))?;
+        let held = Held {
+            fd: Arc::new(fd),
+            port,
+        };
+        *guard = Some(held.clone());
+        Ok(held)
+    }
+
+    /// Lets go of the held socket (after a stop: the port is free again).
+    pub(super) fn release_socket(&self) {
+        *self.held.lock() = None;
+    }
+
+    /// Takes the socket a running server of ours was started on (another
+    /// process started it: the CLI, a previous run) so that a new generation
+    /// can share it.
+    fn adopt_socket(&self, leader: &platform::PidFd, port: u16) -> Result<Held> {
+        let fd = platform::take_fd(leader, HELD_FD)
+            .map_err(|e| Error::os("taking the server's socket (pidfd_getfd)", e))?;
+        if !platform::is_tcp_listener_on(&fd, port) {
+            return Err(Error::NoHeldSocket {
+                name: self.cfg.name.clone(),
+            });
+        }
+        let held = Held {
+            fd: Arc::new(fd),
+            port,
+        };
+        *self.held.lock() = Some(held.clone());
+        Ok(held)
+    }
+
+    /// Stops the server and starts it again. With a held socket, the socket
+    /// stays open in between: connections that arrive wait in its queue.
+    pub fn restart(&self, redirect_output: bool, force: bool, tick: Tick<'_>) -> Result<bool> {
+        self.stop_keeping_socket(tick)?;
+        self.start(redirect_output, force, tick)
+    }
+
+    /// Starts a new generation on the same socket, waits until it is
+    /// ready, then stops the old one gracefully (it finishes its in-flight
+    /// requests). If the new generation fails, it is stopped and the old one
+    /// keeps serving.
+    pub fn reload(&self, redirect_output: bool, tick: Tick<'_>) -> Result<()> {
+        let _lock = crate::lock::acquire(&self.paths.lock_file, self.lock_deadline(), tick)?;
+        let old = self
+            .find()
+            .filter(|f| f.info.is_alive() && !f.pidfd.has_exited())
+            .ok_or_else(|| Error::NotRunning {
+                name: self.cfg.name.clone(),
+            })?;
+        let held_by_server = old
+            .identity
+            .as_ref()
+            .and_then(|id| id.config.as_ref())
+            .is_some_and(|c| c.hold_socket);
+        if !self.holds_socket() {
+            if !held_by_server {
+                return Err(Error::NoHeldSocket {
+                    name: self.cfg.name.clone(),
+                });
+            }
+            self.adopt_socket(&old.pidfd, old.identity.as_ref().map_or(0, |i| i.port))?;
+        }
+        let generation = self.spawn_generation(redirect_output)?;
+        let new_pidfd = generation.launched.pidfd.clone();
+        let identity = generation.launched.identity.clone();
+        let previous = self.launched.lock().replace(generation.launched);
+        let waited = self.wait_ready(
+            &new_pidfd,
+            &generation.logs,
+            generation.err_offset,
+            generation.ready.as_ref(),
+            tick,
+        );
+        if let Err(e) = waited {
+            // The new generation failed: it goes, the old one stays ours.
+            let grace = if matches!(e, Error::Interrupted) {
+                std::time::Duration::ZERO
+            } else {
+                self.never_ready_grace()
+            };
+            // The record still names the old generation: stopping the new one
+            // leaves it alone.
+            let _ = self.stop_launched(grace, &mut || Ok(()));
+            *self.launched.lock() = previous;
+            return Err(e);
+        }
+        record::write(&self.paths, &identity)?;
+        let result = self.terminate_server(
+            old.pidfd.clone(),
+            old.identity.as_ref(),
+            self.cfg.stop_timeout,
+            tick,
+        );
+        if let Some(mut p) = previous {
+            p.reap();
+        }
+        result
+    }
+}
