@@ -1,5 +1,6 @@
 """Many servers at once: concurrent group stop (and its one-by-one order),
-stop waves, failures, Ctrl-C and the exit hooks.
+stop waves, failures, Ctrl-C, the exit hooks, and the public names as type
+checkers see them.
 
 Speed is never asserted; orderings are. Each server notes when it got SIGTERM
 and when its graceful shutdown finished (tests/apps/usm_termlog.py, on the
@@ -361,3 +362,65 @@ def test_ctrl_c_during_a_one_by_one_stop_stops_the_rest_at_once(home, tmp_path):
         assert max(x["term"] for x in rest) < min(x["exit"] for x in rest)
     finally:
         finish_child(p)
+
+
+# ---- what type checkers see -------------------------------------------------------------
+
+TYPED_PROGRAM = """
+from upsonic_server_manager import (
+    DEFAULT_UVICORN_ARGS,
+    PortHolder,
+    PortInUseError,
+    ServerGroup,
+    ServerManager,
+    ServerManagerError,
+    ServerStatus,
+    StartError,
+    StartTimeoutError,
+    install_signal_handlers,
+    list_records,
+    port_holders,
+    stop_on_exit,
+)
+
+
+def main() -> int:
+    args: tuple[str, ...] = DEFAULT_UVICORN_ARGS
+    m = ServerManager("app:app", "127.0.0.1", 8000, "web", uvicorn_args=args)
+    group = ServerGroup([m], order="reverse")
+    waves = ServerGroup([group, ServerManager("app:app", "127.0.0.1", 8001, "api")])
+    stop_on_exit(m, group, order="parallel")
+    install_signal_handlers(waves, exit_code=3, order="reverse")
+    try:
+        group.start(redirect_output=True)
+    except PortInUseError as e:
+        holders: list[PortHolder] = e.holders
+        return holders[0].pid
+    except StartTimeoutError as e:
+        return 1 if e.stderr_tail is None else 2
+    except StartError as e:
+        return e.exit_code or 1
+    except ServerManagerError:
+        return 1
+    status: dict[str, ServerStatus] = waves.status()
+    names: list[str] = list_records()
+    found: list[PortHolder] = port_holders(8000)
+    first: ServerManager = next(iter(waves))
+    group.stop(order="parallel")
+    return len(status) + len(names) + len(found) + first.port
+"""
+
+
+def test_every_public_name_type_checks_under_mypy_strict(tmp_path):
+    missing = [n for n in upsonic_server_manager.__all__ if n not in TYPED_PROGRAM]
+    assert not missing, f"the typed program does not use {missing}"
+    prog = tmp_path / "prog.py"
+    prog.write_text(TYPED_PROGRAM)
+    r = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", str(prog)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=110,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
