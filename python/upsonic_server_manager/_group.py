@@ -252,8 +252,12 @@ class _HeldSignals:
             for s in (signal.SIGINT, signal.SIGTERM):
                 # None: a handler not installed from Python, which could not
                 # be put back.
-                if signal.getsignal(s) is not None:
+                if signal.getsignal(s) is None:
+                    continue
+                try:
                     self.saved[s] = signal.signal(s, self._hold)
+                except ValueError:  # not the main interpreter: nothing to hold
+                    break
         return self
 
     def _hold(self, signum: int, frame: Optional[FrameType]) -> None:
