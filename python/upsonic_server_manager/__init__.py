@@ -38,6 +38,13 @@ __all__ = [
 
 __version__ = "0.1.0"
 
+# typing is not imported at run time (it costs milliseconds); type checkers
+# treat any name TYPE_CHECKING as true and so see the lazy names below.
+TYPE_CHECKING = False
+
+if TYPE_CHECKING:
+    from ._group import ServerGroup, install_signal_handlers, stop_on_exit
+
 _LAZY = {"ServerGroup", "install_signal_handlers", "stop_on_exit"}
 
 
