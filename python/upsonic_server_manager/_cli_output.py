@@ -4,12 +4,15 @@ spinner, and log lines from several files at once."""
 from __future__ import annotations
 
 import os
-import threading
 import time
-from pathlib import Path
-from typing import Callable, Optional, Sequence, TextIO
 
-from . import ServerStatus
+TYPE_CHECKING = False
+
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Callable, Optional, Sequence, TextIO
+
+    from . import ServerStatus
 
 
 def fmt_duration(seconds: Optional[float]) -> str:
@@ -90,6 +93,8 @@ def run_with_spinner(label: str, fn: Callable[[], None], out: TextIO, spin: bool
     if not (spin and out.isatty()):
         fn()
         return time.monotonic() - t0
+    import threading
+
     done = threading.Event()
 
     def turn() -> None:

@@ -40,6 +40,10 @@ class _Terminate(Exception):
         self.signum = signum
 
 
+class _Reload(Exception):
+    """SIGHUP: start a new generation, then stop the old one."""
+
+
 def _reap_orphans(keep: int) -> None:
     """As PID 1, reap exited orphans, leaving our server's status for the core."""
     while True:
@@ -55,18 +59,38 @@ def _reap_orphans(keep: int) -> None:
             return
 
 
-def _wait_for_exit(pid: int) -> None:
-    """Blocks until ``pid`` exits (a pidfd poll), reaping orphans as PID 1."""
-    pidfd = os.pidfd_open(pid)
-    try:
-        while True:
-            ready, _, _ = select.select([pidfd], [], [], 1.0)
-            if os.getpid() == 1:
-                _reap_orphans(pid)
-            if ready:
-                return
-    finally:
-        os.close(pidfd)
+def _wait_for_exit(m: ServerManager, out: TextIO) -> int:
+    """Blocks until the server exits (a pidfd poll), reaping orphans as PID
+    1; SIGHUP reloads it (the server's PID changes, ours does not: systemd's
+    MAINPID stays valid). Returns the last generation's PID."""
+    pid = m.status().pid
+    assert pid is not None
+    while True:
+        pidfd = os.pidfd_open(pid)
+        try:
+            while True:
+                ready, _, _ = select.select([pidfd], [], [], 1.0)
+                if os.getpid() == 1:
+                    _reap_orphans(pid)
+                if ready:
+                    return pid
+        except _Reload:
+            pass
+        finally:
+            os.close(pidfd)
+        sd_notify("RELOADING=1")
+        # One reload at a time: a SIGHUP meanwhile is not queued.
+        hangup = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        try:
+            m.reload()
+            pid = m.status().pid or pid
+            out.write(f"{m.name}: reloaded, now pid {pid}\n")
+        except RuntimeError as e:  # the old generation keeps serving
+            out.write(f"{m.name}: reload failed, still serving: {e}\n")
+        finally:
+            signal.signal(signal.SIGHUP, hangup)
+        out.flush()
+        sd_notify(f"READY=1\nSTATUS=serving on {m.host}:{m.port}")
 
 
 def _exit_status(code: Optional[int]) -> int:
@@ -82,7 +106,11 @@ def run_foreground(m: ServerManager, redirect_output: bool, force: bool, out: Te
     def on_signal(signum: int, frame: Optional[FrameType]) -> None:
         raise _Terminate(signum)
 
+    def on_hangup(signum: int, frame: Optional[FrameType]) -> None:
+        raise _Reload()
+
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    old[signal.SIGHUP] = signal.signal(signal.SIGHUP, on_hangup)
     try:
         try:
             m.start(redirect_output, force)
@@ -95,7 +123,7 @@ def run_foreground(m: ServerManager, redirect_output: bool, force: bool, out: Te
         host = f"[{m.host}]" if ":" in m.host else m.host
         out.write(f"{m.name}: pid {pid} serving on http://{host}:{m.port}\n")
         out.flush()
-        _wait_for_exit(pid)
+        _wait_for_exit(m, out)
         # The server died on its own: say how ("killed by SIGKILL") and exit
         # with its status, as a shell would report it.
         st = m.status()

@@ -12,6 +12,7 @@ named in ``UPSONIC_READY_SOCKET``, carrying the launch marker and its PID.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import sys
@@ -25,7 +26,12 @@ LAUNCH_ENV = "UPSONIC_SERVER_LAUNCH_ID"
 
 _held: socket.socket | None = None
 _startup = uvicorn.server.Server.startup
+_shutdown = uvicorn.server.Server.shutdown
 _run = uvicorn.server.Server.run
+
+#: How long a stopping generation keeps connections it accepted but has not
+#: yet read a request from, so that the request arrives and is answered.
+LINGER = 0.25
 
 
 def _report_ready() -> None:
@@ -46,6 +52,22 @@ async def _startup_then_report(self: uvicorn.server.Server, sockets=None) -> Non
         _report_ready()
 
 
+async def _stop_accepting_then_shutdown(self: uvicorn.server.Server, sockets=None) -> None:  # type: ignore[no-untyped-def]
+    # The socket is shared with the next generation: stop accepting first,
+    # then let connections accepted a moment ago deliver their request
+    # (uvicorn's shutdown closes a connection with no request in flight,
+    # which a client that just sent one sees as a dropped connection).
+    for server in getattr(self, "servers", []):
+        server.close()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + LINGER
+    while loop.time() < deadline and any(
+        getattr(c, "cycle", True) is None for c in self.server_state.connections
+    ):
+        await asyncio.sleep(0.005)
+    await _shutdown(self, sockets=sockets)
+
+
 def _run_on_held(self: uvicorn.server.Server, sockets=None) -> None:  # type: ignore[no-untyped-def]
     # A worker is handed its sockets by uvicorn; the single server gets ours.
     if sockets is None and _held is not None:
@@ -61,6 +83,7 @@ def _bind_held(self: uvicorn.config.Config) -> socket.socket:
 # Module level, so that uvicorn's spawned workers (which import this module
 # as __mp_main__) report their readiness too.
 uvicorn.server.Server.startup = _startup_then_report  # type: ignore[method-assign]
+uvicorn.server.Server.shutdown = _stop_accepting_then_shutdown  # type: ignore[method-assign]
 
 
 def main(argv: list[str]) -> None:

@@ -4,17 +4,13 @@ One function per command; the library's public API only."""
 
 from __future__ import annotations
 
+# Only what every command needs is imported here: `upsonic-server status`
+# is run by scripts and should start quickly. The rest is imported by the
+# command that uses it.
 import argparse
-import json
 import os
-import shlex
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
-from pathlib import Path
-from typing import Callable, Optional, Sequence, TextIO
 
 from . import (
     PortInUseError,
@@ -33,7 +29,12 @@ from ._cli_output import (
     status_row,
     tail,
 )
-from ._foreground import run_foreground
+
+TYPE_CHECKING = False
+
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Callable, Optional, Sequence, TextIO
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -131,6 +132,13 @@ def _add_server_args(p: argparse.ArgumentParser, log_dir: Optional[str] = "logs"
 
 
 def _add_start_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--hold-socket",
+        action="store_true",
+        default=None,
+        help="bind and hold the listening socket here, so that `reload` and restarts "
+        "refuse no connection (default: on for --port 0)",
+    )
     p.add_argument("--force", action="store_true", help="stop programs of yours that hold the port")
     p.add_argument(
         "--redirect-output",
@@ -167,6 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", metavar="NAME", nargs="?", help="the server's name")
     p.add_argument("--all", action="store_true", help="every running recorded server")
 
+    p = command("reload", "a new generation on the held socket, then the old one stops")
+    p.add_argument("name", metavar="NAME", help="the server's name")
+
     p = command("status", "show servers as a table (exit 3 if NAME is not running)")
     p.add_argument("name", metavar="NAME", nargs="?", help="only this server")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -187,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("forget", "forget a stopped server (it leaves the status table)")
     p.add_argument("name", metavar="NAME", help="the server's name")
 
-    p = command("run", "run a server in the foreground (systemd, containers)")
+    p = command("run", "run a server in the foreground (systemd, containers); SIGHUP reloads it")
     _add_server_args(p)
     _add_start_args(p)
 
@@ -219,6 +230,7 @@ def _manager_from_args(args: argparse.Namespace) -> ServerManager:
             env=dict(args.env),
             start_timeout=args.start_timeout,
             stop_timeout=args.stop_timeout,
+            hold_socket=getattr(args, "hold_socket", None),
         )
     except ValueError as e:
         raise UsageError(str(e)) from None
@@ -315,6 +327,8 @@ def _why_not_restartable(m: ServerManager) -> Optional[str]:
     """What would make a restart fail, checked before the server is stopped:
     the app's module must import from the recorded directory and environment
     (as uvicorn will import it), and the port must be free or this server's."""
+    import subprocess
+
     module = m.app_path.split(":", 1)[0]
     cwd = m.cwd or os.getcwd()
     if not os.path.isdir(cwd):
@@ -361,6 +375,16 @@ def cmd_restart(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def cmd_reload(args: argparse.Namespace, out: TextIO) -> int:
+    m = _recorded(args, args.name)
+    if m is None:
+        raise ServerManagerError(f"{args.name}: its record names no app to reload")
+    old = m.status().pid
+    took = run_with_spinner(f"reloading {m.name}", m.reload, out, spin=m.redirect_output)
+    out.write(f"{m.name}: reloaded, pid {old} -> {m.status().pid} in {took * 1000:.0f} ms\n")
+    return EXIT_OK
+
+
 def _restart_all(args: argparse.Namespace, out: TextIO) -> int:
     from ._group import ServerGroup
 
@@ -404,6 +428,8 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
             a, b = before.get(n), m.cpu_time() if m is not None else None
             cpu[n] = None if a is None or b is None else 100.0 * (b - a) / elapsed
     if args.json:
+        import json
+
         out.write(json.dumps([s.as_dict() for s in statuses], indent=2) + "\n")
     elif statuses:
         rows = [status_row(s, cpu[s.name]) for s in statuses]
@@ -416,6 +442,8 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_logs(args: argparse.Namespace, out: TextIO) -> int:
+    from pathlib import Path
+
     names = [args.name] if args.name else _known(args)
     if args.name and args.name not in _known(args):
         raise UnknownName(args.name, _known(args), _pid_dir_text(args))
@@ -455,6 +483,8 @@ def cmd_diagnose(args: argparse.Namespace, out: TextIO) -> int:
     m = _recorded(args, args.name)
     if m is None:
         raise ServerManagerError(f"{args.name}: its record names no app to diagnose")
+    import json
+
     out.write(json.dumps(m.diagnose(), indent=2, default=str) + "\n")
     return EXIT_OK
 
@@ -471,6 +501,8 @@ def cmd_forget(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
+    from ._foreground import run_foreground
+
     return run_foreground(_manager_from_args(args), args.redirect_output, args.force, out)
 
 
@@ -478,6 +510,7 @@ def cmd_systemd_unit(args: argparse.Namespace, out: TextIO) -> int:
     name = _name_of(args)
     _manager_from_args(args)  # validates every argument
     import pwd
+    import shlex
 
     user = args.user or pwd.getpwuid(os.getuid()).pw_name
     cwd = os.path.abspath(args.cwd or os.getcwd())
@@ -533,7 +566,9 @@ WantedBy=multi-user.target
 
 
 def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
+    import socket
     import tempfile
+    import urllib.request
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -579,6 +614,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO], int]] = {
     "start": cmd_start,
     "stop": cmd_stop,
     "restart": cmd_restart,
+    "reload": cmd_reload,
     "status": cmd_status,
     "logs": cmd_logs,
     "diagnose": cmd_diagnose,
