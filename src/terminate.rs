@@ -158,13 +158,89 @@ pub fn marked_processes(launch_id: &str, since_ticks: u64) -> Vec<i32> {
     if launch_id.is_empty() {
         return Vec::new();
     }
-    let me = facts::me();
-    platform::all_pids()
-        .into_iter()
-        .filter(|&p| claim::may_signal(p, platform::owner_uid(p), &me))
-        .filter(|&p| platform::proc_info(p).is_some_and(|i| i.start_ticks >= since_ticks))
-        .filter(|&p| platform::environ_has(p, crate::spawn::LAUNCH_ENV, launch_id))
+    sweep::snapshot()
+        .iter()
+        .filter(|m| m.start_ticks >= since_ticks && m.launch_id == launch_id)
+        .map(|m| m.pid)
         .collect()
+}
+
+/// One walk over /proc serves every stop that asked before it began: when a
+/// group stops a hundred servers at once, their sweeps for stragglers share
+/// one or two walks instead of a hundred (each would read every process of
+/// the user). A walk that began after a caller asked is as fresh as one the
+/// caller would have made itself.
+mod sweep {
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use parking_lot::{Condvar, Mutex};
+
+    use crate::claim;
+    use crate::facts;
+    use crate::platform;
+
+    /// A process of ours that carries a launch marker.
+    pub struct Marked {
+        pub pid: i32,
+        pub start_ticks: u64,
+        pub launch_id: String,
+    }
+
+    #[derive(Default)]
+    struct State {
+        walking: bool,
+        last: Option<(Instant, Arc<Vec<Marked>>)>,
+    }
+
+    static STATE: Mutex<State> = Mutex::new(State {
+        walking: false,
+        last: None,
+    });
+    static DONE: Condvar = Condvar::new();
+
+    /// Every marked process of ours, as seen by a walk that began after this call.
+    pub fn snapshot() -> Arc<Vec<Marked>> {
+        let asked = Instant::now();
+        let mut state = STATE.lock();
+        loop {
+            if let Some((began, marked)) = &state.last {
+                if *began >= asked {
+                    return marked.clone();
+                }
+            }
+            if !state.walking {
+                break;
+            }
+            DONE.wait(&mut state);
+        }
+        state.walking = true;
+        drop(state);
+        let began = Instant::now();
+        let marked = Arc::new(walk());
+        let mut state = STATE.lock();
+        state.walking = false;
+        state.last = Some((began, marked.clone()));
+        DONE.notify_all();
+        marked
+    }
+
+    fn walk() -> Vec<Marked> {
+        let me = facts::me();
+        platform::all_pids()
+            .into_iter()
+            .filter(|&p| claim::may_signal(p, platform::owner_uid(p), &me))
+            .filter_map(|pid| {
+                let launch_id = platform::environ_value(pid, crate::spawn::LAUNCH_ENV)?;
+                let start_ticks = platform::proc_info(pid)?.start_ticks;
+                Some(Marked {
+                    pid,
+                    start_ticks,
+                    launch_id,
+                })
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -192,6 +268,35 @@ mod tests {
         assert!(done);
         assert!(start.elapsed() >= Duration::from_millis(300));
         child.wait().unwrap();
+    }
+
+    #[test]
+    fn sweeps_find_marked_processes_and_share_walks() {
+        let mut child = Command::new("sleep")
+            .arg("30")
+            .env(crate::spawn::LAUNCH_ENV, "sweep-test-launch")
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut found = Vec::new();
+        while found.is_empty() && Instant::now() < deadline {
+            found = marked_processes("sweep-test-launch", 0);
+        }
+        assert_eq!(found, vec![pid]);
+        assert!(marked_processes("another-launch", 0).is_empty());
+        assert!(marked_processes("sweep-test-launch", u64::MAX).is_empty());
+        // Concurrent sweeps all see it.
+        let seen: Vec<Vec<i32>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| marked_processes("sweep-test-launch", 0)))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(seen.iter().all(|v| v == &vec![pid]));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(marked_processes("sweep-test-launch", 0).is_empty());
     }
 
     #[test]

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 import upsonic_server_manager
-from conftest import free_port, get, gone, kill_helper, spawn_helper, wait_until
+from _helpers import free_port, get, gone, kill_helper, spawn_helper, wait_until
 from upsonic_server_manager import ServerGroup, ServerManager, ServerManagerError
 from upsonic_server_manager._group import stop_all
 
@@ -379,6 +379,7 @@ from upsonic_server_manager import (
     StartTimeoutError,
     install_signal_handlers,
     list_records,
+    log_files,
     port_holders,
     stop_on_exit,
 )
@@ -403,11 +404,15 @@ def main() -> int:
     except ServerManagerError:
         return 1
     status: dict[str, ServerStatus] = waves.status()
-    names: list[str] = list_records()
+    names: list[str] = list_records(stopped=True)
+    out, err = log_files("web")
+    zero = ServerManager("app:app", "127.0.0.1", 0, "zero", hold_socket=True)
+    zero.reload()
+    url: str = zero.url
     found: list[PortHolder] = port_holders(8000)
     first: ServerManager = next(iter(waves))
     group.stop(order="parallel")
-    return len(status) + len(names) + len(found) + first.port
+    return len(status) + len(names) + len(found) + first.port + len(out + err + url)
 """
 
 
