@@ -30,7 +30,15 @@ pub struct LaunchSpec<'a> {
     /// `HELD_FD` to our launcher (which gives it to uvicorn), with the name
     /// of the socket readiness is reported on.
     pub held: Option<(RawFd, &'a str)>,
+    /// The read end of a pipe, handed over as `LIFELINE_FD`: when every
+    /// write end is closed (its holder died), our launcher stops the server.
+    pub lifeline: Option<RawFd>,
 }
+
+/// The descriptor number a lifeline has in the launched server.
+pub const LIFELINE_FD: RawFd = 4;
+/// The environment variable that tells the launcher about the lifeline.
+pub const LIFELINE_ENV: &str = "UPSONIC_LIFELINE_FD";
 
 /// The descriptor number a held socket has in the launched server.
 pub const HELD_FD: RawFd = 3;
@@ -131,6 +139,10 @@ pub fn spawn(spec: &LaunchSpec<'_>, logs: Option<(File, File)>) -> Result<Child>
         cmd.env(READY_ENV, ready);
         crate::platform::hand_over_fd(&mut cmd, fd, HELD_FD);
     }
+    if let Some(fd) = spec.lifeline {
+        cmd.env(LIFELINE_ENV, LIFELINE_FD.to_string());
+        crate::platform::hand_over_fd(&mut cmd, fd, LIFELINE_FD);
+    }
     if let Some((out, err)) = logs {
         cmd.stdout(Stdio::from(out));
         cmd.stderr(Stdio::from(err));
@@ -181,6 +193,7 @@ mod tests {
             env: &[],
             launch_id: "x",
             held: None,
+            lifeline: None,
         }
     }
 

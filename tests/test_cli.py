@@ -217,7 +217,7 @@ def test_systemd_unit(home):
         "Restart=on-failure",
         f"WorkingDirectory={os.getcwd()}",
         "User=upsonic",
-        "Environment='A=b c'",
+        'Environment="A=b c"',
         " run usm_hello:app --host 0.0.0.0 --port 7541 --name main",
         "systemctl daemon-reload",
         "[Install]",

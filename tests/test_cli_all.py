@@ -43,7 +43,7 @@ def test_stop_all_and_restart_all(home, managers):
         r = run_cli("restart", "--all", home=home, out=out)
     text = (home / "restart.out").read_text()
     assert r.returncode == 0, text
-    assert "stopped 3 of 3 recorded servers" in text
+    assert "stopped 3 running servers (a1, a2, a3)" in text
     assert "started 3 servers again" in text
     assert all(gone(psutil.Process(p)) if psutil.pid_exists(p) else True for p in pids)
     new = [get(p)["pid"] for p in ports]
@@ -54,7 +54,7 @@ def test_stop_all_and_restart_all(home, managers):
 
     r = run_cli("stop", "--all", home=home)
     assert r.returncode == 0, r.stderr
-    assert "stopped 3 of 3 recorded servers" in r.stdout
+    assert "stopped 3 running servers (a1, a2, a3)" in r.stdout
     assert list_records() == []
     for p in new:
         assert not psutil.pid_exists(p) or gone(psutil.Process(p))

@@ -62,6 +62,8 @@ def status_row(st: ServerStatus, cpu: Optional[float]) -> list[str]:
     if not alive and st.end_reason:
         at = fmt_clock(st.ended_at)
         info = f"{st.end_reason} at {at}" if at else st.end_reason
+    elif st.state == "dead":
+        info = "died unexpectedly (its record remains)"
     return [
         st.name,
         "-" if st.pid is None else str(st.pid),

@@ -166,6 +166,7 @@ class Core:
         uvicorn_args: Sequence[str],
         python: _Path,
         hold_socket: Optional[bool] = None,
+        lifeline: Optional[int] = None,
     ) -> Core: ...
     def start(self, redirect_output: bool, force: bool) -> bool:
         """Start unless ours already runs; True if a server was launched."""

@@ -127,6 +127,17 @@ def run_foreground(m: ServerManager, redirect_output: bool, force: bool, out: Te
         # The server died on its own: say how ("killed by SIGKILL") and exit
         # with its status, as a shell would report it.
         st = m.status()
+        # `upsonic-server stop NAME` from elsewhere removed the record as it
+        # stopped the server: a deliberate stop, not a crash (so that
+        # systemd's Restart=on-failure does not bring it back).
+        stopped_elsewhere = m._read_pid() is None and st.exit_code == -signal.SIGTERM
+        if stopped_elsewhere:
+            # Its stopper kept how it ended ("stopped"); we exit right away,
+            # and our exit reaps the child.
+            m._process = None
+            sd_notify("STOPPING=1")
+            out.write(f"{m.name}: stopped\n")
+            return EXIT_OK
         m.stop()
         out.write(f"{m.name}: {st.end_reason or 'exited, status unknown'}\n")
         return _exit_status(st.exit_code)

@@ -86,6 +86,32 @@ uvicorn.server.Server.startup = _startup_then_report  # type: ignore[method-assi
 uvicorn.server.Server.shutdown = _stop_accepting_then_shutdown  # type: ignore[method-assign]
 
 
+def _watch_lifeline() -> None:
+    """With a lifeline (the read end of a pipe whose write ends the program
+    that wanted this server holds): when it reads end-of-file, that program
+    is gone, even SIGKILLed, and this server stops (its whole group: the
+    workers too). A thread of this process, which lives as long as it does."""
+    raw = os.environ.pop("UPSONIC_LIFELINE_FD", None)
+    if raw is None:
+        return
+    fd = int(raw)
+    os.set_inheritable(fd, False)
+
+    def watch() -> None:
+        import signal
+        import time
+
+        while os.read(fd, 4096):
+            pass
+        os.killpg(0, signal.SIGTERM)
+        time.sleep(5)
+        os.killpg(0, signal.SIGKILL)
+
+    import threading
+
+    threading.Thread(target=watch, name="upsonic-lifeline", daemon=True).start()
+
+
 def main(argv: list[str]) -> None:
     global _held
     if len(argv) < 3 or argv[1] != "--":
@@ -95,6 +121,7 @@ def main(argv: list[str]) -> None:
     # over IPv4 or IPv6, so asyncio sets TCP_NODELAY on each connection.
     _held = socket.socket(fileno=fd)
     _held.set_inheritable(False)
+    _watch_lifeline()
     uvicorn.server.Server.run = _run_on_held  # type: ignore[method-assign]
     uvicorn.config.Config.bind_socket = _bind_held  # type: ignore[method-assign]
     uvicorn_command.main(args=argv[2:], prog_name="uvicorn")

@@ -91,6 +91,7 @@ class ServerManager:
         stop_timeout: float = 5.0,
         uvicorn_args: Sequence[str] = DEFAULT_UVICORN_ARGS,
         hold_socket: Optional[bool] = None,
+        lifeline: Optional[int] = None,
     ) -> None:
         # Every check, of types and values, is the core's: one validation
         # for every entry point, each error naming the argument.
@@ -109,6 +110,7 @@ class ServerManager:
             uvicorn_args=uvicorn_args,
             python=sys.executable,
             hold_socket=hold_socket,
+            lifeline=lifeline,
         )
 
     # -- the original's attributes ---------------------------------------------------

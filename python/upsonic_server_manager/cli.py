@@ -63,6 +63,16 @@ class UnknownName(Exception):
         super().__init__(f"no server named {name!r} ({listed})")
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default, unless it has none or the text says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> Optional[str]:
+        text = action.help or ""
+        if action.default is None or action.default is False or "(default" in text:
+            return text
+        return super()._get_help_string(action)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(message, self.format_usage().strip())
@@ -148,7 +158,7 @@ def _add_start_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = _Help
     parser = _Parser(
         prog="upsonic-server",
         description="Start, stop and inspect uvicorn servers managed by upsonic-server-manager.",
@@ -224,7 +234,7 @@ def _manager_from_args(args: argparse.Namespace) -> ServerManager:
             args.port,
             _name_of(args),
             workers=args.workers,
-            log_dir=args.log_dir or "logs",
+            log_dir=_log_dir(args),
             pid_dir=args.pid_dir,
             cwd=args.cwd,
             env=dict(args.env),
@@ -234,6 +244,14 @@ def _manager_from_args(args: argparse.Namespace) -> ServerManager:
         )
     except ValueError as e:
         raise UsageError(str(e)) from None
+
+
+def _log_dir(args: argparse.Namespace) -> str:
+    """--log-dir; a relative one is under --cwd when given, as the server sees it."""
+    log_dir = args.log_dir or "logs"
+    if args.cwd and not os.path.isabs(log_dir):
+        return os.path.join(args.cwd, log_dir)
+    return log_dir
 
 
 def _pid_dir_text(args: argparse.Namespace) -> str:
@@ -280,18 +298,24 @@ def cmd_start(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def _running_managers(args: argparse.Namespace) -> tuple[list[ServerManager], list[ServerManager]]:
+    """(every recorded server with an app to go on, those of them running)."""
+    found = (ServerManager.from_record(n, args.pid_dir) for n in list_records(args.pid_dir))
+    managers = [m for m in found if m is not None]
+    return managers, [m for m in managers if m.is_running()]
+
+
 def _stop_all(args: argparse.Namespace, out: TextIO) -> list[ServerManager]:
     """Stops every recorded server concurrently; returns those that ran."""
     from ._group import ServerGroup
 
-    found = (ServerManager.from_record(n, args.pid_dir) for n in list_records(args.pid_dir))
-    managers = [m for m in found if m is not None]
-    running = [m for m in managers if m.is_running()]
+    managers, running = _running_managers(args)
     t0 = time.monotonic()
     # Concurrently: every SIGTERM goes out first, then one wait for all.
     ServerGroup(managers).stop()
     took = (time.monotonic() - t0) * 1000
-    out.write(f"stopped {len(running)} of {len(managers)} recorded servers in {took:.0f} ms\n")
+    names = f" ({', '.join(m.name for m in running)})" if running else ""
+    out.write(f"stopped {len(running)} running servers{names} in {took:.0f} ms\n")
     return running
 
 
@@ -312,14 +336,19 @@ def cmd_stop(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+# Imports the app as uvicorn will (the working directory first on the path)
+# and looks the attribute up: a missing file, a syntax error, an exception at
+# import time and a missing attribute all show here, before anything stops.
 _IMPORTABLE = (
-    "import importlib.util, sys\n"
+    "import importlib, sys\n"
     "sys.path.insert(0, '')\n"
+    "module, _, attr = sys.argv[1].partition(':')\n"
     "try:\n"
-    "    found = importlib.util.find_spec(sys.argv[1]) is not None\n"
-    "except Exception as e:\n"
+    "    obj = importlib.import_module(module)\n"
+    "    for part in attr.split('.'):\n"
+    "        obj = getattr(obj, part)\n"
+    "except BaseException as e:\n"
     "    sys.exit(f'{type(e).__name__}: {e}')\n"
-    "sys.exit(0 if found else f'No module named {sys.argv[1]!r}')\n"
 )
 
 
@@ -329,12 +358,13 @@ def _why_not_restartable(m: ServerManager) -> Optional[str]:
     (as uvicorn will import it), and the port must be free or this server's."""
     import subprocess
 
-    module = m.app_path.split(":", 1)[0]
     cwd = m.cwd or os.getcwd()
+    if ":" not in m.app_path:
+        return f"{m.app_path!r} is not in uvicorn's module:attribute form"
     if not os.path.isdir(cwd):
         return f"its working directory {cwd} does not exist"
     check = subprocess.run(
-        [sys.executable, "-c", _IMPORTABLE, module],
+        [sys.executable, "-c", _IMPORTABLE, m.app_path],
         cwd=cwd,
         env={**os.environ, **m.env},
         capture_output=True,
@@ -344,7 +374,7 @@ def _why_not_restartable(m: ServerManager) -> Optional[str]:
     )
     if check.returncode != 0:
         why = (check.stderr.strip().splitlines() or ["it failed"])[-1]
-        return f"module {module!r} cannot be imported from {cwd}: {why}"
+        return f"{m.app_path!r} cannot be imported from {cwd}: {why}"
     st = m.status()
     ours = {p for p in [st.pid, *st.workers] if p is not None}
     others = [h for h in m.port_holders() if h.pid not in ours]
@@ -388,6 +418,14 @@ def cmd_reload(args: argparse.Namespace, out: TextIO) -> int:
 def _restart_all(args: argparse.Namespace, out: TextIO) -> int:
     from ._group import ServerGroup
 
+    # Every server is checked before any is stopped: one broken app must not
+    # take the others down with it.
+    _, running = _running_managers(args)
+    problems = [f"{m.name}: {why}" for m in running if (why := _why_not_restartable(m))]
+    if problems:
+        raise ServerManagerError(
+            "not restarted (all left running): " + "; ".join(problems)
+        )
     running = _stop_all(args, out)
     # Start again in parallel, each with its recorded output mode.
     t0 = time.monotonic()
@@ -506,11 +544,22 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     return run_foreground(_manager_from_args(args), args.redirect_output, args.force, out)
 
 
+def _systemd_quote(word: str, dollars: bool = True) -> str:
+    """One word as systemd reads it in a unit file (not as a shell would):
+    specifiers (%) and, in ExecStart=, variables ($) doubled; backslashes and
+    quotes escaped; quoted when it holds anything but plain characters."""
+    text = word.replace("%", "%%")
+    if dollars:
+        text = text.replace("$", "$$")
+    if text and all(c.isalnum() or c in "-_./:=@+," for c in text):
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def cmd_systemd_unit(args: argparse.Namespace, out: TextIO) -> int:
     name = _name_of(args)
     _manager_from_args(args)  # validates every argument
     import pwd
-    import shlex
 
     user = args.user or pwd.getpwuid(os.getuid()).pw_name
     cwd = os.path.abspath(args.cwd or os.getcwd())
@@ -534,9 +583,10 @@ def cmd_systemd_unit(args: argparse.Namespace, out: TextIO) -> int:
     run += ["--log-dir", log_dir, "--redirect-output"]
     run += ["--start-timeout", str(args.start_timeout), "--stop-timeout", str(args.stop_timeout)]
     env_lines = "".join(
-        f"Environment={shlex.quote(f'{k}={v}')}\n"
+        f"Environment={_systemd_quote(f'{k}={v}', dollars=False)}\n"
         for k, v in [("PYTHONUNBUFFERED", "1")] + args.env
     )
+    exec_start = " ".join(_systemd_quote(a) for a in run)
     unit = f"""\
 # systemd unit for upsonic server {name!r}.
 # Install it with:
@@ -551,8 +601,8 @@ After=network.target
 Type=notify
 NotifyAccess=main
 User={user}
-WorkingDirectory={cwd}
-{directories}{env_lines}ExecStart={shlex.join(run)}
+WorkingDirectory={cwd.replace("%", "%%")}
+{directories}{env_lines}ExecStart={exec_start}
 Restart=on-failure
 RestartSec=2s
 KillMode=mixed

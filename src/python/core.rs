@@ -53,7 +53,7 @@ pub struct Core {
 #[pymethods]
 impl Core {
     #[new]
-    #[pyo3(signature = (app_path, host, port, name, *, workers, log_dir, pid_dir, cwd, env, start_timeout, stop_timeout, uvicorn_args, python, hold_socket=None))]
+    #[pyo3(signature = (app_path, host, port, name, *, workers, log_dir, pid_dir, cwd, env, start_timeout, stop_timeout, uvicorn_args, python, hold_socket=None, lifeline=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -71,6 +71,7 @@ impl Core {
         uvicorn_args: &Bound<'_, PyAny>,
         python: PathBuf,
         hold_socket: Option<bool>,
+        lifeline: Option<i32>,
     ) -> PyResult<Self> {
         let port = args::server_port(py, port)?;
         let cfg = Config {
@@ -89,6 +90,7 @@ impl Core {
             python,
             // Held by default where it is needed: the kernel picks the port.
             hold_socket: hold_socket.unwrap_or(port == 0),
+            lifeline,
         };
         let server = Server::new(cfg).map_err(|e| to_py(py, e))?;
         Ok(Self {

@@ -108,6 +108,7 @@ impl Server {
                 .as_ref()
                 .zip(ready.as_ref())
                 .map(|(h, r)| (h.raw_fd(), r.name())),
+            lifeline: self.cfg.lifeline,
         };
         let started_ms = now_ms();
         let child = spawn::spawn(&spec, files)?;

@@ -53,6 +53,10 @@ pub struct Config {
     /// Bind and hold the listening socket here and hand it to the server
     /// (required for port 0; makes `reload()` possible).
     pub hold_socket: bool,
+    /// The read end of a pipe: the server stops when its write ends close
+    /// (the program that holds them died). Needs `hold_socket` (our launcher
+    /// watches it).
+    pub lifeline: Option<std::os::fd::RawFd>,
 }
 
 impl Config {
@@ -71,6 +75,13 @@ impl Config {
         }
         if self.port != 0 {
             validate::port(i64::from(self.port))?;
+        }
+        if self.lifeline.is_some() && !self.hold_socket {
+            return Err(Error::invalid(
+                "lifeline",
+                None,
+                "needs hold_socket=True (the launcher that holds the socket watches it)",
+            ));
         }
         validate::workers(i64::from(self.workers))?;
         validate::seconds("start_timeout", self.start_timeout.as_secs_f64())?;
