@@ -164,14 +164,20 @@ def build_parser() -> argparse.ArgumentParser:
         description="Start, stop and inspect uvicorn servers managed by upsonic-server-manager.",
         formatter_class=fmt,
     )
+    from . import __version__
+
     parser.add_argument(
         "--pid-dir", default=None, help="where PID records live (default: your home directory)"
     )
+    parser.add_argument("--version", action="version", version=f"upsonic-server {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
     def command(name: str, text: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=text, description=text, formatter_class=fmt)
+        p = sub.add_parser(name, help=text, description=text, formatter_class=fmt)
+        # Also accepted after the command; SUPPRESS keeps the one given before.
+        p.add_argument("--pid-dir", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        return p
 
     p = command("start", "start a server and return once it is ready")
     _add_server_args(p)
@@ -206,7 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", metavar="NAME", help="the server's name")
 
     p = command("forget", "forget a stopped server (it leaves the status table)")
-    p.add_argument("name", metavar="NAME", help="the server's name")
+    p.add_argument("name", metavar="NAME", nargs="?", help="the server's name")
+    p.add_argument("--all", action="store_true", help="every server that is not running")
 
     p = command("run", "run a server in the foreground (systemd, containers); SIGHUP reloads it")
     _add_server_args(p)
@@ -423,9 +430,7 @@ def _restart_all(args: argparse.Namespace, out: TextIO) -> int:
     _, running = _running_managers(args)
     problems = [f"{m.name}: {why}" for m in running if (why := _why_not_restartable(m))]
     if problems:
-        raise ServerManagerError(
-            "not restarted (all left running): " + "; ".join(problems)
-        )
+        raise ServerManagerError("not restarted (all left running): " + "; ".join(problems))
     running = _stop_all(args, out)
     # Start again in parallel, each with its recorded output mode.
     t0 = time.monotonic()
@@ -528,6 +533,13 @@ def cmd_diagnose(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_forget(args: argparse.Namespace, out: TextIO) -> int:
+    _one_name_or_all(args)
+    if args.all:
+        found = (ServerManager.from_record(n, args.pid_dir) for n in _known(args))
+        forgotten = [m.name for m in found if m is not None and m.forget()]
+        listed = f" ({', '.join(forgotten)})" if forgotten else ""
+        out.write(f"forgot {len(forgotten)} servers that were not running{listed}\n")
+        return EXIT_OK
     m = _recorded(args, args.name)
     if m is not None and not m.forget():
         raise ServerManagerError(f"{args.name}: is running; stop it first")

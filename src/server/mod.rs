@@ -307,7 +307,7 @@ impl Server {
                 app_path: self.cfg.app_path.clone(),
             });
         }
-        let _lock = crate::lock::acquire(&self.paths.lock_file, self.lock_deadline(), tick)?;
+        let lock = crate::lock::acquire(&self.paths.lock_file, self.lock_deadline(), tick)?;
         if let Some(f) = self.find() {
             if f.info.is_alive() && !f.pidfd.has_exited() {
                 return Ok(false);
@@ -335,7 +335,13 @@ impl Server {
         if !(self.holds_socket() || self.cfg.hold_socket && self.cfg.port == 0) {
             self.clear_port_for_start(force, tick)?;
         }
-        self.launch(redirect_output, tick)?;
+        if let Err(e) = self.launch(redirect_output, tick) {
+            // Nothing of the failed launch is recorded: no lock file stays.
+            if !self.paths.pid_file.exists() {
+                lock.release_and_remove();
+            }
+            return Err(e);
+        }
         record::remove_last(&self.paths);
         Ok(true)
     }
