@@ -9,13 +9,13 @@ import sys
 import threading
 
 from ._errors import ServerManagerError
-from ._manager import ServerManager
+from ._manager import ServerManager, _StopsOnExit
 
 # typing is imported for type checkers only: at run time it costs milliseconds.
 TYPE_CHECKING = False
 
 if TYPE_CHECKING:
-    from types import FrameType, TracebackType
+    from types import FrameType
     from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
 
     from ._manager import ServerStatus
@@ -38,7 +38,7 @@ def _label(item: Stoppable) -> str:
     return item.name
 
 
-class ServerGroup:
+class ServerGroup(_StopsOnExit):
     """Start servers in parallel; stop them concurrently (or one by one).
 
     ``start()`` returns once every server is ready; if any fails, the ones
@@ -128,14 +128,6 @@ class ServerGroup:
     def __enter__(self) -> ServerGroup:
         self.start()
         return self
-
-    def __exit__(
-        self,
-        exc_type: Optional[type[BaseException]],
-        exc: Optional[BaseException],
-        tb: Optional[TracebackType],
-    ) -> None:
-        self.stop()
 
     def __iter__(self) -> Iterator[ServerManager]:
         return iter(self.managers)

@@ -66,7 +66,22 @@ def _uvicorn_missing() -> bool:
     return not _uvicorn_found
 
 
-class ServerManager:
+class _StopsOnExit:
+    """The end of a ``with`` block: ``stop()``, whatever happened inside."""
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __exit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        self.stop()
+
+
+class ServerManager(_StopsOnExit):
     """Start, watch and stop one uvicorn server.
 
     The first four arguments are positional, as in upsonic's original. The
@@ -246,14 +261,6 @@ class ServerManager:
     def __enter__(self) -> ServerManager:
         self.start(self._core.redirect_output)
         return self
-
-    def __exit__(
-        self,
-        exc_type: Optional[type[BaseException]],
-        exc: Optional[BaseException],
-        tb: Optional[TracebackType],
-    ) -> None:
-        self.stop()
 
     # -- the original's helpers ----------------------------------------------------------
 

@@ -1,6 +1,8 @@
 //! The PID record: `{pid_dir}/.upsonic_{name}_server.pid` holds the bare PID
 //! (what upsonic's own reader expects), and `.upsonic_{name}_server.id` beside
-//! it holds what makes that PID unambiguous: start time, boot, launch marker.
+//! it holds what makes that PID unambiguous (start time, boot, launch marker)
+//! and the configuration it was started with (`saved`); `last` keeps how a
+//! run ended once the record is gone.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
@@ -8,6 +10,12 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+
+mod last;
+mod saved;
+
+pub use last::{read_last, remove_last, signal_name, write_last, End, LastRun};
+pub use saved::SavedConfig;
 
 /// The longest PID file we read; anything longer is not a PID.
 const MAX_PID_FILE: u64 = 64;
@@ -100,175 +108,6 @@ pub struct Identity {
     /// The rest of the configuration it was started with (`record=2`;
     /// absent in records written before it existed).
     pub config: Option<SavedConfig>,
-}
-
-/// The configuration a server was started with, beyond what `Identity`
-/// always held: what `restart` needs to start it again the same way.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct SavedConfig {
-    pub workers: u32,
-    /// The server's working directory (absolute), empty for the caller's.
-    pub cwd: String,
-    pub env: Vec<(String, String)>,
-    pub redirect_output: bool,
-    pub start_timeout_ms: u64,
-    pub stop_timeout_ms: u64,
-    pub uvicorn_args: Vec<String>,
-    /// The interpreter that ran it.
-    pub python: String,
-    /// Whether the manager held its listening socket (the server has it as
-    /// descriptor 3, where a reload from another process takes it from).
-    pub hold_socket: bool,
-}
-
-/// How a server's last run ended, kept after its record is gone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum End {
-    /// `stop()` ended it.
-    Stopped,
-    /// It exited on its own with this code (minus the signal number when a
-    /// signal ended it), as its parent saw.
-    Exited(i32),
-    /// It was gone when we looked; nobody of ours saw its exit status.
-    Died,
-    /// It never became ready.
-    FailedToStart(Option<i32>),
-}
-
-impl End {
-    fn to_text(self) -> String {
-        match self {
-            End::Stopped => "stopped".into(),
-            End::Exited(c) => format!("exited {c}"),
-            End::Died => "died".into(),
-            End::FailedToStart(Some(c)) => format!("failed {c}"),
-            End::FailedToStart(None) => "failed".into(),
-        }
-    }
-
-    fn parse(text: &str) -> Option<Self> {
-        let (kind, code) = match text.split_once(' ') {
-            Some((k, c)) => (k, Some(c.parse().ok()?)),
-            None => (text, None),
-        };
-        Some(match (kind, code) {
-            ("stopped", None) => End::Stopped,
-            ("exited", Some(c)) => End::Exited(c),
-            ("died", None) => End::Died,
-            ("failed", c) => End::FailedToStart(c),
-            _ => return None,
-        })
-    }
-
-    /// The exit code, when known.
-    pub fn exit_code(self) -> Option<i32> {
-        match self {
-            End::Exited(c) | End::FailedToStart(Some(c)) => Some(c),
-            _ => None,
-        }
-    }
-
-    /// In the operator's words: "stopped", "exited with code 1", "killed by SIGKILL".
-    pub fn describe(self) -> String {
-        let code = |c: i32| {
-            if c < 0 {
-                format!("killed by {}", signal_name(-c))
-            } else {
-                format!("exited with code {c}")
-            }
-        };
-        match self {
-            End::Stopped => "stopped".into(),
-            End::Exited(c) => code(c),
-            End::Died => "died (exit status unknown: it was not our child)".into(),
-            End::FailedToStart(Some(c)) => format!("failed to start ({})", code(c)),
-            End::FailedToStart(None) => "failed to start".into(),
-        }
-    }
-}
-
-/// `SIGKILL` for 9, and so on; `signal N` for numbers without a name.
-pub fn signal_name(n: i32) -> String {
-    nix::sys::signal::Signal::try_from(n)
-        .map(|s| s.as_str().to_owned())
-        .unwrap_or_else(|_| format!("signal {n}"))
-}
-
-/// What is kept of a server's last run once its record is gone.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LastRun {
-    pub identity: Identity,
-    pub end: End,
-    /// When the end was seen, milliseconds since the epoch.
-    pub ended_ms: u64,
-}
-
-/// Escapes a value for one `key=value` line.
-fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('\n', "\\n")
-        .replace('\r', "\\r")
-}
-
-/// Undoes `escape`.
-fn unescape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c != '\\' {
-            out.push(c);
-            continue;
-        }
-        match chars.next() {
-            Some('n') => out.push('\n'),
-            Some('r') => out.push('\r'),
-            Some(other) => out.push(other),
-            None => out.push('\\'),
-        }
-    }
-    out
-}
-
-impl SavedConfig {
-    fn to_text(&self) -> String {
-        let mut t = format!(
-            "record=2\nworkers={}\ncwd={}\nredirect={}\nstart_timeout_ms={}\nstop_timeout_ms={}\npython={}\nhold_socket={}\n",
-            self.workers,
-            escape(&self.cwd),
-            u8::from(self.redirect_output),
-            self.start_timeout_ms,
-            self.stop_timeout_ms,
-            escape(&self.python),
-            u8::from(self.hold_socket),
-        );
-        for (k, v) in &self.env {
-            t.push_str(&format!("env={}={}\n", escape(k), escape(v)));
-        }
-        for a in &self.uvicorn_args {
-            t.push_str(&format!("arg={}\n", escape(a)));
-        }
-        t
-    }
-
-    /// Takes one `key=value` line of a `record=2` record; false if unknown.
-    fn take(&mut self, k: &str, v: &str) -> Option<bool> {
-        match k {
-            "workers" => self.workers = v.parse().ok()?,
-            "cwd" => self.cwd = unescape(v),
-            "redirect" => self.redirect_output = v == "1",
-            "start_timeout_ms" => self.start_timeout_ms = v.parse().ok()?,
-            "stop_timeout_ms" => self.stop_timeout_ms = v.parse().ok()?,
-            "python" => self.python = unescape(v),
-            "hold_socket" => self.hold_socket = v == "1",
-            "env" => {
-                let (ek, ev) = v.split_once('=')?;
-                self.env.push((unescape(ek), unescape(ev)));
-            }
-            "arg" => self.uvicorn_args.push(unescape(v)),
-            _ => return Some(false),
-        }
-        Some(true)
-    }
 }
 
 impl Identity {
@@ -374,45 +213,6 @@ fn read_prefix(file: &mut impl Read, cap: u64) -> Option<Vec<u8>> {
     Some(buf)
 }
 
-/// Keeps how the last run ended (`.upsonic_{name}_server.last`), with its
-/// configuration, so that a stopped server stays listed and can be started
-/// again the same way.
-pub fn write_last(paths: &Paths, last: &LastRun) -> Result<()> {
-    let text = format!(
-        "{}end={}\nended_ms={}\n",
-        last.identity.to_text(),
-        last.end.to_text(),
-        last.ended_ms
-    );
-    write_atomic(&paths.last_file, text.as_bytes())
-}
-
-/// Reads how the last run ended, if kept.
-pub fn read_last(paths: &Paths) -> Option<LastRun> {
-    let bytes = read_capped(&paths.last_file, MAX_ID_FILE)?;
-    let text = std::str::from_utf8(&bytes).ok()?;
-    let identity = Identity::parse(text)?;
-    let mut end = None;
-    let mut ended_ms = 0;
-    for (k, v) in text.lines().filter_map(|l| l.split_once('=')) {
-        match k {
-            "end" => end = End::parse(v),
-            "ended_ms" => ended_ms = v.parse().ok()?,
-            _ => {}
-        }
-    }
-    Some(LastRun {
-        identity,
-        end: end?,
-        ended_ms,
-    })
-}
-
-/// Forgets the last run.
-pub fn remove_last(paths: &Paths) {
-    let _ = fs::remove_file(&paths.last_file);
-}
-
 /// Reads the PID file: `Some(pid)` only for a well-formed, plausible PID.
 pub fn read_pid(paths: &Paths, pid_max: i32) -> Option<i32> {
     read_capped(&paths.pid_file, MAX_PID_FILE).and_then(|b| parse_pid(&b, pid_max))
@@ -489,18 +289,6 @@ pub fn remove_if_names(paths: &Paths, pid: i32, pid_max: i32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ends_in_words() {
-        assert_eq!(End::Exited(-9).describe(), "killed by SIGKILL");
-        assert_eq!(End::Exited(1).describe(), "exited with code 1");
-        assert_eq!(
-            End::parse(&End::FailedToStart(Some(3)).to_text()),
-            Some(End::FailedToStart(Some(3)))
-        );
-        assert_eq!(End::parse("exited x"), None);
-        assert_eq!(unescape(&escape("a\\n\nb\r")), "a\\n\nb\r");
-    }
 
     #[test]
     fn pid_parsing_rejects_junk() {
