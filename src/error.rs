@@ -46,7 +46,7 @@ pub enum Error {
     AppTarget { name: String, app_path: String },
 
     /// The server did not listen within `start_timeout`; it was stopped.
-    #[error("Failed to start {name} server: not listening on port {port} after {:.1} s; it was stopped (given {:.1} s more to exit)", timeout.as_secs_f64(), grace.as_secs_f64())]
+    #[error("Failed to start {name} server: not listening on port {port} after {:.1} s (start_timeout); it was stopped, with {:.1} s to exit. If it needs longer to start, raise start_timeout", timeout.as_secs_f64(), grace.as_secs_f64())]
     StartTimeout {
         name: String,
         port: u16,

@@ -390,7 +390,7 @@ def test_start_timeout_gives_a_never_started_server_a_short_grace(home, monkeypa
     m = ServerManager(
         "usm_slow:app", "127.0.0.1", free_port(), "late", start_timeout=1, stop_timeout=30
     )
-    with pytest.raises(StartError, match=r"it was stopped \(given 1.0 s more to exit\)"):
+    with pytest.raises(StartError, match=r"it was stopped, with 1.0 s to exit. If it needs"):
         m.start()
     assert m.status().end_reason == "failed to start"
     assert not m.is_running() and not [p for p in gone_or_alive("usm_slow:app")]

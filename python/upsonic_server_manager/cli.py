@@ -689,9 +689,14 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO], int]] = {
 
 def _for_the_shell(message: str) -> str:
     """The library's messages name Python keywords; here they are options."""
-    return message.replace("start(force=True)", "--force").replace(
-        "start(redirect_output=True)", "--redirect-output"
-    )
+    for python, shell in (
+        ("start(force=True)", "--force"),
+        ("start(redirect_output=True)", "--redirect-output"),
+        ("hold_socket=True", "--hold-socket"),
+        ("start_timeout", "--start-timeout"),
+    ):
+        message = message.replace(python, shell)
+    return message
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -715,9 +720,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"upsonic-server: {_for_the_shell(str(e))}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
-        if getattr(args, "command", None) in ("start", "restart"):
+        command = getattr(args, "command", None)
+        if command in ("start", "restart"):
+            before = " (the running one had been stopped first)" if command == "restart" else ""
             print(
-                "\nupsonic-server: interrupted; the half-started server was stopped",
+                f"\nupsonic-server: interrupted; the half-started server was stopped{before}",
                 file=sys.stderr,
             )
         return EXIT_INTERRUPTED
