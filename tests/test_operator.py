@@ -325,11 +325,7 @@ def test_ctrl_c_during_start_says_what_happened(home, tmp_path):
         _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 130
     assert b"interrupted; the half-started server was stopped" in output
-    assert not [
-        p
-        for p in psutil.process_iter(["cmdline"])
-        if "usm_slow:app" in " ".join(p.info["cmdline"] or [])
-    ]
+    assert not alive_with(f"usm_slow:app --host 127.0.0.1 --port {port} ")
 
 
 def test_help_names_every_option_with_its_default_and_usage_errors_show_usage(home):
@@ -387,18 +383,19 @@ def test_systemd_unit_keeps_records_where_its_user_can_write(home):
 def test_start_timeout_gives_a_never_started_server_a_short_grace(home, monkeypatch):
     monkeypatch.setenv("USM_SLOW_SECONDS", "60")
     monkeypatch.setenv("USM_IGNORE_TERM", "1")
-    m = ServerManager(
-        "usm_slow:app", "127.0.0.1", free_port(), "late", start_timeout=1, stop_timeout=30
-    )
+    port = free_port()
+    m = ServerManager("usm_slow:app", "127.0.0.1", port, "late", start_timeout=1, stop_timeout=30)
     with pytest.raises(StartError, match=r"it was stopped, with 1.0 s to exit. If it needs"):
         m.start()
     assert m.status().end_reason == "failed to start"
-    assert not m.is_running() and not [p for p in gone_or_alive("usm_slow:app")]
+    assert not m.is_running() and not alive_with(f"usm_slow:app --host 127.0.0.1 --port {port} ")
 
 
-def gone_or_alive(app: str) -> list[psutil.Process]:
+def alive_with(text: str) -> list[psutil.Process]:
+    """Live processes whose command line holds ``text`` (a port makes it
+    ours: other suites on this machine run the same apps)."""
     return [
         p
         for p in psutil.process_iter(["cmdline"])
-        if app in " ".join(p.info["cmdline"] or []) and not gone(p)
+        if text in " ".join(p.info["cmdline"] or []) + " " and not gone(p)
     ]
