@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 from _helpers import APPS, has_ipv6, wait_until
 from upsonic_server_manager import ServerGroup, ServerManager, ServerManagerError, StartError
@@ -146,10 +147,9 @@ def test_restart_without_a_held_socket_is_what_it_always_was(home, managers, app
     managers.append(m)
     m.start()
     assert m.hold_socket is False
-    cmd = subprocess.run(
-        ["ps", "-o", "args=", "-p", str(m.status().pid)], capture_output=True, text=True
-    )
-    assert " -m uvicorn versioned:app --host 127.0.0.1 --port " in cmd.stdout
+    # Exactly the original's command line (read from /proc: ps cuts it).
+    cmd = " ".join(psutil.Process(m.status().pid).cmdline())
+    assert " -m uvicorn versioned:app --host 127.0.0.1 --port " in cmd
     with Hammer(m.url) as h:
         m.restart()
         time.sleep(0.2)
