@@ -187,7 +187,10 @@ def import_cost(n: int) -> tuple[float, float]:
 # ---- Ctrl-C during start() ----------------------------------------------------------------
 
 CTRL_C = """
-import sys, time
+import signal, sys, time
+# A benchmark started in the background by a shell inherits SIGINT ignored;
+# Ctrl-C is what is measured here, so restore Python's handler.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from upsonic_server_manager import ServerManager
 m = ServerManager("slow_app:app", "127.0.0.1", int(sys.argv[1]), "bench_ctrlc")
 print("go", flush=True)
