@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 venv="${USM_VENV:-.venv}"
 echo "==> preparing the virtual environment in $venv"
 usm_venv "$venv"
-echo "==> building and installing upsonic-server-manager with FastAPI (the Rust build takes about a minute the first time)"
+echo "==> building and installing upsonic-server-manager with FastAPI (the Rust build takes a few minutes the first time)"
 python -m pip install -q . "fastapi>=0.110"
 echo "==> running the demo: start a server, request it, show its status, stop it"
 upsonic-server demo

@@ -322,7 +322,8 @@ def _stop_all(args: argparse.Namespace, out: TextIO) -> list[ServerManager]:
     ServerGroup(managers).stop()
     took = (time.monotonic() - t0) * 1000
     names = f" ({', '.join(m.name for m in running)})" if running else ""
-    out.write(f"stopped {len(running)} running servers{names} in {took:.0f} ms\n")
+    noun = "server" if len(running) == 1 else "servers"
+    out.write(f"stopped {len(running)} running {noun}{names} in {took:.0f} ms\n")
     return running
 
 
