@@ -154,3 +154,9 @@ def _serves(port: int) -> bool:
         return True
     except Exception:  # noqa: BLE001 - not serving yet, whatever the client says
         return False
+
+
+def test_stop_with_a_missing_pid_dir_is_quiet(home):
+    m = ServerManager("usm_hello:app", "127.0.0.1", 8123, "nodir", pid_dir=home / "missing")
+    m.stop()  # nothing runs, nothing recorded: no error
+    assert not m.is_running() and not (home / "missing").exists()

@@ -357,6 +357,11 @@ impl Server {
 
     /// `stop()`, keeping a held socket open (for a restart).
     fn stop_keeping_socket(&self, tick: Tick<'_>) -> Result<()> {
+        // No PID directory: nothing can be recorded there, and without a
+        // child of ours nothing runs. Quiet, as a stop of nothing is.
+        if !self.cfg.pid_dir.is_dir() && self.own_child().is_none() {
+            return Ok(());
+        }
         let lock = crate::lock::acquire(&self.paths.lock_file, self.lock_deadline(), tick)?;
         let own = self.own_child();
         self.stop_launched(self.cfg.stop_timeout, tick)?;
