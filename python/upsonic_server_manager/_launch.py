@@ -30,8 +30,30 @@ _shutdown = uvicorn.server.Server.shutdown
 _run = uvicorn.server.Server.run
 
 #: How long a stopping generation keeps connections it accepted but has not
-#: yet read a request from, so that the request arrives and is answered.
-LINGER = 0.25
+#: yet received a byte on, so that their request arrives and is answered.
+LINGER = 1.0
+SEEN = "_upsonic_seen_data"
+
+
+def _mark_seen(protocol_class: type) -> None:
+    """Notes on each connection that data arrived (its first request did)."""
+    original = protocol_class.data_received
+
+    def data_received(self, data: bytes) -> None:  # type: ignore[no-untyped-def]
+        setattr(self, SEEN, True)
+        original(self, data)
+
+    protocol_class.data_received = data_received
+
+
+for _module, _name in (
+    ("uvicorn.protocols.http.h11_impl", "H11Protocol"),
+    ("uvicorn.protocols.http.httptools_impl", "HttpToolsProtocol"),
+):
+    try:
+        _mark_seen(getattr(__import__(_module, fromlist=[_name]), _name))
+    except (ImportError, AttributeError):
+        pass  # that HTTP implementation is not installed
 
 
 def _report_ready() -> None:
@@ -57,12 +79,14 @@ async def _stop_accepting_then_shutdown(self: uvicorn.server.Server, sockets=Non
     # then let connections accepted a moment ago deliver their request
     # (uvicorn's shutdown closes a connection with no request in flight,
     # which a client that just sent one sees as a dropped connection).
+    # Connections that already served requests (idle keep-alive) are not
+    # waited for.
     for server in getattr(self, "servers", []):
         server.close()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + LINGER
     while loop.time() < deadline and any(
-        getattr(c, "cycle", True) is None for c in self.server_state.connections
+        not getattr(c, SEEN, False) for c in self.server_state.connections
     ):
         await asyncio.sleep(0.005)
     await _shutdown(self, sockets=sockets)
