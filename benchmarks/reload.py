@@ -13,7 +13,7 @@ between a steady phase (no reloads) and the requests that overlapped a
 reload. Prints a markdown table and whether the goals were met.
 
     python benchmarks/reload.py            # 100 reloads (1 worker), 20 (2 workers)
-    python benchmarks/reload.py --quick    # 20 and 5: a quick look (~3 min)
+    python benchmarks/reload.py --quick    # 20 and 5: a quick look (~5 min)
 
 restart() runs 20 and 5 times (5 and 2 with --quick): its outcome is the same
 every time. Resets are compared per operation, so the counts need not match.
