@@ -13,7 +13,7 @@ between a steady phase (no reloads) and the requests that overlapped a
 reload. Prints a markdown table and whether the goals were met.
 
     python benchmarks/reload.py            # 100 reloads (1 worker), 20 (2 workers)
-    python benchmarks/reload.py --quick    # 20 and 5: a quick look (~3 min)
+    python benchmarks/reload.py --quick    # 20 and 5: a quick look (~5 min)
 
 restart() runs 20 and 5 times (5 and 2 with --quick): its outcome is the same
 every time. Resets are compared per operation, so the counts need not match.
@@ -59,6 +59,9 @@ async def root() -> dict:
     return {"hello": "world"}
 '''
 HOST = "127.0.0.1"
+# After an operation, the new generation warms up (first requests, keep-alive
+# clients reconnecting) for this long before requests count as steady again.
+SETTLE = 0.1
 OUTCOMES = ("ok", "non2xx", "refused", "reset", "timeout", "other")
 KINDS = ("new", "keepalive")
 
@@ -227,13 +230,17 @@ class UvicornHup(Contender):
         self.tmp = tmp
         self.app_dir = app_dir
         self.proc: Optional[subprocess.Popen[bytes]] = None
+        self.log = ""
 
     def start(self) -> str:
         port = free_port()
-        log = open(os.path.join(self.tmp, "uvicorn.log"), "ab")
+        self.log = os.path.join(self.tmp, "uvicorn.log")
+        log = open(self.log, "ab")
         cmd = [sys.executable, "-m", "uvicorn", f"{APP_MODULE}:app", "--host", HOST]
         cmd += ["--port", str(port), "--workers", str(self.workers)]
-        cmd += ["--log-level", "error", "--no-access-log"]
+        # The manager waits up to start_timeout (30 s) for a new generation;
+        # uvicorn's default 5 s gives up on a busy machine.
+        cmd += ["--timeout-worker-healthcheck", "30", "--log-level", "error", "--no-access-log"]
         self.proc = subprocess.Popen(
             cmd, cwd=self.app_dir, stdout=log, stderr=log, start_new_session=True
         )
@@ -256,14 +263,19 @@ class UvicornHup(Contender):
     def op(self) -> Optional[float]:
         assert self.proc is not None
         old = children(self.proc.pid)
+        logged = os.path.getsize(self.log)
         os.kill(self.proc.pid, signal.SIGHUP)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             now = children(self.proc.pid)
             if len(now) == self.workers and not now & old:
                 return time.perf_counter()
+            with open(self.log, "rb") as f:
+                f.seek(logged)
+                if b"aborting the restart" in f.read():
+                    raise RuntimeError("uvicorn aborted the reload: a new worker was not ready")
             time.sleep(0.01)
-        raise RuntimeError("uvicorn's reload did not finish within 60 s")
+        raise RuntimeError("uvicorn's reload did not finish within 90 s")
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
@@ -289,6 +301,8 @@ class Result:
     during: list[Sample] = field(default_factory=list)  # overlapping an op
     phase: list[Sample] = field(default_factory=list)  # the whole reload phase
     windows: list[tuple[float, float, Optional[float]]] = field(default_factory=list)
+    failed_ops: list[str] = field(default_factory=list)
+    load: float = 0.0  # the machine's 1-minute load average at the end
 
 
 async def run_one(
@@ -315,7 +329,11 @@ async def run_one(
         s1 = time.perf_counter()
         for _ in range(ops):
             t0 = time.perf_counter()
-            exited = await asyncio.to_thread(contender.op)
+            try:
+                exited = await asyncio.to_thread(contender.op)
+            except Exception as e:  # noqa: BLE001 - a failed operation is a result
+                exited = None
+                res.failed_ops.append(f"{type(e).__name__}: {e}")
             t1 = time.perf_counter()
             res.windows.append((t0, t1, exited))
             res.op_seconds.append(t1 - t0)
@@ -327,7 +345,13 @@ async def run_one(
         for t in tasks:
             t.cancel()
         await asyncio.to_thread(contender.stop)
-    res.steady = [s for s in samples if s0 <= s.t0 and s.t1 <= s1]
+    # Steady: the steady phase, and the pauses between operations from
+    # SETTLE after one ends to the start of the next, so that steady and
+    # during are sampled over the same minutes of a shared machine.
+    quiet = [(s0, s1)]
+    for (_, end, _), (start, _, _) in zip(res.windows, res.windows[1:] + [(p1, p1, None)]):
+        quiet.append((end + SETTLE, start))
+    res.steady = [s for s in samples if any(a <= s.t0 and s.t1 <= b for a, b in quiet)]
     res.phase = [s for s in samples if s1 <= s.t0 < p1]
     res.during = [s for s in res.phase if any(s.t0 < b and s.t1 > a for a, b, _ in res.windows)]
     return res
@@ -366,10 +390,10 @@ def row(r: Result, kind: str) -> dict[str, object]:
 def table(results: list[Result]) -> str:
     head = (
         "| server, operation | workers | ops | op s (median / max) | clients | requests "
-        "| ok | non-2xx | refused | reset | timeout | other "
+        "| ok | non-2xx | refused | reset | timeout | other | resets / op "
         "| p50 steady | p99 steady | p50 during | p99 during |"
     )
-    lines = [head, "|" + "---|" * 16]
+    lines = [head, "|" + "---|" * 17]
     for r in results:
         for kind in KINDS:
             d = row(r, kind)
@@ -378,11 +402,12 @@ def table(results: list[Result]) -> str:
             cells = [
                 r.label,
                 str(r.workers),
-                str(r.ops),
+                f"{r.ops} ({len(r.failed_ops)} failed)" if r.failed_ops else str(r.ops),
                 f"{statistics.median(r.op_seconds):.2f} / {max(r.op_seconds):.2f}",
                 "new conn." if kind == "new" else "keep-alive",
                 str(sum(c.values())),
                 *(str(c[o]) for o in OUTCOMES),
+                f"{c['reset'] / r.ops:.2f}" if r.ops else "-",
                 *(f"{d[k]:.1f} ms" for k in ("p50s", "p99s", "p50d", "p99d")),
             ]
             lines.append("| " + " | ".join(cells) + " |")
@@ -499,8 +524,17 @@ async def main_async(args: argparse.Namespace, tmp: str, app_dir: str) -> list[R
     for make, workers, ops in plan:
         contender = make()
         print(f"... {contender.label}, {workers} worker(s), {ops} ops", file=sys.stderr)
-        r = await run_one(contender, workers, ops, args.clients, args.think, args.steady, args.gap)
+        try:
+            r = await run_one(
+                contender, workers, ops, args.clients, args.think, args.steady, args.gap
+            )
+        except Exception as e:  # noqa: BLE001 - keep the other contenders' results
+            print(f"    {contender.label} failed: {type(e).__name__}: {e}", file=sys.stderr)
+            continue
+        r.load = os.getloadavg()[0]
         results.append(r)
+        # As it goes, so that an interrupted run still shows what it measured.
+        print("\n".join(table([r]).splitlines()[2:]), file=sys.stderr)
     return results
 
 
@@ -513,8 +547,8 @@ def main() -> int:
     ap.add_argument("--restarts-2w", type=int, default=None, help="restart() ops, two workers")
     ap.add_argument("--clients", type=int, default=64)
     ap.add_argument("--think", type=float, default=0.25, help="mean pause between requests (s)")
-    ap.add_argument("--steady", type=float, default=10.0, help="steady phase (s)")
-    ap.add_argument("--gap", type=float, default=0.2, help="pause between operations (s)")
+    ap.add_argument("--steady", type=float, default=5.0, help="steady phase before (s)")
+    ap.add_argument("--gap", type=float, default=0.6, help="pause between operations (s)")
     args = ap.parse_args()
     if args.reloads is None:
         args.reloads = 20 if args.quick else 100
@@ -538,14 +572,17 @@ def main() -> int:
     print(f"Command: python benchmarks/reload.py {' '.join(sys.argv[1:])}".rstrip())
     print(
         f"{args.clients} clients (half new connection per request, half keep-alive), "
-        f"pause {args.think * 1000:.0f} ms on average; {time.monotonic() - started:.0f} s in all\n"
+        f"pause {args.think * 1000:.0f} ms on average; {time.monotonic() - started:.0f} s in all"
     )
+    loads = ", ".join(f"{r.load:.1f}" for r in results)
+    print(f"Load average (1 min) after each contender, in table order: {loads}\n")
     print(table(results))
     print("\nGoals:")
     print("\n".join(goals(results)))
     for r in results:
         bad = [f"steady-phase failures: {row(r, k)['steady_bad']} ({k})" for k in KINDS]
         bad = [b for b in bad if not b.startswith("steady-phase failures: 0 ")]
+        bad += [f"failed operation: {f}" for f in r.failed_ops[:5]]
         lines = [(k, failures(r, k)) for k in KINDS]
         if bad or any(text for _, text in lines):
             print(f"\n{r.label}, {r.workers} worker(s):")
