@@ -403,7 +403,7 @@ def write_doc(
     recipe = [r for r in runs if r.contender == "recipe"]
     met = all(r.collisions == 0 and not r.leaked and not r.timed_out for r in plugin)
     verdict = (
-        "Goals met: the plugin had 0 collisions and 0 leaked processes in every run."
+        "**Goals met**: the plugin had 0 collisions and 0 leaked processes in every run."
         if met
         else "Goals NOT met for the plugin in every run: see the table."
     )
@@ -435,7 +435,7 @@ test** is the wall time divided by the number of tests; **median
 start→answer** is, inside a test, from before the start to the answer of its
 GET (for the recipe: choosing the port, spawning, polling, GET).
 
-{verdict} The recipe: {rc} collision(s) and {rl} leaked process(es) over
+{verdict} The recipe: {rc} collision(s) and {rl} leaked process(es) in
 {len(recipe)} run(s).
 
 {table(runs)}
@@ -457,8 +457,17 @@ busy machine that slows uvicorn's import, widening the window) to hit it. When
 it hits, the test either fails with "address already in use" or, worse,
 polls the port, finds another test's server answering and tests against it.
 The fixture's window is zero by construction: the port is held from the
-moment it is chosen. Timings on a shared 2-core machine are noisy; compare
-the contenders within one run, not across runs.
+moment it is chosen. Leaks are rare for both when pytest ends normally (the
+recipe's `finally` runs); the fixture's lifeline matters when pytest is
+killed, which this benchmark does not do.
+
+Wall time is noisy on a shared 2-core machine; compare the contenders within
+one run, not across runs. It also has a bias: the manager starts each server
+in a session of its own, and with Linux's autogroup scheduling
+(`/proc/sys/kernel/sched_autogroup_enabled`) each session gets its own share
+of the CPU, so on a machine busy with other work the fixture's servers get
+more of it than the recipe's, which share pytest's session. A faster wall
+time for the fixture is not evidence that it starts uvicorn faster.
 """
     path.write_text(text)
 
