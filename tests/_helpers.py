@@ -216,15 +216,18 @@ def kill_helper(p: psutil.Popen) -> None:
 # ---- the CLI -------------------------------------------------------------------------------
 
 
-def cli(*args: str, home: Path, timeout: float = 60, **kw) -> subprocess.CompletedProcess:
-    """``python -m upsonic_server_manager args...`` with HOME set, as a user types it."""
+def cli(*args: str, home: Path, timeout: float = 60, out=None, **kw) -> subprocess.CompletedProcess:
+    """``python -m upsonic_server_manager args...`` with HOME set, as a user types it.
+    Output is captured, or goes to ``out`` (a file: a server started without
+    --redirect-output keeps the command's pipe open until it stops)."""
     env = dict(os.environ, HOME=str(home))
     env.update(kw.pop("env", {}))
+    streams = {"capture_output": True} if out is None else {"stdout": out, "stderr": out}
     return subprocess.run(
         [*CLI, *args],
         cwd=kw.pop("cwd", None),
         env=env,
-        capture_output=True,
+        **streams,
         text=True,
         timeout=timeout,
         stdin=subprocess.DEVNULL,

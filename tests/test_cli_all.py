@@ -2,29 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import psutil
-from _helpers import free_port, get, gone
+from _helpers import cli, free_port, get, gone
 from upsonic_server_manager import ServerManager, list_records
-
-CLI = [sys.executable, "-m", "upsonic_server_manager"]
-
-
-def run_cli(*args: str, home, out=subprocess.PIPE) -> subprocess.CompletedProcess:
-    # A server started without --redirect-output keeps the command's stdout
-    # and stderr: give it a file then, or the pipe stays open until it stops.
-    return subprocess.run(
-        [*CLI, *args],
-        env=dict(os.environ, HOME=str(home)),
-        stdout=out,
-        stderr=out,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
 
 
 def test_stop_all_and_restart_all(home, managers):
@@ -34,13 +14,13 @@ def test_stop_all_and_restart_all(home, managers):
         with open(home / f"{name}.out", "w") as out:
             redirect = ["--redirect-output"] if name != "a3" else []
             args = ["start", "usm_hello:app", "--port", str(port), "--name", name, *redirect]
-            r = run_cli(*args, home=home, out=out)
+            r = cli(*args, home=home, out=out)
         assert r.returncode == 0, (home / f"{name}.out").read_text()
         managers.append(ServerManager("usm_hello:app", "127.0.0.1", port, name))
     pids = [get(p)["pid"] for p in ports]
 
     with open(home / "restart.out", "w") as out:
-        r = run_cli("restart", "--all", home=home, out=out)
+        r = cli("restart", "--all", home=home, out=out)
     text = (home / "restart.out").read_text()
     assert r.returncode == 0, text
     assert "stopped 3 running servers (a1, a2, a3)" in text
@@ -52,7 +32,7 @@ def test_stop_all_and_restart_all(home, managers):
     assert ServerManager.from_record("a1").redirect_output is True
     assert ServerManager.from_record("a3").redirect_output is False
 
-    r = run_cli("stop", "--all", home=home)
+    r = cli("stop", "--all", home=home)
     assert r.returncode == 0, r.stderr
     assert "stopped 3 running servers (a1, a2, a3)" in r.stdout
     assert list_records() == []
@@ -62,6 +42,6 @@ def test_stop_all_and_restart_all(home, managers):
 
 def test_stop_needs_a_name_or_all(home):
     for args in (["stop"], ["stop", "x", "--all"], ["restart"]):
-        r = run_cli(*args, home=home)
+        r = cli(*args, home=home)
         assert r.returncode == 2
         assert "give a NAME or --all" in r.stderr

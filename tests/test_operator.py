@@ -11,30 +11,12 @@ import pty
 import shutil
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import psutil
 import pytest
-from _helpers import APPS, free_port, get, gone, listening_here, wait_until
+from _helpers import APPS, CLI, cli, free_port, get, gone, listening_here, wait_until
 from upsonic_server_manager import ServerManager, StartError
-
-CLI = [sys.executable, "-m", "upsonic_server_manager"]
-
-
-def cli(*args: str, home: Path, cwd: str | None = None) -> subprocess.CompletedProcess:
-    # Servers are started with --redirect-output (or given a file): a server
-    # that shares our pipe keeps it open until it stops.
-    return subprocess.run(
-        [*CLI, *args],
-        env=dict(os.environ, HOME=str(home)),
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
 
 
 @pytest.fixture

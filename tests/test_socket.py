@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -15,7 +14,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-from _helpers import APPS, has_ipv6, wait_until
+from _helpers import APPS, CLI, has_ipv6, wait_until
 from upsonic_server_manager import ServerGroup, ServerManager, ServerManagerError, StartError
 
 APP_V1 = """
@@ -199,9 +198,6 @@ def test_workers_reload_as_a_whole_generation(home, managers, app_dir):
 def test_port_zero_needs_a_held_socket(home):
     with pytest.raises(ValueError, match="port 0 needs hold_socket=True"):
         ServerManager("usm_hello:app", "127.0.0.1", 0, "x", hold_socket=False)
-
-
-CLI = [sys.executable, "-m", "upsonic_server_manager"]
 
 
 def test_cli_reload_from_another_process_and_run_reloads_on_sighup(home, tmp_path, app_dir):

@@ -272,8 +272,9 @@ def _known(args: argparse.Namespace) -> list[str]:
 
 def _recorded(args: argparse.Namespace, name: str) -> Optional[ServerManager]:
     """The manager recorded as ``name``; UnknownName if no record knows it."""
-    if name not in _known(args):
-        raise UnknownName(name, _known(args), _pid_dir_text(args))
+    known = _known(args)
+    if name not in known:
+        raise UnknownName(name, known, _pid_dir_text(args))
     try:
         return ServerManager.from_record(name, args.pid_dir)
     except ValueError as e:
@@ -488,9 +489,10 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
 def cmd_logs(args: argparse.Namespace, out: TextIO) -> int:
     from pathlib import Path
 
-    names = [args.name] if args.name else _known(args)
-    if args.name and args.name not in _known(args):
-        raise UnknownName(args.name, _known(args), _pid_dir_text(args))
+    known = _known(args)
+    if args.name and args.name not in known:
+        raise UnknownName(args.name, known, _pid_dir_text(args))
+    names = [args.name] if args.name else known
     streams = (
         [("out", 0)] if args.stdout else [("err", 1)] if args.stderr else [("out", 0), ("err", 1)]
     )

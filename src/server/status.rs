@@ -91,17 +91,22 @@ fn is_worker(pid: i32) -> bool {
     })
 }
 
+/// Resident memory and CPU ticks of a server and its descendants.
+fn usage(leader: &platform::ProcInfo, descendants: &[i32]) -> (u64, u64) {
+    descendants
+        .iter()
+        .filter_map(|p| platform::proc_info(*p))
+        .fold((leader.rss_bytes, leader.cpu_ticks), |(rss, cpu), i| {
+            (rss + i.rss_bytes, cpu + i.cpu_ticks)
+        })
+}
+
 impl Server {
     /// CPU time used so far by the server and its descendants, in seconds;
     /// `None` when it does not run. Two readings give recent CPU use.
     pub fn cpu_seconds(&self) -> Option<f64> {
         let f = self.find().filter(|f| f.info.is_alive())?;
-        let ticks: u64 = platform::descendants(f.pid)
-            .into_iter()
-            .filter_map(platform::proc_info)
-            .map(|i| i.cpu_ticks)
-            .sum::<u64>()
-            + f.info.cpu_ticks;
+        let (_, ticks) = usage(&f.info, &platform::descendants(f.pid));
         Some(ticks as f64 / platform::ticks_per_second().max(1) as f64)
     }
 
@@ -124,14 +129,7 @@ impl Server {
             .copied()
             .filter(|p| is_worker(*p))
             .collect();
-        let mut rss = f.info.rss_bytes;
-        let mut cpu = f.info.cpu_ticks;
-        for w in &descendants {
-            if let Some(i) = platform::proc_info(*w) {
-                rss += i.rss_bytes;
-                cpu += i.cpu_ticks;
-            }
-        }
+        let (rss, cpu) = usage(&f.info, &descendants);
         let hz = platform::ticks_per_second().max(1) as f64;
         let age = platform::uptime_secs().map(|up| (up - f.info.start_ticks as f64 / hz).max(0.0));
         let started_at = match (&f.identity, age) {
