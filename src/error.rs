@@ -105,6 +105,10 @@ pub enum Error {
     #[error("Cannot reload {name}: its listening socket is not held by the manager; create it with hold_socket=True (a server on port 0 holds one)")]
     NoHeldSocket { name: String },
 
+    /// The supervisor of a supervised server failed (not the server itself).
+    #[error("Cannot supervise {name}: {message}")]
+    Supervisor { name: String, message: String },
+
     /// A stop could not end every process of the server.
     #[error("{}", match failure {
         StopFailure::GroupSurvived => format!("Failed to stop {name} server: some of its processes survived SIGKILL"),

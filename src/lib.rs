@@ -14,6 +14,7 @@ pub mod port;
 pub mod record;
 pub mod server;
 pub mod spawn;
+pub mod supervise;
 pub mod terminate;
 pub mod validate;
 

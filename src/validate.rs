@@ -53,6 +53,98 @@ pub fn app_path(app: &str) -> Result<()> {
     Ok(())
 }
 
+/// Checks the supervision settings (restart policy, health check, memory).
+pub fn supervision(s: &crate::supervise::Supervision) -> Result<()> {
+    let p = &s.policy;
+    seconds_or_zero("restart_delay", p.delay.as_secs_f64())?;
+    seconds_or_zero("restart_max_delay", p.max_delay.as_secs_f64())?;
+    if p.max_delay < p.delay {
+        return Err(Error::invalid(
+            "restart_max_delay",
+            Some(format!("{}", p.max_delay.as_secs_f64())),
+            "is below restart_delay",
+        ));
+    }
+    if p.limit == Some(0) {
+        return Err(Error::invalid(
+            "restart_limit",
+            Some("0".into()),
+            "must be at least 1 (or None: never give up)",
+        ));
+    }
+    seconds_or_zero("stable_after", p.stable_after.as_secs_f64())?;
+    if let Some(h) = &s.health {
+        if !h.path.starts_with('/') || h.path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(Error::invalid(
+                "health_check",
+                Some(format!("{:?}", h.path)),
+                "must be a path on the server such as '/healthz' (starting with '/', no spaces)",
+            ));
+        }
+        seconds("health_interval", h.interval.as_secs_f64())?;
+        seconds("health_timeout", h.timeout.as_secs_f64())?;
+        if h.failures == 0 {
+            return Err(Error::invalid(
+                "health_failures",
+                Some("0".into()),
+                "must be at least 1",
+            ));
+        }
+    }
+    if s.max_memory == Some(0) {
+        return Err(Error::invalid(
+            "max_memory",
+            Some("0".into()),
+            "must be more than 0 bytes",
+        ));
+    }
+    if !s.is_supervised() && (s.health.is_some() || s.max_memory.is_some()) {
+        return Err(Error::invalid(
+            if s.health.is_some() { "health_check" } else { "max_memory" },
+            None,
+            "needs a restart policy (restart=\"on-failure\" or \"always\"): a supervisor acts on it",
+        ));
+    }
+    Ok(())
+}
+
+fn seconds_or_zero(arg: &'static str, v: f64) -> Result<()> {
+    if v == 0.0 {
+        Ok(())
+    } else {
+        seconds(arg, v).map(|_| ())
+    }
+}
+
+/// Parses a memory size: bytes as an integer, or "512MiB", "1GiB", "300MB",
+/// "64K" (binary for Ki/Mi/Gi and K/M/G, decimal for kB/MB/GB).
+pub fn memory_size(text: &str) -> Result<u64> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "ki" | "kib" => 1024.0,
+        "m" | "mi" | "mib" => 1024.0 * 1024.0,
+        "g" | "gi" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        "kb" => 1e3,
+        "mb" => 1e6,
+        "gb" => 1e9,
+        _ => f64::NAN,
+    };
+    let v = num.parse::<f64>().unwrap_or(f64::NAN) * scale;
+    if !v.is_finite() || !(1.0..=1e15).contains(&v) {
+        return Err(Error::invalid(
+            "max_memory",
+            Some(format!("{text:?}")),
+            "is not a memory size such as 536870912, \"512MiB\" or \"1GiB\"",
+        ));
+    }
+    Ok(v as u64)
+}
+
 /// Whether `app` has uvicorn's `module:attribute` form (dotted names on
 /// both sides), e.g. `myapi.main:app`. Checked at `start()`, not in the
 /// constructor: the guide builds managers with a placeholder app just to

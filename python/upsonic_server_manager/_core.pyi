@@ -3,7 +3,7 @@
 from collections.abc import Iterator, Mapping, Sequence
 from os import PathLike
 from pathlib import Path
-from typing import Any, ClassVar, Optional, final
+from typing import Any, ClassVar, Optional, Union, final
 
 __all__ = [
     "Core",
@@ -20,7 +20,9 @@ __all__ = [
     "process_info",
     "read_record",
     "record_paths",
+    "memory_size",
     "_panic_for_tests",
+    "_supervisor_main",
 ]
 
 _Path = str | PathLike[str]
@@ -31,7 +33,8 @@ class ServerStatus:
 
     ``state`` is ``running``, ``starting`` (alive, not yet listening),
     ``dead`` (a record or child remains but the process is gone) or
-    ``stopped``. ``started_at`` is in seconds since the epoch,
+    ``stopped``; supervised servers also ``backoff`` (waiting to restart)
+    and ``failed`` (the supervisor gave up). ``started_at`` is in seconds since the epoch,
     ``memory_rss`` in bytes (server and workers), ``cpu_percent`` the CPU
     time of server and workers over its lifetime, in percent of one core.
     """
@@ -66,6 +69,19 @@ class ServerStatus:
     def ended_at(self) -> Optional[float]: ...
     @property
     def end_reason(self) -> Optional[str]: ...
+    @property
+    def restart(self) -> str: ...
+    @property
+    def restarts(self) -> int: ...
+    @property
+    def last_exit(self) -> Optional[int]: ...
+    @property
+    def supervisor_pid(self) -> Optional[int]: ...
+    @property
+    def health(self) -> Optional[str]: ...
+    @property
+    def unsupervised(self) -> bool:
+        """A restart policy asks for a supervisor, and none runs (it was killed)."""
     def __new__(
         cls,
         name: str,
@@ -83,6 +99,11 @@ class ServerStatus:
         stderr_log: Optional[str] = None,
         ended_at: Optional[float] = None,
         end_reason: Optional[str] = None,
+        restart: str = ...,
+        restarts: int = 0,
+        last_exit: Optional[int] = None,
+        supervisor_pid: Optional[int] = None,
+        health: Optional[str] = None,
     ) -> ServerStatus: ...
     def as_dict(self) -> dict[str, Any]:
         """The status as a JSON-ready dict."""
@@ -167,6 +188,16 @@ class Core:
         python: _Path,
         hold_socket: Optional[bool] = None,
         lifeline: Optional[int] = None,
+        restart: Optional[str] = None,
+        restart_delay: Optional[float] = None,
+        restart_max_delay: Optional[float] = None,
+        restart_limit: Optional[int] = None,
+        stable_after: Optional[float] = None,
+        health_check: Optional[str] = None,
+        health_interval: Optional[float] = None,
+        health_timeout: Optional[float] = None,
+        health_failures: Optional[int] = None,
+        max_memory: Union[int, str, None] = None,
     ) -> Core: ...
     def start(self, redirect_output: bool, force: bool) -> bool:
         """Start unless ours already runs; True if a server was launched."""
@@ -196,6 +227,10 @@ class Core:
         """Record our launched child; False if there is none."""
     def cleanup_pid(self) -> None:
         """Remove the PID record."""
+    def take_supervisor_link(self) -> Optional[tuple[int, int]]:
+        """(PID, events pipe fd) of the supervisor this object spawned; once."""
+    @property
+    def restart_policy(self) -> str: ...
     def child_pid(self) -> Optional[int]:
         """PID of the server this object launched, if any."""
     def child_poll(self) -> Optional[int]:
@@ -281,6 +316,12 @@ def parse_uvicorn_cmdline(argv: Sequence[str]) -> Optional[UvicornCommand]:
 
 def home_dir() -> Path:
     """The directory PID records live in by default."""
+
+def memory_size(value: Union[int, str]) -> int:
+    """Bytes in a memory size: an int, or a string like "512MiB" or "1GiB"."""
+
+def _supervisor_main(control_fd: int) -> int:
+    """The supervisor process's body (reads its orders from stdin)."""
 
 def _panic_for_tests(message: str) -> None:
     """Panic in Rust on purpose (tests check it surfaces as PanicException)."""

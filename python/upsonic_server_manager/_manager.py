@@ -107,6 +107,16 @@ class ServerManager(_StopsOnExit):
         uvicorn_args: Sequence[str] = DEFAULT_UVICORN_ARGS,
         hold_socket: Optional[bool] = None,
         lifeline: Optional[int] = None,
+        restart: str = "no",
+        restart_delay: float = 0.1,
+        restart_max_delay: float = 30.0,
+        restart_limit: Optional[int] = 10,
+        stable_after: float = 10.0,
+        health_check: Optional[str] = None,
+        health_interval: float = 5.0,
+        health_timeout: float = 2.0,
+        health_failures: int = 3,
+        max_memory: Union[int, str, None] = None,
     ) -> None:
         # Every check, of types and values, is the core's: one validation
         # for every entry point, each error naming the argument.
@@ -126,6 +136,16 @@ class ServerManager(_StopsOnExit):
             python=sys.executable,
             hold_socket=hold_socket,
             lifeline=lifeline,
+            restart=restart,
+            restart_delay=restart_delay,
+            restart_max_delay=restart_max_delay,
+            restart_limit=restart_limit,
+            stable_after=stable_after,
+            health_check=health_check,
+            health_interval=health_interval,
+            health_timeout=health_timeout,
+            health_failures=health_failures,
+            max_memory=max_memory,
         )
 
     # -- the original's attributes ---------------------------------------------------
@@ -152,6 +172,11 @@ class ServerManager(_StopsOnExit):
         """``http://HOST:PORT`` (brackets around an IPv6 host)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
+
+    @property
+    def restart_policy(self) -> str:
+        """``"no"`` (no supervisor), ``"on-failure"`` or ``"always"``."""
+        return self._core.restart_policy
 
     @property
     def hold_socket(self) -> bool:
@@ -230,6 +255,17 @@ class ServerManager(_StopsOnExit):
                 f"{sys.executable} (pip install uvicorn)"
             )
         self._core.start(bool(redirect_output), bool(force))
+        self._follow_supervisor()
+
+    def _follow_supervisor(self) -> None:
+        """Relays what a supervisor this call spawned says (restarts and
+        their reasons) to the ``upsonic_server_manager`` logger, from a
+        daemon thread, for as long as both live."""
+        link = self._core.take_supervisor_link()
+        if link is not None:
+            from ._supervision import follow
+
+            follow(self.name, *link)
 
     def stop(self) -> None:
         """Stop the server's whole process group; quiet when nothing runs."""
@@ -372,6 +408,21 @@ class ServerManager(_StopsOnExit):
         config = rec.get("config")
         if config:
             keys = ("workers", "cwd", "env", "start_timeout", "stop_timeout", "uvicorn_args")
+            supervision = (
+                "restart",
+                "restart_delay",
+                "restart_max_delay",
+                "restart_limit",
+                "stable_after",
+                "health_check",
+                "health_interval",
+                "health_timeout",
+                "health_failures",
+                "max_memory",
+            )
+            for key in supervision:
+                if key in config:
+                    kwargs.setdefault(key, config[key])
             for key in (*keys, "hold_socket"):
                 if config[key] is not None:
                     kwargs.setdefault(key, config[key])

@@ -7,6 +7,7 @@ use std::time::Duration;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyFloat, PyInt, PyString};
 
+use crate::supervise::{HealthCheck, Policy, Restart, Supervision};
 use crate::validate;
 
 use super::errors::{to_py, type_error};
@@ -94,4 +95,114 @@ pub fn env(py: Python<'_>, obj: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<(Stri
 /// A directory argument, or `None` for the home directory.
 pub fn dir_or_home(obj: Option<PathBuf>) -> PathBuf {
     obj.unwrap_or_else(crate::platform::home_dir)
+}
+
+/// A memory size: an `int` of bytes or a string such as "512MiB".
+pub fn memory(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<u64> {
+    if obj.is_instance_of::<PyString>() {
+        return validate::memory_size(&obj.extract::<String>()?).map_err(|e| to_py(py, e));
+    }
+    let n = int(
+        "max_memory",
+        "an int of bytes or a string like '512MiB'",
+        obj,
+    )?;
+    validate::memory_size(&n.to_string()).map_err(|e| to_py(py, e))
+}
+
+/// A number of seconds that may be 0.
+fn seconds_or_zero(
+    py: Python<'_>,
+    arg: &'static str,
+    obj: &Bound<'_, PyAny>,
+) -> PyResult<Duration> {
+    let zero = !obj.is_instance_of::<PyBool>()
+        && (obj.is_instance_of::<PyInt>() || obj.is_instance_of::<PyFloat>())
+        && obj.extract::<f64>()? == 0.0;
+    if zero {
+        Ok(Duration::ZERO)
+    } else {
+        seconds(py, arg, obj)
+    }
+}
+
+/// The supervision keywords of `ServerManager`, as the core's settings
+/// (their combination is checked by `validate::supervision`).
+pub struct SupervisionArgs<'a, 'py> {
+    pub restart: &'a Bound<'py, PyAny>,
+    pub restart_delay: &'a Bound<'py, PyAny>,
+    pub restart_max_delay: &'a Bound<'py, PyAny>,
+    pub restart_limit: &'a Bound<'py, PyAny>,
+    pub stable_after: &'a Bound<'py, PyAny>,
+    pub health_check: &'a Bound<'py, PyAny>,
+    pub health_interval: &'a Bound<'py, PyAny>,
+    pub health_timeout: &'a Bound<'py, PyAny>,
+    pub health_failures: &'a Bound<'py, PyAny>,
+    pub max_memory: &'a Bound<'py, PyAny>,
+}
+
+impl SupervisionArgs<'_, '_> {
+    pub fn parse(&self, py: Python<'_>) -> PyResult<Supervision> {
+        let name = string(
+            "restart",
+            "one of 'no', 'on-failure', 'always'",
+            self.restart,
+        )?;
+        let restart = Restart::parse(&name).ok_or_else(|| {
+            to_py(
+                py,
+                crate::Error::invalid(
+                    "restart",
+                    Some(format!("{name:?}")),
+                    "must be 'no', 'on-failure' or 'always'",
+                ),
+            )
+        })?;
+        let limit = if self.restart_limit.is_none() {
+            None
+        } else {
+            let n = int("restart_limit", "an int or None", self.restart_limit)?;
+            Some(u32::try_from(n).map_err(|_| {
+                to_py(
+                    py,
+                    crate::Error::invalid(
+                        "restart_limit",
+                        Some(n.to_string()),
+                        "must be at least 1 (or None: never give up)",
+                    ),
+                )
+            })?)
+        };
+        let health = if self.health_check.is_none() {
+            None
+        } else {
+            let failures = int("health_failures", "an int", self.health_failures)?;
+            Some(HealthCheck {
+                path: string(
+                    "health_check",
+                    "a path such as '/healthz' or None",
+                    self.health_check,
+                )?,
+                interval: seconds(py, "health_interval", self.health_interval)?,
+                timeout: seconds(py, "health_timeout", self.health_timeout)?,
+                failures: u32::try_from(failures.clamp(0, i64::from(u32::MAX))).unwrap_or(0),
+            })
+        };
+        let max_memory = if self.max_memory.is_none() {
+            None
+        } else {
+            Some(memory(py, self.max_memory)?)
+        };
+        Ok(Supervision {
+            policy: Policy {
+                restart,
+                delay: seconds_or_zero(py, "restart_delay", self.restart_delay)?,
+                max_delay: seconds(py, "restart_max_delay", self.restart_max_delay)?,
+                limit,
+                stable_after: seconds_or_zero(py, "stable_after", self.stable_after)?,
+            },
+            health,
+            max_memory,
+        })
+    }
 }

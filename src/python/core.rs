@@ -42,6 +42,11 @@ pub fn run<T: Send>(
     }
 }
 
+/// A keyword's value, or its default.
+fn or<'py>(v: Option<&Bound<'py, PyAny>>, d: Bound<'py, PyAny>) -> Bound<'py, PyAny> {
+    v.cloned().unwrap_or(d)
+}
+
 /// The native half of a `ServerManager`.
 #[pyclass(module = "upsonic_server_manager._core", frozen)]
 pub struct Core {
@@ -53,7 +58,7 @@ pub struct Core {
 #[pymethods]
 impl Core {
     #[new]
-    #[pyo3(signature = (app_path, host, port, name, *, workers, log_dir, pid_dir, cwd, env, start_timeout, stop_timeout, uvicorn_args, python, hold_socket=None, lifeline=None))]
+    #[pyo3(signature = (app_path, host, port, name, *, workers, log_dir, pid_dir, cwd, env, start_timeout, stop_timeout, uvicorn_args, python, hold_socket=None, lifeline=None, restart=None, restart_delay=None, restart_max_delay=None, restart_limit=None, stable_after=None, health_check=None, health_interval=None, health_timeout=None, health_failures=None, max_memory=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -72,8 +77,34 @@ impl Core {
         python: PathBuf,
         hold_socket: Option<bool>,
         lifeline: Option<i32>,
+        restart: Option<&Bound<'_, PyAny>>,
+        restart_delay: Option<&Bound<'_, PyAny>>,
+        restart_max_delay: Option<&Bound<'_, PyAny>>,
+        restart_limit: Option<&Bound<'_, PyAny>>,
+        stable_after: Option<&Bound<'_, PyAny>>,
+        health_check: Option<&Bound<'_, PyAny>>,
+        health_interval: Option<&Bound<'_, PyAny>>,
+        health_timeout: Option<&Bound<'_, PyAny>>,
+        health_failures: Option<&Bound<'_, PyAny>>,
+        max_memory: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let port = args::server_port(py, port)?;
+        // The defaults live here, with the policy's own (see `supervise::Policy`).
+        let none = py.None().into_bound(py);
+        let num = |f: f64| pyo3::types::PyFloat::new(py, f).into_any();
+        let supervision = args::SupervisionArgs {
+            restart: &or(restart, pyo3::types::PyString::new(py, "no").into_any()),
+            restart_delay: &or(restart_delay, num(0.1)),
+            restart_max_delay: &or(restart_max_delay, num(30.0)),
+            restart_limit: &or(restart_limit, 10i64.into_pyobject(py)?.into_any()),
+            stable_after: &or(stable_after, num(10.0)),
+            health_check: &or(health_check, none.clone()),
+            health_interval: &or(health_interval, num(5.0)),
+            health_timeout: &or(health_timeout, num(2.0)),
+            health_failures: &or(health_failures, 3i64.into_pyobject(py)?.into_any()),
+            max_memory: &or(max_memory, none.clone()),
+        }
+        .parse(py)?;
         let cfg = Config {
             app_path: args::string("app_path", "a string like 'package.module:app'", app_path)?,
             host: args::string("host", "a string", host)?,
@@ -88,9 +119,13 @@ impl Core {
             stop_timeout: args::seconds(py, "stop_timeout", stop_timeout)?,
             uvicorn_args: args::uvicorn_args(uvicorn_args)?,
             python,
-            // Held by default where it is needed: the kernel picks the port.
-            hold_socket: hold_socket.unwrap_or(port == 0),
+            // Held by default where it is needed: the kernel picks the port,
+            // or a supervisor restarts the server (connections then wait in
+            // the socket's queue instead of being refused, and nobody can
+            // take the port between two runs).
+            hold_socket: hold_socket.unwrap_or(port == 0 || supervision.is_supervised()),
             lifeline,
+            supervision: supervision.clone(),
         };
         let server = Server::new(cfg).map_err(|e| to_py(py, e))?;
         Ok(Self {
@@ -183,6 +218,20 @@ impl Core {
 
     fn cleanup_pid(&self) {
         self.inner.cleanup_pid()
+    }
+
+    /// The supervisor this manager spawned: (its PID, the read end of its
+    /// events pipe as a descriptor the caller now owns); once.
+    fn take_supervisor_link(&self) -> Option<(i32, i32)> {
+        use std::os::fd::IntoRawFd;
+        self.inner
+            .take_supervisor_link()
+            .map(|l| (l.pid, l.events.into_raw_fd()))
+    }
+
+    #[getter]
+    fn restart_policy(&self) -> &'static str {
+        self.inner.config().supervision.policy.restart.as_str()
     }
 
     fn child_pid(&self) -> Option<i32> {

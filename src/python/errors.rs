@@ -114,6 +114,7 @@ fn build(py: Python<'_>, err: &Error) -> PyResult<PyErr> {
         | Error::NameTaken { .. }
         | Error::LockTimeout { .. }
         | Error::NotRunning { .. }
-        | Error::NoHeldSocket { .. } => instance(&classes.server_manager_error, None)?,
+        | Error::NoHeldSocket { .. }
+        | Error::Supervisor { .. } => instance(&classes.server_manager_error, None)?,
     })
 }

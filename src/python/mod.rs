@@ -96,6 +96,22 @@ fn identity_dict<'py>(
             cd.set_item("uvicorn_args", c.uvicorn_args)?;
             cd.set_item("python", c.python)?;
             cd.set_item("hold_socket", c.hold_socket)?;
+            let s = &c.supervision;
+            if s.is_supervised() {
+                let p = &s.policy;
+                cd.set_item("restart", p.restart.as_str())?;
+                cd.set_item("restart_delay", p.delay.as_secs_f64())?;
+                cd.set_item("restart_max_delay", p.max_delay.as_secs_f64())?;
+                cd.set_item("restart_limit", p.limit)?;
+                cd.set_item("stable_after", p.stable_after.as_secs_f64())?;
+                if let Some(h) = &s.health {
+                    cd.set_item("health_check", &h.path)?;
+                    cd.set_item("health_interval", h.interval.as_secs_f64())?;
+                    cd.set_item("health_timeout", h.timeout.as_secs_f64())?;
+                    cd.set_item("health_failures", h.failures)?;
+                }
+                cd.set_item("max_memory", s.max_memory)?;
+            }
             Some(cd)
         }
         None => None,
@@ -197,9 +213,27 @@ fn _panic_for_tests(message: String) -> PyResult<()> {
     Python::attach(|py| py.detach(|| -> PyResult<()> { panic!("{message}") }))
 }
 
+/// The supervisor process's body (see `supervise::client::BOOT`): reads
+/// its orders from stdin and supervises, the GIL released throughout.
+#[pyfunction]
+fn _supervisor_main(py: Python<'_>, control_fd: i32) -> i32 {
+    py.detach(|| crate::server::supervisor_main(control_fd))
+}
+
+/// Bytes in a memory size: an int, or a string like "512MiB" or "1GiB".
+#[pyfunction]
+fn memory_size(py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<u64> {
+    args::memory(py, value)
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    errors::init(m.py())?;
+    // The exception classes are resolved on first use when the package is
+    // not importable (the supervisor process loads this file by path).
+    let _ = errors::init(m.py());
+    if let Ok(file) = m.filename() {
+        let _ = crate::server::EXTENSION.set(PathBuf::from(file.to_string()));
+    }
     m.add_class::<Core>()?;
     m.add_class::<ServerStatus>()?;
     m.add_class::<PortHolder>()?;
@@ -215,5 +249,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(parse_uvicorn_cmdline, m)?)?;
     m.add_function(wrap_pyfunction!(home_dir, m)?)?;
     m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;
+    m.add_function(wrap_pyfunction!(_supervisor_main, m)?)?;
+    m.add_function(wrap_pyfunction!(memory_size, m)?)?;
     Ok(())
 }

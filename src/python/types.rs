@@ -33,9 +33,14 @@ pub struct ServerStatus {
     stderr_log: Option<String>,
     ended_at: Option<f64>,
     end_reason: Option<String>,
+    restart: String,
+    restarts: u32,
+    last_exit: Option<i32>,
+    supervisor_pid: Option<i32>,
+    health: Option<String>,
 }
 
-const STATUS_FIELDS: [&str; 15] = [
+const STATUS_FIELDS: [&str; 20] = [
     "name",
     "pid",
     "host",
@@ -51,6 +56,11 @@ const STATUS_FIELDS: [&str; 15] = [
     "stderr_log",
     "ended_at",
     "end_reason",
+    "restart",
+    "restarts",
+    "last_exit",
+    "supervisor_pid",
+    "health",
 ];
 
 impl ServerStatus {
@@ -73,6 +83,11 @@ impl ServerStatus {
             stderr_log: path(st.stderr_log),
             ended_at: st.ended_at,
             end_reason: st.end_reason,
+            restart: st.restart.to_owned(),
+            restarts: st.restarts,
+            last_exit: st.last_exit,
+            supervisor_pid: st.supervisor_pid,
+            health: st.health,
         }
     }
 }
@@ -80,7 +95,7 @@ impl ServerStatus {
 #[pymethods]
 impl ServerStatus {
     #[new]
-    #[pyo3(signature = (name, pid, host, port, state, started_at, uptime, memory_rss, cpu_percent, workers=None, exit_code=None, stdout_log=None, stderr_log=None, ended_at=None, end_reason=None))]
+    #[pyo3(signature = (name, pid, host, port, state, started_at, uptime, memory_rss, cpu_percent, workers=None, exit_code=None, stdout_log=None, stderr_log=None, ended_at=None, end_reason=None, restart="no".to_owned(), restarts=0, last_exit=None, supervisor_pid=None, health=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         name: String,
@@ -98,6 +113,11 @@ impl ServerStatus {
         stderr_log: Option<String>,
         ended_at: Option<f64>,
         end_reason: Option<String>,
+        restart: String,
+        restarts: u32,
+        last_exit: Option<i32>,
+        supervisor_pid: Option<i32>,
+        health: Option<String>,
     ) -> Self {
         Self {
             name,
@@ -115,7 +135,19 @@ impl ServerStatus {
             stderr_log,
             ended_at,
             end_reason,
+            restart,
+            restarts,
+            last_exit,
+            supervisor_pid,
+            health,
         }
+    }
+
+    /// True for a server whose restart policy asks for a supervisor that
+    /// is not there (it was killed): it serves, unsupervised.
+    #[getter]
+    fn unsupervised(&self) -> bool {
+        self.restart != "no" && self.supervisor_pid.is_none() && self.state == "running"
     }
 
     /// The status as a JSON-ready dict.

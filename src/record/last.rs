@@ -20,6 +20,9 @@ pub enum End {
     Died,
     /// It never became ready.
     FailedToStart(Option<i32>),
+    /// Its supervisor gave up after too many failed runs in a row; how the
+    /// last one ended.
+    GaveUp(Option<i32>),
 }
 
 impl End {
@@ -30,6 +33,8 @@ impl End {
             End::Died => "died".into(),
             End::FailedToStart(Some(c)) => format!("failed {c}"),
             End::FailedToStart(None) => "failed".into(),
+            End::GaveUp(Some(c)) => format!("gaveup {c}"),
+            End::GaveUp(None) => "gaveup".into(),
         }
     }
 
@@ -43,6 +48,7 @@ impl End {
             ("exited", Some(c)) => End::Exited(c),
             ("died", None) => End::Died,
             ("failed", c) => End::FailedToStart(c),
+            ("gaveup", c) => End::GaveUp(c),
             _ => return None,
         })
     }
@@ -50,7 +56,7 @@ impl End {
     /// The exit code, when known.
     pub fn exit_code(self) -> Option<i32> {
         match self {
-            End::Exited(c) | End::FailedToStart(Some(c)) => Some(c),
+            End::Exited(c) | End::FailedToStart(Some(c)) | End::GaveUp(Some(c)) => Some(c),
             _ => None,
         }
     }
@@ -70,6 +76,8 @@ impl End {
             End::Died => "died (exit status unknown: it was not our child)".into(),
             End::FailedToStart(Some(c)) => format!("failed to start ({})", code(c)),
             End::FailedToStart(None) => "failed to start".into(),
+            End::GaveUp(Some(c)) => format!("failed: restarts gave up (last run {})", code(c)),
+            End::GaveUp(None) => "failed: restarts gave up".into(),
         }
     }
 }
@@ -88,6 +96,8 @@ pub struct LastRun {
     pub end: End,
     /// When the end was seen, milliseconds since the epoch.
     pub ended_ms: u64,
+    /// Restarts its supervisor made (0 without one).
+    pub restarts: u32,
 }
 
 /// Keeps how the last run ended (`.upsonic_{name}_server.last`), with its
@@ -95,10 +105,11 @@ pub struct LastRun {
 /// again the same way.
 pub fn write_last(paths: &Paths, last: &LastRun) -> Result<()> {
     let text = format!(
-        "{}end={}\nended_ms={}\n",
+        "{}end={}\nended_ms={}\nrestarts={}\n",
         last.identity.to_text(),
         last.end.to_text(),
-        last.ended_ms
+        last.ended_ms,
+        last.restarts
     );
     write_atomic(&paths.last_file, text.as_bytes())
 }
@@ -110,10 +121,12 @@ pub fn read_last(paths: &Paths) -> Option<LastRun> {
     let identity = Identity::parse(text)?;
     let mut end = None;
     let mut ended_ms = 0;
+    let mut restarts = 0;
     for (k, v) in text.lines().filter_map(|l| l.split_once('=')) {
         match k {
             "end" => end = End::parse(v),
             "ended_ms" => ended_ms = v.parse().ok()?,
+            "restarts" => restarts = v.parse().unwrap_or(0),
             _ => {}
         }
     }
@@ -121,6 +134,7 @@ pub fn read_last(paths: &Paths) -> Option<LastRun> {
         identity,
         end: end?,
         ended_ms,
+        restarts,
     })
 }
 
@@ -143,6 +157,14 @@ mod tests {
             Some(End::FailedToStart(Some(3)))
         );
         assert_eq!(End::parse("exited x"), None);
+        assert_eq!(
+            End::parse(&End::GaveUp(Some(-9)).to_text()),
+            Some(End::GaveUp(Some(-9)))
+        );
+        assert_eq!(
+            End::GaveUp(Some(1)).describe(),
+            "failed: restarts gave up (last run exited with code 1)"
+        );
         assert_eq!(unescape(&escape("a\\n\nb\r")), "a\\n\nb\r");
     }
 }

@@ -15,12 +15,12 @@ mod last;
 mod saved;
 
 pub use last::{read_last, remove_last, signal_name, write_last, End, LastRun};
-pub use saved::SavedConfig;
+pub use saved::{escape, unescape, SavedConfig};
 
 /// The longest PID file we read; anything longer is not a PID.
 const MAX_PID_FILE: u64 = 64;
 /// The longest identity file we read.
-const MAX_ID_FILE: u64 = 16 * 1024;
+pub(crate) const MAX_ID_FILE: u64 = 16 * 1024;
 
 /// The files that belong to one server name.
 #[derive(Debug, Clone)]
@@ -29,11 +29,14 @@ pub struct Paths {
     pub id_file: PathBuf,
     pub lock_file: PathBuf,
     pub last_file: PathBuf,
+    /// The supervisor's state (`supervise::state`), while one runs.
+    pub sup_file: PathBuf,
 }
 
 const PREFIX: &str = ".upsonic_";
 const PID_SUFFIX: &str = "_server.pid";
 const LAST_SUFFIX: &str = "_server.last";
+const SUP_SUFFIX: &str = "_server.sup";
 
 impl Paths {
     /// Paths for `name` in `pid_dir`; `name` must already be validated.
@@ -43,6 +46,7 @@ impl Paths {
             id_file: pid_dir.join(format!("{PREFIX}{name}_server.id")),
             lock_file: pid_dir.join(format!("{PREFIX}{name}_server.lock")),
             last_file: pid_dir.join(format!("{PREFIX}{name}{LAST_SUFFIX}")),
+            sup_file: pid_dir.join(format!("{PREFIX}{name}{SUP_SUFFIX}")),
         }
     }
 }
@@ -53,8 +57,9 @@ pub fn name_of_pid_file(file_name: &str) -> Option<&str> {
     (!name.is_empty()).then_some(name)
 }
 
-/// The names of every server with a PID file in `pid_dir`, sorted; with
-/// `with_last_runs`, also those only a kept last run remembers.
+/// The names of every server with a PID file (or a supervisor between two
+/// runs) in `pid_dir`, sorted; with `with_last_runs`, also those only a
+/// kept last run remembers.
 pub fn list_names(pid_dir: &Path, with_last_runs: bool) -> Vec<String> {
     let Ok(entries) = fs::read_dir(pid_dir) else {
         return Vec::new();
@@ -68,7 +73,14 @@ pub fn list_names(pid_dir: &Path, with_last_runs: bool) -> Vec<String> {
                 .then(|| file.strip_prefix(PREFIX)?.strip_suffix(LAST_SUFFIX))
                 .flatten()
                 .filter(|n| !n.is_empty());
-            name_of_pid_file(file).or(last).map(str::to_owned)
+            let supervised = file
+                .strip_prefix(PREFIX)
+                .and_then(|f| f.strip_suffix(SUP_SUFFIX))
+                .filter(|n| !n.is_empty());
+            name_of_pid_file(file)
+                .or(supervised)
+                .or(last)
+                .map(str::to_owned)
         })
         .collect();
     names.sort();
@@ -176,7 +188,7 @@ impl Identity {
     }
 }
 
-fn read_capped(path: &Path, cap: u64) -> Option<Vec<u8>> {
+pub(crate) fn read_capped(path: &Path, cap: u64) -> Option<Vec<u8>> {
     // O_NOFOLLOW: a symlink planted at the record path is never read through.
     // O_NONBLOCK: a FIFO planted there cannot block us.
     let mut file = OpenOptions::new()
@@ -342,6 +354,15 @@ mod tests {
             uvicorn_args: vec!["--log-level".into(), "a\\nb".into()],
             python: "/usr/bin/python3".into(),
             hold_socket: true,
+            supervision: crate::supervise::Supervision {
+                policy: crate::supervise::Policy {
+                    restart: crate::supervise::Restart::OnFailure,
+                    limit: None,
+                    ..Default::default()
+                },
+                health: None,
+                max_memory: Some(1 << 30),
+            },
         });
         assert_eq!(
             Identity::parse(&full.to_text()).unwrap().config,
@@ -417,6 +438,7 @@ mod tests {
             },
             end: End::Exited(-9),
             ended_ms: 5,
+            restarts: 0,
         };
         write_last(&gone, &last).unwrap();
         assert_eq!(read_last(&gone), Some(last));

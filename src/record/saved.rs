@@ -18,17 +18,20 @@ pub struct SavedConfig {
     /// Whether the manager held its listening socket (the server has it as
     /// descriptor 3, where a reload from another process takes it from).
     pub hold_socket: bool,
+    /// Restart policy, health check and memory limit.
+    pub supervision: crate::supervise::Supervision,
 }
 
 /// Escapes a value for one `key=value` line.
-pub(super) fn escape(s: &str) -> String {
+pub fn escape(s: &str) -> String {
     s.replace('\\', "\\\\")
         .replace('\n', "\\n")
         .replace('\r', "\\r")
+        .replace('\t', "\\t")
 }
 
 /// Undoes `escape`.
-pub(super) fn unescape(s: &str) -> String {
+pub fn unescape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut chars = s.chars();
     while let Some(c) = chars.next() {
@@ -39,6 +42,7 @@ pub(super) fn unescape(s: &str) -> String {
         match chars.next() {
             Some('n') => out.push('\n'),
             Some('r') => out.push('\r'),
+            Some('t') => out.push('\t'),
             Some(other) => out.push(other),
             None => out.push('\\'),
         }
@@ -58,6 +62,9 @@ impl SavedConfig {
             escape(&self.python),
             u8::from(self.hold_socket),
         );
+        if self.supervision.is_supervised() {
+            t.push_str(&self.supervision.to_text());
+        }
         for (k, v) in &self.env {
             t.push_str(&format!("env={}={}\n", escape(k), escape(v)));
         }
@@ -82,7 +89,7 @@ impl SavedConfig {
                 self.env.push((unescape(ek), unescape(ev)));
             }
             "arg" => self.uvicorn_args.push(unescape(v)),
-            _ => return Some(false),
+            _ => return self.supervision.take(k, v),
         }
         Some(true)
     }

@@ -66,6 +66,7 @@ impl Server {
             uvicorn_args: self.cfg.uvicorn_args.clone(),
             python: self.cfg.python.display().to_string(),
             hold_socket: self.cfg.hold_socket,
+            supervision: self.cfg.supervision.clone(),
         }
     }
 

@@ -12,6 +12,7 @@ mod launch;
 mod socket;
 mod status;
 mod stop;
+mod supervised;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -30,6 +31,7 @@ use crate::validate;
 
 use child::Launched;
 pub use status::{State, Status};
+pub use supervised::{supervisor_main, SupervisorLink, EXTENSION};
 
 /// A cancellation hook called every few tens of milliseconds during waits.
 pub type Tick<'a> = &'a mut dyn FnMut() -> Result<()>;
@@ -57,6 +59,9 @@ pub struct Config {
     /// (the program that holds them died). Needs `hold_socket` (our launcher
     /// watches it).
     pub lifeline: Option<std::os::fd::RawFd>,
+    /// Restart policy, health check, memory limit (`crate::supervise`);
+    /// the default means no supervisor at all.
+    pub supervision: crate::supervise::Supervision,
 }
 
 impl Config {
@@ -83,6 +88,14 @@ impl Config {
                 "needs hold_socket=True (the launcher that holds the socket watches it)",
             ));
         }
+        if self.lifeline.is_some() && self.supervision.is_supervised() {
+            return Err(Error::invalid(
+                "lifeline",
+                None,
+                "cannot be combined with a restart policy (a supervised server outlives the program that started it)",
+            ));
+        }
+        validate::supervision(&self.supervision)?;
         validate::workers(i64::from(self.workers))?;
         validate::seconds("start_timeout", self.start_timeout.as_secs_f64())?;
         validate::seconds("stop_timeout", self.stop_timeout.as_secs_f64())?;
@@ -122,6 +135,10 @@ pub struct Server {
     pid_max: i32,
     launched: Mutex<Option<Launched>>,
     held: Mutex<Option<socket::Held>>,
+    supervisor: Mutex<Option<SupervisorLink>>,
+    /// The port of the socket handed to our supervisor (0: none), which
+    /// holds it from then on (port 0: the kernel's choice).
+    handed_port: std::sync::atomic::AtomicU16,
 }
 
 impl Server {
@@ -136,6 +153,8 @@ impl Server {
             pid_max: platform::pid_max(),
             launched: Mutex::new(None),
             held: Mutex::new(None),
+            supervisor: Mutex::new(None),
+            handed_port: std::sync::atomic::AtomicU16::new(0),
         })
     }
 
@@ -277,6 +296,7 @@ impl Server {
             identity: identity.clone(),
             end,
             ended_ms: launch::now_ms(),
+            restarts: 0,
         };
         let _ = record::write_last(&self.paths, &last);
     }
@@ -308,8 +328,21 @@ impl Server {
             });
         }
         let lock = crate::lock::acquire(&self.paths.lock_file, self.lock_deadline(), tick)?;
+        // A supervisor of this name runs (serving, or between two runs):
+        // the server is managed already.
+        if self.supervised_now() {
+            return Ok(false);
+        }
         if let Some(f) = self.find() {
             if f.info.is_alive() && !f.pidfd.has_exited() {
+                // Ours, but its supervisor died: a new one takes it over.
+                let same_app = f
+                    .identity
+                    .as_ref()
+                    .is_none_or(|i| i.app_path == self.cfg.app_path);
+                if self.cfg.supervision.is_supervised() && f.identity.is_some() && same_app {
+                    self.start_supervised(redirect_output, Some(f.pid), tick)?;
+                }
                 return Ok(false);
             }
         }
@@ -335,7 +368,12 @@ impl Server {
         if !(self.holds_socket() || self.cfg.hold_socket && self.cfg.port == 0) {
             self.clear_port_for_start(force, tick)?;
         }
-        if let Err(e) = self.launch(redirect_output, tick) {
+        let launched = if self.cfg.supervision.is_supervised() {
+            self.start_supervised(redirect_output, None, tick)
+        } else {
+            self.launch(redirect_output, tick)
+        };
+        if let Err(e) = launched {
             // Nothing of the failed launch is recorded: no lock file stays.
             if !self.paths.pid_file.exists() {
                 lock.release_and_remove();
@@ -363,6 +401,9 @@ impl Server {
             return Ok(());
         }
         let lock = crate::lock::acquire(&self.paths.lock_file, self.lock_deadline(), tick)?;
+        // A deliberate stop is never a crash: supervision ends first, so
+        // nothing comes back.
+        self.end_supervision(tick)?;
         let own = self.own_child();
         self.stop_launched(self.cfg.stop_timeout, tick)?;
         if let Some((_, id, exit)) = &own {

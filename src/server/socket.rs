@@ -35,7 +35,9 @@ impl Server {
     /// The port the server listens on: the held socket's (the kernel's
     /// choice for port 0), else the configured one.
     pub fn port(&self) -> u16 {
-        self.held.lock().as_ref().map_or(self.cfg.port, |h| h.port)
+        let handed = self.handed_port.load(std::sync::atomic::Ordering::Relaxed);
+        let fallback = if handed != 0 { handed } else { self.cfg.port };
+        self.held.lock().as_ref().map_or(fallback, |h| h.port)
     }
 
     /// Whether this manager holds the listening socket right now.
@@ -61,15 +63,25 @@ impl Server {
         Ok(held)
     }
 
+    /// Holds `fd` (a listening socket on `port` handed to us).
+    pub(super) fn hold(&self, fd: OwnedFd, port: u16) {
+        *self.held.lock() = Some(Held {
+            fd: Arc::new(fd),
+            port,
+        });
+    }
+
     /// Lets go of the held socket (after a stop: the port is free again).
     pub(super) fn release_socket(&self) {
         *self.held.lock() = None;
+        self.handed_port
+            .store(0, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Takes the socket a running server of ours was started on (another
     /// process started it: the CLI, a previous run) so that a new generation
     /// can share it.
-    fn adopt_socket(&self, leader: &platform::PidFd, port: u16) -> Result<Held> {
+    pub(super) fn adopt_socket(&self, leader: &platform::PidFd, port: u16) -> Result<Held> {
         let fd = platform::take_fd(leader, HELD_FD)
             .map_err(|e| Error::os("taking the server's socket (pidfd_getfd)", e))?;
         if !platform::is_tcp_listener_on(&fd, port) {

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use crate::platform;
 use crate::record::{self, End, LastRun};
 use crate::spawn::LogPaths;
+use crate::supervise::state::{self as sup_state, Phase, SupState};
 
 use super::launch::now_secs;
 use super::Server;
@@ -20,6 +21,10 @@ pub enum State {
     Dead,
     /// Nothing of it remains.
     Stopped,
+    /// Supervised, between two runs: waiting before the next restart.
+    Backoff,
+    /// Its supervisor gave up after too many failed runs in a row.
+    Failed,
 }
 
 impl State {
@@ -30,6 +35,8 @@ impl State {
             State::Starting => "starting",
             State::Dead => "dead",
             State::Stopped => "stopped",
+            State::Backoff => "backoff",
+            State::Failed => "failed",
         }
     }
 }
@@ -55,6 +62,15 @@ pub struct Status {
     pub ended_at: Option<f64>,
     /// How the last run ended, in words ("stopped", "killed by SIGKILL").
     pub end_reason: Option<String>,
+    /// Supervision: the restart policy, restarts so far, how the last run
+    /// ended (exit code or minus the signal), the supervisor's PID (None
+    /// when none runs, also when a supervised server lost its supervisor)
+    /// and the health check's verdict.
+    pub restart: &'static str,
+    pub restarts: u32,
+    pub last_exit: Option<i32>,
+    pub supervisor_pid: Option<i32>,
+    pub health: Option<String>,
 }
 
 impl Status {
@@ -62,6 +78,7 @@ impl Status {
     /// or when its last run ended other than by `stop()`; else stopped.
     fn not_running(pid: Option<i32>, child_exit: Option<i32>, last: Option<LastRun>) -> Self {
         let end = child_exit.map(End::Exited).or(last.as_ref().map(|l| l.end));
+        let restarts = last.as_ref().map_or(0, |l| l.restarts);
         let dead = pid.is_some() || end.is_some_and(|e| e != End::Stopped);
         Status {
             pid,
@@ -78,8 +95,63 @@ impl Status {
                 .filter(|_| child_exit.is_none())
                 .map(|l| l.ended_ms as f64 / 1000.0),
             end_reason: end.map(End::describe),
+            restart: "no",
+            restarts,
+            last_exit: None,
+            supervisor_pid: None,
+            health: None,
         }
     }
+
+    /// Adds what the supervisor (live, or gone after giving up) says.
+    fn supervised_by(
+        mut self,
+        policy: &'static str,
+        sup: Option<SupState>,
+        last: Option<&LastRun>,
+    ) -> Self {
+        self.restart = policy;
+        match sup {
+            Some(s) => {
+                self.supervisor_pid = Some(s.pid);
+                self.restarts = s.restarts;
+                self.last_exit = s.last_exit;
+                self.health = s.health;
+                if s.phase == Phase::Starting && self.pid.is_some() {
+                    // A held socket listens before the run is ready.
+                    self.state = State::Starting;
+                } else if self.pid.is_none()
+                    || self.state != State::Running && self.state != State::Starting
+                {
+                    self.state = match s.phase {
+                        Phase::Backoff => State::Backoff,
+                        _ => State::Starting,
+                    };
+                    if s.phase == Phase::Backoff {
+                        self.end_reason = Some(s.reason);
+                    }
+                }
+            }
+            None => {
+                if let Some(l) = last {
+                    self.restarts = l.restarts;
+                    self.last_exit = l.end.exit_code();
+                    if matches!(l.end, End::GaveUp(_))
+                        && self.pid.is_none_or(|_| self.state != State::Running)
+                    {
+                        self.state = State::Failed;
+                    }
+                }
+            }
+        }
+        self
+    }
+}
+
+/// Resident memory and CPU ticks of `pid` and all its descendants.
+pub(super) fn tree_usage(pid: i32) -> Option<(u64, u64)> {
+    let info = platform::proc_info(pid)?;
+    Some(usage(&info, &platform::descendants(pid)))
 }
 
 /// Whether a descendant serves requests: multiprocessing's resource tracker
@@ -116,12 +188,12 @@ impl Server {
             .find()
             .filter(|f| f.info.is_alive() && !f.pidfd.has_exited());
         let child_exit = self.launched.lock().as_mut().and_then(|l| l.poll());
+        let sup = sup_state::live(&self.paths);
+        let last = record::read_last(&self.paths);
+        let policy = self.recorded_policy(found.as_ref(), last.as_ref());
         let Some(f) = found else {
-            return Status::not_running(
-                self.read_pid(),
-                child_exit,
-                record::read_last(&self.paths),
-            );
+            let base = Status::not_running(self.read_pid(), child_exit, last.clone());
+            return base.supervised_by(policy, sup, last.as_ref());
         };
         let descendants = platform::descendants(f.pid);
         let workers: Vec<i32> = descendants
@@ -165,6 +237,29 @@ impl Server {
             stderr_log,
             ended_at: None,
             end_reason: None,
+            restart: "no",
+            restarts: 0,
+            last_exit: None,
+            supervisor_pid: None,
+            health: None,
         }
+        .supervised_by(policy, sup, None)
+    }
+
+    /// The restart policy the server runs under: as recorded when it was
+    /// started (another process may have started it), else ours.
+    fn recorded_policy(
+        &self,
+        found: Option<&super::Found>,
+        last: Option<&LastRun>,
+    ) -> &'static str {
+        found
+            .and_then(|f| f.identity.as_ref())
+            .or(last.map(|l| &l.identity))
+            .and_then(|id| id.config.as_ref())
+            .map_or(self.cfg.supervision.policy.restart, |c| {
+                c.supervision.policy.restart
+            })
+            .as_str()
     }
 }

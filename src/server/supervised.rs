@@ -1,0 +1,305 @@
+//! A supervised server, from both sides. The caller's side: `start()`
+//! hands the launch to a supervisor process (`supervise::client`) and
+//! waits for its report, `stop()` ends supervision before anything else,
+//! and a server whose supervisor died gets a new one attached. The
+//! supervisor's side: the steps its loop (`supervise::daemon`) takes on
+//! this server: launch a run, reap it, replace it, note how it ended.
+
+use std::fs::File;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::platform::PidFd;
+use crate::record::{self, End, Identity};
+use crate::supervise::{client, state, wire::Order};
+use crate::terminate::{self, Victims};
+
+use super::{Server, Tick};
+
+/// Where the running extension lives (set when Python imports it): the
+/// supervisor process loads the same file.
+pub static EXTENSION: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
+/// The supervisor this manager spawned: its PID and the read end of its
+/// events pipe, until Python's logging thread takes them.
+#[derive(Debug)]
+pub struct SupervisorLink {
+    pub pid: i32,
+    pub events: File,
+}
+
+impl Server {
+    // ---- the caller's side ----------------------------------------------------
+
+    /// Spawns a supervisor that starts the server (or, with `attach`, takes
+    /// over the running one) and waits for its report. Caller holds the lock.
+    pub(super) fn start_supervised(
+        &self,
+        redirect_output: bool,
+        attach: Option<i32>,
+        tick: Tick<'_>,
+    ) -> Result<()> {
+        let extension = EXTENSION.get().ok_or_else(|| Error::Supervisor {
+            name: self.cfg.name.clone(),
+            message:
+                "supervision needs the Python extension (a restart policy was set outside Python)"
+                    .into(),
+        })?;
+        let held = if self.cfg.hold_socket && attach.is_none() {
+            Some(self.held_socket()?)
+        } else {
+            None
+        };
+        let mut cfg = self.cfg.clone();
+        cfg.port = self.port();
+        // The supervisor may run in another directory one day: absolute paths.
+        cfg.log_dir = self
+            .log_paths()
+            .stdout
+            .parent()
+            .map(Into::into)
+            .unwrap_or_default();
+        if let Some(d) = &cfg.cwd {
+            cfg.cwd = Some(std::env::current_dir().unwrap_or_default().join(d));
+        }
+        let order = Order {
+            cfg,
+            redirect_output,
+            attach,
+            socket_fd: held.is_some(),
+        };
+        let socket: Option<OwnedFd> = match &held {
+            Some(h) => Some(
+                rustix::io::fcntl_dupfd_cloexec(
+                    // SAFETY: the held socket outlives this call.
+                    unsafe { std::os::fd::BorrowedFd::borrow_raw(h.raw_fd()) },
+                    10,
+                )
+                .map_err(|e| Error::os("duplicating the held socket", e.into()))?,
+            ),
+            None => None,
+        };
+        let log = if redirect_output {
+            let dir = &order.cfg.log_dir;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::path("cannot create the log directory", dir, e))?;
+            let path = dir.join(format!("{}_supervisor.log", self.cfg.name));
+            Some(
+                std::fs::OpenOptions::new()
+                    .append(true)
+                    .create(true)
+                    .open(&path)
+                    .map_err(|e| Error::path("cannot open the log file", &path, e))?,
+            )
+        } else {
+            None
+        };
+        let spawned = client::spawn(&order, extension, socket.as_ref(), log);
+        drop(socket);
+        if held.is_some() {
+            // The supervisor holds the socket now; our copy must not keep
+            // the port taken after supervision ends (gave up, stopped).
+            self.handed_port
+                .store(self.port(), std::sync::atomic::Ordering::Relaxed);
+            *self.held.lock() = None;
+        }
+        let mut sp = spawned?;
+        let deadline = Instant::now()
+            + self.cfg.start_timeout
+            + self.cfg.stop_timeout
+            + Duration::from_secs(10);
+        client::await_ready(&mut sp, &self.cfg.name, deadline, tick)?;
+        *self.supervisor.lock() = Some(SupervisorLink {
+            pid: sp.pidfd.pid(),
+            events: sp.events,
+        });
+        Ok(())
+    }
+
+    /// The events pipe of the supervisor this manager spawned, for the
+    /// caller's logger; taken once.
+    pub fn take_supervisor_link(&self) -> Option<SupervisorLink> {
+        self.supervisor.lock().take()
+    }
+
+    /// Ends supervision (any process's supervisor of this name): it stops
+    /// its server and exits. One that does not exit in time is killed and
+    /// the caller's stop goes on with what is left. Caller holds the lock.
+    pub(super) fn end_supervision(&self, tick: Tick<'_>) -> Result<()> {
+        let Some(sup) = state::live(&self.paths) else {
+            return Ok(());
+        };
+        let Some(fd) = sup.pin() else {
+            return Ok(());
+        };
+        let limit = self.cfg.stop_timeout * 2 + Duration::from_secs(5);
+        if !client::stop(&fd, limit, tick)? {
+            state::remove_if_names(&self.paths, sup.pid);
+        }
+        Ok(())
+    }
+
+    /// A live supervisor of this name runs (serving, starting or between runs).
+    pub fn supervised_now(&self) -> bool {
+        state::live(&self.paths).is_some()
+    }
+
+    // ---- the supervisor's side ------------------------------------------------------
+
+    /// Takes the held socket the caller handed over as descriptor 3.
+    pub fn adopt_inherited_socket(&self, fd: OwnedFd) -> Result<()> {
+        let port = crate::platform::local_port(&fd)
+            .map_err(|e| Error::os("reading the handed-over socket's port", e))?;
+        self.hold(fd, port);
+        Ok(())
+    }
+
+    /// Launches a run and waits until it is ready; its pidfd.
+    pub fn supervisor_launch(&self, redirect_output: bool, tick: Tick<'_>) -> Result<Arc<PidFd>> {
+        self.launch(redirect_output, tick)?;
+        record::remove_last(&self.paths);
+        self.own_child()
+            .map(|(fd, _, _)| fd)
+            .ok_or_else(|| Error::NotRunning {
+                name: self.cfg.name.clone(),
+            })
+    }
+
+    /// Takes over the running server `pid` (its supervisor died).
+    pub fn attach_run(&self, pid: i32) -> Option<Arc<PidFd>> {
+        let found = self.find_recorded().filter(|f| f.pid == pid)?;
+        if self.cfg.hold_socket && !self.holds_socket() {
+            let port = found.identity.as_ref().map_or(0, |i| i.port);
+            self.adopt_socket(&found.pidfd, port).ok()?;
+        }
+        Some(found.pidfd)
+    }
+
+    /// The exit code of a run that ended: known when it was our child.
+    pub fn run_exit_code(&self, pidfd: &PidFd) -> Option<i32> {
+        let mut guard = self.launched.lock();
+        let l = guard.as_mut().filter(|l| l.pidfd.pid() == pidfd.pid())?;
+        Some(l.reap())
+    }
+
+    /// Stops a run (its whole group, marked stragglers too).
+    pub fn stop_run(&self, pidfd: &Arc<PidFd>, grace: Duration, tick: Tick<'_>) -> Result<()> {
+        if self
+            .own_child()
+            .is_some_and(|(fd, _, _)| fd.pid() == pidfd.pid())
+        {
+            let result = self.terminate_server(
+                pidfd.clone(),
+                self.run_identity(pidfd).as_ref(),
+                grace,
+                tick,
+            );
+            self.settle_child(pidfd, result.is_ok());
+            return result;
+        }
+        let identity = self.run_identity(pidfd);
+        self.terminate_server(pidfd.clone(), identity.as_ref(), grace, tick)
+    }
+
+    fn run_identity(&self, pidfd: &PidFd) -> Option<Identity> {
+        if let Some((fd, id, _)) = self.own_child() {
+            if fd.pid() == pidfd.pid() {
+                return Some(id);
+            }
+        }
+        record::read_identity(&self.paths).filter(|id| id.pid == pidfd.pid())
+    }
+
+    /// After a run ended: whatever of its launch outlived it (workers of a
+    /// killed master) is stopped, how it ended is kept, its record goes.
+    pub fn end_run(&self, pidfd: &PidFd, exit: Option<i32>) {
+        let identity = self.run_identity(pidfd);
+        if let Some(id) = &identity {
+            let mut victims = Victims::default();
+            for p in terminate::marked_processes(&id.launch_id, id.start_ticks) {
+                victims.add(p);
+            }
+            if !victims.members.is_empty() {
+                let _ = victims.terminate(self.cfg.stop_timeout, &mut |_| {}, &mut || Ok(()));
+            }
+            self.note_end(id, exit.map_or(End::Died, End::Exited));
+        }
+        record::remove_if_names(&self.paths, pidfd.pid(), self.pid_max);
+        self.forget_exited_child();
+    }
+
+    /// Rewrites how the last run ended once supervision is over.
+    pub fn note_final(&self, end: End, restarts: u32) {
+        if let Some(mut last) = record::read_last(&self.paths) {
+            last.end = end;
+            last.restarts = restarts;
+            last.ended_ms = super::launch::now_ms();
+            let _ = record::write_last(&self.paths, &last);
+        }
+    }
+
+    /// Resident memory of a run and all its descendants (its workers).
+    pub fn tree_rss(&self, pid: i32) -> u64 {
+        super::status::tree_usage(pid).map_or(0, |(rss, _)| rss)
+    }
+
+    /// The first address the host resolves to.
+    pub fn addr(&self) -> std::net::IpAddr {
+        self.addrs[0]
+    }
+}
+
+/// Runs as the supervisor process: reads the orders from stdin, builds
+/// the server and supervises it until the end; the process exit code.
+pub fn supervisor_main(control_fd: i32) -> i32 {
+    use std::io::Read;
+    use std::os::fd::FromRawFd;
+    let mut text = String::new();
+    if std::io::stdin().read_to_string(&mut text).is_err() {
+        return 2;
+    }
+    // SAFETY: the caller handed descriptor 4 to us as the events pipe; we own it now.
+    let events_fd = unsafe { OwnedFd::from_raw_fd(client::EVENTS_FD) };
+    // Neither it nor the socket goes to the servers we spawn by accident
+    // (the socket is handed over explicitly, `spawn::HELD_FD`).
+    let _ = rustix::io::fcntl_setfd(&events_fd, rustix::io::FdFlags::CLOEXEC);
+    let bad = |events_fd: OwnedFd, e: Error| {
+        let mut ev = crate::supervise::daemon::Events::new(Some(events_fd), None);
+        ev.report(&format!("error {}", client::encode_error(&e)));
+        1
+    };
+    let order = match Order::parse(&text) {
+        Ok(o) => o,
+        Err(msg) => {
+            return bad(
+                events_fd,
+                Error::Supervisor {
+                    name: String::new(),
+                    message: msg,
+                },
+            );
+        }
+    };
+    let server = match Server::new(order.cfg.clone()) {
+        Ok(s) => s,
+        Err(e) => return bad(events_fd, e),
+    };
+    if order.socket_fd {
+        // SAFETY: descriptor 3 is the held socket the caller handed over.
+        let fd = unsafe { OwnedFd::from_raw_fd(crate::spawn::HELD_FD) };
+        let _ = rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::CLOEXEC);
+        if let Err(e) = server.adopt_inherited_socket(fd) {
+            return bad(events_fd, e);
+        }
+    }
+    // Redirected: our stderr is the supervisor log (see `client::spawn`).
+    let log = if order.redirect_output {
+        rustix::io::dup(std::io::stderr()).ok().map(File::from)
+    } else {
+        None
+    };
+    let ev = crate::supervise::daemon::Events::new(Some(events_fd), log);
+    crate::supervise::daemon::run(&server, order.redirect_output, order.attach, control_fd, ev)
+}

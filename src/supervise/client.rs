@@ -1,0 +1,324 @@
+//! The caller's side of a supervisor: spawning one (a small Python process
+//! that loads this very extension and runs `daemon::run` with the GIL
+//! released), awaiting its first report, and ending supervision.
+//!
+//! The supervisor process is `python -I -S -c BOOT EXTENSION NAME` in its
+//! own session: its stdin carries the `wire::Order`, descriptor 3 the held
+//! socket (if any), descriptor 4 the events pipe back to the caller.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::platform::{self, PidFd};
+use crate::record::{escape, unescape};
+
+use super::wire::Order;
+
+/// The descriptor the events pipe has in the supervisor.
+pub const EVENTS_FD: i32 = 4;
+
+/// The bootstrap: signals become bytes on the control pipe (Python's wakeup
+/// fd, so nothing runs Python code while Rust waits), then the extension is
+/// loaded by path with the interpreter's own loader primitives (not through
+/// the package or importlib, whose imports it does not need: memory).
+pub const BOOT: &str = "\
+import os, signal, sys
+r, w = os.pipe()
+os.set_blocking(r, False)
+os.set_blocking(w, False)
+for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    signal.signal(s, lambda *a: None)
+signal.set_wakeup_fd(w)
+import _imp
+class Spec:
+    name, origin = 'upsonic_server_manager._core', sys.argv[1]
+core = _imp.create_dynamic(Spec)
+_imp.exec_dynamic(core)
+sys.exit(core._supervisor_main(r))
+";
+
+/// A supervisor just spawned.
+pub struct Spawned {
+    pub pidfd: PidFd,
+    pub events: File,
+}
+
+/// Spawns a supervisor with `order`; `socket` is handed over as fd 3.
+/// `log`, for redirected output, receives the supervisor's own stdout and
+/// stderr (else it shares the caller's, as the server does).
+pub fn spawn(
+    order: &Order,
+    extension: &Path,
+    socket: Option<&OwnedFd>,
+    log: Option<File>,
+) -> Result<Spawned> {
+    let (ev_read, ev_write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        .map_err(|e| Error::os("creating the supervisor's events pipe", e.into()))?;
+    // Above the descriptors handed over (3, 4), so no dup2 clobbers another.
+    let ev_write = rustix::io::fcntl_dupfd_cloexec(&ev_write, 10)
+        .map_err(|e| Error::os("creating the supervisor's events pipe", e.into()))?;
+    let mut cmd = Command::new(&order.cfg.python);
+    cmd.args(["-I", "-S", "-c", BOOT])
+        .arg(extension)
+        .arg(&order.cfg.name)
+        .stdin(Stdio::piped());
+    if let Some(log) = log {
+        let err = log
+            .try_clone()
+            .map_err(|e| Error::os("opening the supervisor log", e))?;
+        cmd.stdout(Stdio::from(log)).stderr(Stdio::from(err));
+    }
+    if let Some(s) = socket {
+        platform::hand_over_fd(&mut cmd, s.as_raw_fd(), crate::spawn::HELD_FD);
+    }
+    platform::hand_over_fd(&mut cmd, ev_write.as_raw_fd(), EVENTS_FD);
+    platform::in_new_session(&mut cmd);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| Error::path("cannot run", &order.cfg.python, e))?;
+    drop(ev_write);
+    let pidfd = PidFd::open(child.id() as i32)
+        .map_err(|e| Error::os("opening a pidfd for the supervisor", e))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // The supervisor reads its orders first thing; a failure shows as
+        // its exit without a report.
+        let _ = stdin.write_all(order.to_text().as_bytes());
+    }
+    // The supervisor outlives us: std's Child must not be waited on, and
+    // dropping it neither kills nor reaps. Its exit is reaped by whoever
+    // is its parent then (us, while we live: see `reap`).
+    drop(child);
+    Ok(Spawned {
+        pidfd,
+        events: File::from(ev_read),
+    })
+}
+
+/// Reaps a supervisor child of ours that exited, without blocking.
+pub fn reap(pid: i32) {
+    let _ = nix::sys::wait::waitpid(
+        nix::unistd::Pid::from_raw(pid),
+        Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+    );
+}
+
+/// The supervisor's first report.
+#[derive(Debug)]
+pub struct Ready {
+    pub server_pid: i32,
+    pub port: u16,
+}
+
+/// Waits for the first report: the server is ready, or why it is not.
+/// `tick` may interrupt (Ctrl-C): the supervisor is then stopped, which
+/// stops the half-started server.
+pub fn await_ready(
+    sp: &mut Spawned,
+    name: &str,
+    deadline: Instant,
+    tick: crate::server::Tick<'_>,
+) -> Result<Ready> {
+    let mut buf = Vec::new();
+    loop {
+        if let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+            let line = String::from_utf8_lossy(&buf[..pos]).into_owned();
+            buf.drain(..=pos);
+            if let Some(rest) = line.strip_prefix("ready ") {
+                let mut w = rest.split(' ');
+                let server_pid = w.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+                let port = w.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+                return Ok(Ready { server_pid, port });
+            }
+            if let Some(rest) = line.strip_prefix("error ") {
+                let _ = sp.pidfd.wait_exit(Duration::from_secs(2));
+                reap(sp.pidfd.pid());
+                return Err(decode_error(rest, name));
+            }
+            continue; // a log line before the report
+        }
+        let exited = platform::pidfd::wait_exit_or_readable(
+            &sp.pidfd,
+            sp.events.as_raw_fd(),
+            Duration::from_millis(20),
+        )
+        .map_err(|e| Error::os("waiting for the supervisor", e))?;
+        let mut chunk = [0u8; 4096];
+        let readable = rustix::event::poll(
+            &mut [rustix::event::PollFd::new(
+                &sp.events,
+                rustix::event::PollFlags::IN,
+            )],
+            Some(&rustix::event::Timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            }),
+        )
+        .unwrap_or(0)
+            > 0;
+        if readable {
+            match sp.events.read(&mut chunk) {
+                Ok(0) | Err(_) if exited || sp.pidfd.has_exited() => {
+                    return Err(gone(sp, name));
+                }
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Err(_) => {}
+            }
+            continue;
+        }
+        if exited {
+            return Err(gone(sp, name));
+        }
+        if let Err(e) = tick().and_then(|()| {
+            if Instant::now() >= deadline {
+                Err(Error::Supervisor {
+                    name: name.to_owned(),
+                    message: "the supervisor did not report within start_timeout".into(),
+                })
+            } else {
+                Ok(())
+            }
+        }) {
+            let _ = sp.pidfd.signal(libc::SIGTERM);
+            let _ = sp.pidfd.wait_exit(Duration::from_secs(10));
+            reap(sp.pidfd.pid());
+            return Err(e);
+        }
+    }
+}
+
+fn gone(sp: &Spawned, name: &str) -> Error {
+    reap(sp.pidfd.pid());
+    Error::Supervisor {
+        name: name.to_owned(),
+        message: "its supervisor process exited before reporting (is the extension importable by this interpreter?)".into(),
+    }
+}
+
+/// A start failure as one line for the caller.
+pub fn encode_error(e: &Error) -> String {
+    match e {
+        Error::StartFailed {
+            address,
+            exit_code,
+            stderr_tail,
+            output_captured,
+            ..
+        } => format!(
+            "failed\t{}\t{}\t{}\t{}",
+            escape(address),
+            exit_code.map(|c| c.to_string()).unwrap_or_default(),
+            stderr_tail
+                .as_deref()
+                .map(escape)
+                .unwrap_or_else(|| "\u{0}".into()),
+            u8::from(*output_captured)
+        ),
+        Error::StartTimeout {
+            port,
+            timeout,
+            grace,
+            stderr_tail,
+            ..
+        } => format!(
+            "timeout\t{port}\t{}\t{}\t{}",
+            timeout.as_millis(),
+            grace.as_millis(),
+            stderr_tail
+                .as_deref()
+                .map(escape)
+                .unwrap_or_else(|| "\u{0}".into()),
+        ),
+        other => format!("other\t{}", escape(&other.to_string())),
+    }
+}
+
+/// The error `encode_error` described.
+pub fn decode_error(line: &str, name: &str) -> Error {
+    let f: Vec<&str> = line.split('\t').collect();
+    let tail = |s: Option<&&str>| s.filter(|s| **s != "\u{0}").map(|s| unescape(s));
+    let ms = |s: Option<&&str>| Duration::from_millis(s.and_then(|v| v.parse().ok()).unwrap_or(0));
+    match f.first().copied() {
+        Some("failed") => Error::StartFailed {
+            name: name.to_owned(),
+            address: f.get(1).map(|a| unescape(a)).unwrap_or_default(),
+            exit_code: f.get(2).and_then(|c| c.parse().ok()),
+            stderr_tail: tail(f.get(3)),
+            output_captured: f.get(4) == Some(&"1"),
+        },
+        Some("timeout") => Error::StartTimeout {
+            name: name.to_owned(),
+            port: f.get(1).and_then(|p| p.parse().ok()).unwrap_or(0),
+            timeout: ms(f.get(2)),
+            grace: ms(f.get(3)),
+            stderr_tail: tail(f.get(4)),
+        },
+        _ => Error::Supervisor {
+            name: name.to_owned(),
+            message: f
+                .get(1)
+                .map(|m| unescape(m))
+                .unwrap_or_else(|| line.to_owned()),
+        },
+    }
+}
+
+/// Ends supervision of a live supervisor: SIGTERM, which makes it stop
+/// the server and exit; waits up to `timeout`, then SIGKILL (the caller
+/// then stops what is left itself). True if it exited on its own.
+pub fn stop(fd: &PidFd, timeout: Duration, tick: crate::server::Tick<'_>) -> Result<bool> {
+    if !fd.signal(libc::SIGTERM).unwrap_or(false) {
+        return Ok(true);
+    }
+    let deadline = Instant::now() + timeout;
+    loop {
+        if fd.wait_exit(Duration::from_millis(20)).unwrap_or(false) {
+            reap(fd.pid());
+            return Ok(true);
+        }
+        if Instant::now() >= deadline {
+            let _ = fd.signal(libc::SIGKILL);
+            let _ = fd.wait_exit(Duration::from_secs(2));
+            reap(fd.pid());
+            return Ok(false);
+        }
+        tick()?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_errors_survive_the_wire() {
+        let e = Error::StartFailed {
+            name: "api".into(),
+            address: "127.0.0.1:8000".into(),
+            exit_code: Some(1),
+            stderr_tail: Some("Traceback\n\tboom".into()),
+            output_captured: true,
+        };
+        let back = decode_error(&encode_error(&e), "api");
+        assert_eq!(back.to_string(), e.to_string());
+        let e = Error::StartTimeout {
+            name: "api".into(),
+            port: 8000,
+            timeout: Duration::from_millis(1500),
+            grace: Duration::from_secs(1),
+            stderr_tail: None,
+        };
+        assert_eq!(
+            decode_error(&encode_error(&e), "api").to_string(),
+            e.to_string()
+        );
+        let e = Error::NotRunning { name: "api".into() };
+        assert!(decode_error(&encode_error(&e), "api")
+            .to_string()
+            .contains("api is not running"));
+    }
+}

@@ -1,0 +1,476 @@
+//! The supervisor's event loop. It sleeps in one `poll()` on the server's
+//! pidfd and the control pipe (signal numbers written by Python's wakeup
+//! fd: SIGTERM/SIGINT stop, SIGHUP replaces the run), with a timeout only
+//! for what is periodic by nature: the next health probe, the next memory
+//! reading, the end of a backoff wait.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustix::event::{poll, PollFd, PollFlags, Timespec};
+
+use crate::error::Error;
+use crate::platform::{self, PidFd};
+use crate::record::End;
+use crate::server::Server;
+
+use super::policy::{self, Decision, Failures, RunEnd};
+use super::state::{self, Phase, SupState};
+use super::{health, MEMORY_EVERY};
+
+/// Where the supervisor's words go: the caller's logger (through the
+/// events pipe, while the caller lives) and, for redirected output,
+/// `{log_dir}/{name}_supervisor.log`.
+pub struct Events {
+    pipe: Option<File>,
+    log: Option<File>,
+}
+
+impl Events {
+    pub fn new(pipe: Option<OwnedFd>, log: Option<File>) -> Self {
+        if let Some(p) = &pipe {
+            // A caller that stopped reading must never block the supervisor.
+            let _ = rustix::fs::fcntl_setfl(p, rustix::fs::OFlags::NONBLOCK);
+        }
+        Self {
+            pipe: pipe.map(File::from),
+            log,
+        }
+    }
+
+    /// One protocol line to the caller ("ready PID PORT", "error ...").
+    pub fn report(&mut self, line: &str) {
+        if let Some(p) = &mut self.pipe {
+            if p.write_all(format!("{line}\n").as_bytes()).is_err() {
+                self.pipe = None; // the caller is gone: nobody to tell
+            }
+        }
+    }
+
+    /// A message for the logger: `level` is "info" or "warning".
+    pub fn say(&mut self, level: &str, msg: &str) {
+        self.report(&format!("log {level} {}", crate::record::escape(msg)));
+        if let Some(l) = &mut self.log {
+            let _ = writeln!(l, "{} {level}: {msg}", timestamp());
+        }
+    }
+}
+
+fn timestamp() -> String {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    format!("{}.{:03}", ms / 1000, ms % 1000)
+}
+
+/// What the control pipe asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ask {
+    Nothing,
+    Stop,
+    Replace,
+}
+
+/// The control pipe: bytes are signal numbers.
+struct Control(RawFd);
+
+impl Control {
+    fn take(&self) -> Ask {
+        let mut buf = [0u8; 64];
+        let mut ask = Ask::Nothing;
+        // SAFETY: the fd is open for the supervisor's lifetime (its owner
+        // is the Python bootstrap, which waits for us).
+        let fd = unsafe { BorrowedFd::borrow_raw(self.0) };
+        while let Ok(n) = rustix::io::read(fd, &mut buf) {
+            if n == 0 {
+                break;
+            }
+            for b in &buf[..n] {
+                match i32::from(*b) {
+                    libc::SIGTERM | libc::SIGINT => ask = Ask::Stop,
+                    libc::SIGHUP if ask == Ask::Nothing => ask = Ask::Replace,
+                    _ => {}
+                }
+            }
+            if n < buf.len() {
+                break;
+            }
+        }
+        ask
+    }
+
+    /// Waits up to `timeout` for the control pipe or the pidfd (if any).
+    /// Returns (control readable, server exited).
+    fn wait(&self, pidfd: Option<&PidFd>, timeout: Duration) -> (bool, bool) {
+        // SAFETY: as in `take`.
+        let ctl = unsafe { BorrowedFd::borrow_raw(self.0) };
+        let ts = Timespec {
+            tv_sec: timeout.as_secs().min(86_400) as _,
+            tv_nsec: timeout.subsec_nanos() as _,
+        };
+        let mut fds = vec![PollFd::new(&ctl, PollFlags::IN)];
+        if let Some(p) = pidfd {
+            fds.push(PollFd::new(p, PollFlags::IN));
+        }
+        match poll(&mut fds, Some(&ts)) {
+            Ok(_) => (
+                !fds[0].revents().is_empty(),
+                fds.get(1).is_some_and(|f| !f.revents().is_empty()),
+            ),
+            Err(_) => (false, false),
+        }
+    }
+}
+
+/// One run of the server, as the supervisor sees it.
+struct Run {
+    pidfd: Arc<PidFd>,
+    since: Instant,
+    health_fails: u32,
+    next_health: Option<Instant>,
+    next_memory: Option<Instant>,
+}
+
+/// Supervises `server` until it is stopped, the policy is done with it, or
+/// it gives up. `attach`: a running server of ours to supervise instead of
+/// starting one. Returns the process exit code (0, or 1 if the first start
+/// failed, which `report` told the caller).
+pub fn run(
+    server: &Server,
+    redirect_output: bool,
+    attach: Option<i32>,
+    control_fd: RawFd,
+    mut ev: Events,
+) -> i32 {
+    let ctl = Control(control_fd);
+    // SAFETY: as in `Control::take`. Reads must never block the loop.
+    let _ = rustix::fs::fcntl_setfl(
+        unsafe { BorrowedFd::borrow_raw(control_fd) },
+        rustix::fs::OFlags::NONBLOCK,
+    );
+    let cfg = server.config().clone();
+    let sup = cfg.supervision.clone();
+    let paths = server.paths().clone();
+    let mut st = SupState::for_self();
+    let mut failures = Failures::default();
+    let mut stop_asked = false;
+    let _ = state::write(&paths, &st);
+
+    // The first run: started here (the caller waits for the report), or
+    // the running server we were asked to take over.
+    let first = match attach {
+        Some(pid) => server.attach_run(pid).ok_or_else(|| Error::NotRunning {
+            name: cfg.name.clone(),
+        }),
+        None => {
+            let mut tick = || check(&ctl, &mut stop_asked);
+            server.supervisor_launch(redirect_output, &mut tick)
+        }
+    };
+    let mut current = match first {
+        Ok(pidfd) => {
+            // The state first: whoever reads it after the report sees it running.
+            st.phase = Phase::Running;
+            st.server_pid = pidfd.pid();
+            let _ = state::write(&paths, &st);
+            ev.report(&format!("ready {} {}", pidfd.pid(), server.port()));
+            Some(new_run(pidfd, &sup, Instant::now()))
+        }
+        Err(e) => {
+            state::remove_if_names(&paths, st.pid);
+            ev.report(&format!("error {}", super::client::encode_error(&e)));
+            return 1;
+        }
+    };
+    let mut backoff_until: Option<Instant> = None;
+
+    loop {
+        // ---- waiting: for the server, the control pipe, or a timer -------
+        let now = Instant::now();
+        let due = [
+            current.as_ref().and_then(|r| r.next_health),
+            current.as_ref().and_then(|r| r.next_memory),
+            backoff_until,
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        let timeout = due.map_or(Duration::from_secs(3600), |d| {
+            d.saturating_duration_since(now)
+        });
+        let (ctl_ready, exited) = ctl.wait(current.as_ref().map(|r| &*r.pidfd), timeout);
+        let ask = if ctl_ready { ctl.take() } else { Ask::Nothing };
+        if ask == Ask::Stop || stop_asked {
+            return stop_everything(server, current.take(), &mut st, &mut ev);
+        }
+        let now = Instant::now();
+        // ---- what ended the run, if anything -----------------------------
+        let mut ended: Option<(RunEnd, String)> = None;
+        if let Some(r) = current.as_mut() {
+            if exited {
+                let code = server.run_exit_code(&r.pidfd);
+                let words = match code {
+                    Some(c) => End::Exited(c).describe(),
+                    None => "died (exit status unknown: it was not our child)".to_owned(),
+                };
+                st.last_exit = code;
+                ended = Some((RunEnd::Exited(code), words));
+            } else if ask == Ask::Replace {
+                ended = Some((
+                    RunEnd::Replaced,
+                    "a replacement was asked for (SIGHUP)".into(),
+                ));
+            } else if let Some(why) = check_memory(server, r, &sup, now) {
+                ended = Some((RunEnd::Replaced, why));
+            } else if let Some(why) = check_health(server, r, &sup, &mut st, now) {
+                ended = Some((RunEnd::Replaced, why));
+            }
+        }
+        if let Some((end, words)) = ended {
+            let r = current.take().expect("a run ended");
+            let ran = now.saturating_duration_since(r.since);
+            if end == RunEnd::Replaced {
+                let mut tick = || Ok(());
+                let _ = server.stop_run(&r.pidfd, cfg.stop_timeout, &mut tick);
+                st.last_exit = server.run_exit_code(&r.pidfd);
+            }
+            server.end_run(&r.pidfd, st.last_exit);
+            let jitter = jitter();
+            let decision = if ask == Ask::Replace {
+                Decision::Restart(Duration::ZERO)
+            } else {
+                policy::decide(&sup.policy, &mut failures, end, ran, jitter)
+            };
+            if let Some(code) = finish(server, decision, &words, &mut st, &mut ev) {
+                return code;
+            }
+            if let Decision::Restart(wait) = decision {
+                backoff_until = Some(now + wait);
+                st.phase = Phase::Backoff;
+                st.server_pid = 0;
+                st.reason = words;
+                let _ = state::write(&paths, &st);
+            }
+            continue;
+        }
+        // ---- the end of a backoff wait: the next run ----------------------
+        if backoff_until.is_some_and(|t| now >= t) {
+            backoff_until = None;
+            st.restarts += 1;
+            st.phase = Phase::Starting;
+            st.health = None;
+            let _ = state::write(&paths, &st);
+            let mut tick = || check(&ctl, &mut stop_asked);
+            match server.supervisor_launch(redirect_output, &mut tick) {
+                Ok(pidfd) => {
+                    st.phase = Phase::Running;
+                    st.server_pid = pidfd.pid();
+                    let _ = state::write(&paths, &st);
+                    current = Some(new_run(pidfd, &sup, Instant::now()));
+                }
+                Err(Error::Interrupted) => {
+                    return stop_everything(server, None, &mut st, &mut ev);
+                }
+                Err(e) => {
+                    let words = format!("failed to start ({})", first_line(&e.to_string()));
+                    if let Error::StartFailed { exit_code, .. } = &e {
+                        st.last_exit = *exit_code;
+                    }
+                    let decision = policy::decide(
+                        &sup.policy,
+                        &mut failures,
+                        RunEnd::NeverReady,
+                        Duration::ZERO,
+                        jitter(),
+                    );
+                    if let Some(code) = finish(server, decision, &words, &mut st, &mut ev) {
+                        return code;
+                    }
+                    if let Decision::Restart(wait) = decision {
+                        backoff_until = Some(Instant::now() + wait);
+                        st.phase = Phase::Backoff;
+                        st.reason = words;
+                        let _ = state::write(&paths, &st);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or("")
+}
+
+fn new_run(pidfd: Arc<PidFd>, sup: &super::Supervision, now: Instant) -> Run {
+    Run {
+        pidfd,
+        since: now,
+        health_fails: 0,
+        next_health: sup.health.as_ref().map(|h| now + h.interval),
+        next_memory: sup.max_memory.map(|_| now + MEMORY_EVERY),
+    }
+}
+
+/// The launch wait's tick: a stop asked for meanwhile interrupts it.
+fn check(ctl: &Control, stop_asked: &mut bool) -> crate::Result<()> {
+    if ctl.take() == Ask::Stop {
+        *stop_asked = true;
+    }
+    if *stop_asked {
+        Err(Error::Interrupted)
+    } else {
+        Ok(())
+    }
+}
+
+/// A number in [0, 1) for the backoff's jitter.
+fn jitter() -> f64 {
+    let mut b = [0u8; 4];
+    platform::random_bytes(&mut b);
+    f64::from(u32::from_le_bytes(b)) / (f64::from(u32::MAX) + 1.0)
+}
+
+fn mib(b: u64) -> String {
+    format!("{:.0} MiB", b as f64 / (1024.0 * 1024.0))
+}
+
+/// Reads the memory of the server and its workers when due; why to
+/// replace it, if over the limit.
+fn check_memory(
+    server: &Server,
+    r: &mut Run,
+    sup: &super::Supervision,
+    now: Instant,
+) -> Option<String> {
+    let (limit, due) = (sup.max_memory?, r.next_memory?);
+    if now < due {
+        return None;
+    }
+    r.next_memory = Some(now + MEMORY_EVERY);
+    let used = server.tree_rss(r.pidfd.pid());
+    (used > limit).then(|| {
+        format!(
+            "its memory ({}) went over max_memory ({})",
+            mib(used),
+            mib(limit)
+        )
+    })
+}
+
+/// Probes health when due; why to replace it, after enough failures in a row.
+fn check_health(
+    server: &Server,
+    r: &mut Run,
+    sup: &super::Supervision,
+    st: &mut SupState,
+    now: Instant,
+) -> Option<String> {
+    let (h, due) = (sup.health.as_ref()?, r.next_health?);
+    if now < due {
+        return None;
+    }
+    let to = health::target(server.addr(), server.port());
+    let result = health::probe(to, &server.config().host, &h.path, h.timeout);
+    r.next_health = Some(Instant::now() + h.interval);
+    let word = if result.is_ok() { "ok" } else { "failing" };
+    if st.health.as_deref() != Some(word) {
+        st.health = Some(word.to_owned());
+        let _ = state::write(server.paths(), st);
+    }
+    match result {
+        Ok(_) => {
+            r.health_fails = 0;
+            None
+        }
+        Err(why) => {
+            r.health_fails += 1;
+            (r.health_fails >= h.failures).then(|| {
+                format!(
+                    "{} health checks of {} failed in a row (last: {why})",
+                    r.health_fails, h.path
+                )
+            })
+        }
+    }
+}
+
+/// Acts on a decision that ends supervision; Some(exit code) if it did.
+fn finish(
+    server: &Server,
+    decision: Decision,
+    words: &str,
+    st: &mut SupState,
+    ev: &mut Events,
+) -> Option<i32> {
+    let name = &server.config().name;
+    match decision {
+        Decision::Restart(wait) => {
+            ev.say(
+                "warning",
+                &format!(
+                    "{name} {words}: restarting (restart {}, next wait {:.1} s)",
+                    st.restarts + 1,
+                    wait.as_secs_f64()
+                ),
+            );
+            None
+        }
+        Decision::Done => {
+            ev.say(
+                "info",
+                &format!("{name} {words}: not restarted (its restart policy)"),
+            );
+            server.note_final(End::Exited(st.last_exit.unwrap_or(0)), st.restarts);
+            state::remove_if_names(server.paths(), st.pid);
+            ev.report("done");
+            Some(0)
+        }
+        Decision::GiveUp => {
+            ev.say(
+                "warning",
+                &format!(
+                    "{name} {words}: giving up after {} failed runs in a row; state is failed",
+                    server.config().supervision.policy.limit.unwrap_or(0)
+                ),
+            );
+            server.note_final(End::GaveUp(st.last_exit), st.restarts);
+            state::remove_if_names(server.paths(), st.pid);
+            ev.report("failed");
+            Some(0)
+        }
+    }
+}
+
+/// A deliberate stop: the run (if any) goes, nothing comes back.
+fn stop_everything(
+    server: &Server,
+    current: Option<Run>,
+    st: &mut SupState,
+    ev: &mut Events,
+) -> i32 {
+    let mut tick = || Ok(());
+    let result = match &current {
+        Some(r) => server.stop_run(&r.pidfd, server.config().stop_timeout, &mut tick),
+        None => Ok(()),
+    };
+    if let Some(r) = &current {
+        server.end_run(&r.pidfd, None);
+    }
+    server.note_final(End::Stopped, st.restarts);
+    state::remove_if_names(server.paths(), st.pid);
+    match result {
+        Ok(()) => {
+            ev.report("stopped");
+            0
+        }
+        Err(e) => {
+            ev.say("warning", &e.to_string());
+            1
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! The health probe: one HTTP/1.1 GET on the server's own address, judged
+//! by its status line (2xx and 3xx pass). Blocking, bounded by a timeout
+//! on connect, write and read; the supervisor runs it between events.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+/// The health check of a supervised server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// The path requested, e.g. "/healthz".
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Failures in a row that replace the server.
+    pub failures: u32,
+}
+
+/// Where to connect for a server bound to `host`: a wildcard address is
+/// reached through the loopback of its family.
+pub fn target(addr: IpAddr, port: u16) -> SocketAddr {
+    let ip = match addr {
+        IpAddr::V4(a) if a.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(a) if a.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        other => other,
+    };
+    SocketAddr::new(ip, port)
+}
+
+/// One probe: Ok with the status code, or why it failed.
+pub fn probe(to: SocketAddr, host: &str, path: &str, timeout: Duration) -> Result<u16, String> {
+    let deadline = Instant::now() + timeout;
+    let left = || {
+        deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1))
+    };
+    let mut s = TcpStream::connect_timeout(&to, timeout).map_err(|e| format!("connect: {e}"))?;
+    let _ = s.set_nodelay(true);
+    s.set_write_timeout(Some(left()))
+        .map_err(|e| e.to_string())?;
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: upsonic-server-manager health check\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes())
+        .map_err(|e| format!("send: {e}"))?;
+    let mut buf = Vec::with_capacity(256);
+    let mut chunk = [0u8; 256];
+    // The status line is all we judge by.
+    while !buf.contains(&b'\n') {
+        s.set_read_timeout(Some(left()))
+            .map_err(|e| e.to_string())?;
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(format!("no answer within {:.1} s", timeout.as_secs_f64()))
+            }
+            Err(e) => return Err(format!("receive: {e}")),
+        }
+        if buf.len() > 4096 {
+            break;
+        }
+    }
+    let line = String::from_utf8_lossy(&buf);
+    let code = line
+        .lines()
+        .next()
+        .filter(|l| l.starts_with("HTTP/"))
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|c| c.parse::<u16>().ok())
+        .ok_or_else(|| "no HTTP status line in the answer".to_owned())?;
+    if (200..400).contains(&code) {
+        Ok(code)
+    } else {
+        Err(format!("HTTP {code}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    fn serve_once(answer: &'static [u8]) -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            if let Ok((mut c, _)) = l.accept() {
+                let mut req = [0u8; 512];
+                let n = c.read(&mut req).unwrap_or(0);
+                assert!(req[..n].starts_with(b"GET /healthz HTTP/1.1\r\n"));
+                if !answer.is_empty() {
+                    let _ = c.write_all(answer);
+                }
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn judges_by_the_status_line() {
+        let t = Duration::from_secs(2);
+        let ok = serve_once(b"HTTP/1.1 204 No Content\r\n\r\n");
+        assert_eq!(probe(ok, "x", "/healthz", t), Ok(204));
+        let bad = serve_once(b"HTTP/1.1 503 Service Unavailable\r\n\r\n");
+        assert_eq!(probe(bad, "x", "/healthz", t), Err("HTTP 503".into()));
+        let silent = serve_once(b"");
+        let e = probe(silent, "x", "/healthz", Duration::from_millis(100)).unwrap_err();
+        assert!(e.contains("no answer"), "{e}");
+        let closed = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        assert!(probe(closed, "x", "/healthz", t)
+            .unwrap_err()
+            .starts_with("connect"));
+    }
+
+    #[test]
+    fn wildcards_are_probed_on_loopback() {
+        assert_eq!(
+            target("0.0.0.0".parse().unwrap(), 80),
+            "127.0.0.1:80".parse().unwrap()
+        );
+        assert_eq!(
+            target("::".parse().unwrap(), 80),
+            "[::1]:80".parse().unwrap()
+        );
+    }
+}

@@ -1,0 +1,53 @@
+"""An app to supervise: a health endpoint that fails while the file named by
+$USM_SICK_FILE exists, an endpoint that blocks the event loop (a hung
+server), one that grows resident memory, and, with $USM_CRASH_AFTER set, a
+crash (exit code 1) that many seconds after start-up."""
+
+import asyncio
+import os
+import time
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Response
+
+_hoard: list[bytearray] = []
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI):
+    after = os.environ.get("USM_CRASH_AFTER")
+    if after:
+        asyncio.get_running_loop().call_later(float(after), os._exit, 1)
+    yield
+
+
+app = FastAPI(lifespan=lifespan)
+
+
+@app.get("/")
+def root() -> dict:
+    return {"pid": os.getpid()}
+
+
+@app.get("/healthz")
+def healthz(response: Response) -> dict:
+    sick = os.environ.get("USM_SICK_FILE")
+    if sick and os.path.exists(sick):
+        response.status_code = 503
+        return {"ok": False}
+    return {"ok": True}
+
+
+@app.get("/hang")
+async def hang() -> dict:
+    time.sleep(3600)  # blocks the event loop on purpose
+    return {}
+
+
+@app.get("/grow")
+def grow(mb: int) -> dict:
+    block = bytearray(mb * 1024 * 1024)
+    for i in range(0, len(block), 4096):
+        block[i] = 1  # touch every page: resident, not just reserved
+    _hoard.append(block)
+    return {"grown": mb}
