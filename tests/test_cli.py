@@ -72,6 +72,8 @@ def test_start_status_logs_restart_stop(home, cli_start):
         "MEM",
         "CPU(avg)",
         "PROCS",
+        "RESTARTS",
+        "HEALTH",
         "INFO",
     ]
     assert row.split()[:4] == ["web", str(pid), f"127.0.0.1:{port}", "running"]

@@ -239,7 +239,7 @@ def test_stopped_servers_stay_listed_until_forgotten(home, named):
     assert cli("stop", "kept", home=home).returncode == 0
     r = cli("status", home=home)
     header, row = r.stdout.splitlines()
-    assert header.split()[-3:] == ["CPU(avg)", "PROCS", "INFO"]
+    assert header.split()[-5:] == ["CPU(avg)", "PROCS", "RESTARTS", "HEALTH", "INFO"]
     assert row.split()[:4] == ["kept", "-", f"127.0.0.1:{port}", "stopped"]
     assert " stopped at " in row
     assert cli("status", "kept", home=home).returncode == 3
@@ -265,8 +265,9 @@ def test_status_counts_processes_plainly(home, named):
     rows = {
         line.split()[0]: line.split() for line in cli("status", home=home).stdout.splitlines()[1:]
     }
-    # Running rows end with PROCS (their INFO is empty).
-    assert rows["one"][-1] == "1" and rows["three"][-1] == "3"
+    # Running rows end with PROCS, RESTARTS and HEALTH (their INFO is empty;
+    # unsupervised: no restarts, no health check).
+    assert rows["one"][-3:] == ["1", "-", "-"] and rows["three"][-3:] == ["3", "-", "-"]
 
 
 def test_ctrl_c_during_start_says_what_happened(home, tmp_path):

@@ -52,7 +52,19 @@ def fmt_clock(epoch: Optional[float]) -> str:
 def columns(cpu_window: Optional[float]) -> tuple[str, ...]:
     """The table's header; the CPU column says what it measures."""
     cpu = f"CPU({cpu_window:g}s)" if cpu_window else "CPU(avg)"
-    return ("NAME", "PID", "ADDRESS", "STATE", "UPTIME", "MEM", cpu, "PROCS", "INFO")
+    return (
+        "NAME",
+        "PID",
+        "ADDRESS",
+        "STATE",
+        "UPTIME",
+        "MEM",
+        cpu,
+        "PROCS",
+        "RESTARTS",
+        "HEALTH",
+        "INFO",
+    )
 
 
 def status_row(st: ServerStatus, cpu: Optional[float]) -> list[str]:
@@ -64,6 +76,10 @@ def status_row(st: ServerStatus, cpu: Optional[float]) -> list[str]:
         info = f"{st.end_reason} at {at}" if at else st.end_reason
     elif st.state == "dead":
         info = "died unexpectedly (its record remains)"
+    if st.unsupervised:
+        info = f"unsupervised: its supervisor is gone (restart={st.restart}; start it again)"
+    elif st.supervisor_pid is not None and alive:
+        info = f"supervised by {st.supervisor_pid} (restart={st.restart})"
     return [
         st.name,
         "-" if st.pid is None else str(st.pid),
@@ -73,6 +89,8 @@ def status_row(st: ServerStatus, cpu: Optional[float]) -> list[str]:
         fmt_bytes(st.memory_rss),
         "-" if cpu is None or not alive else f"{cpu:.1f}%",
         str(1 + len(st.workers)) if alive else "-",
+        str(st.restarts) if st.restart != "no" else "-",
+        st.health or "-",
         info,
     ]
 

@@ -227,6 +227,10 @@ class Core:
         """Record our launched child; False if there is none."""
     def cleanup_pid(self) -> None:
         """Remove the PID record."""
+    def supervise_here(
+        self, redirect_output: bool, force: bool, control_fd: int, events_fd: int
+    ) -> int:
+        """Supervise from this process until a stop; the exit status."""
     def take_supervisor_link(self) -> Optional[tuple[int, int]]:
         """(PID, events pipe fd) of the supervisor this object spawned; once."""
     @property

@@ -151,3 +151,54 @@ def run_foreground(m: ServerManager, redirect_output: bool, force: bool, out: Te
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+
+
+def run_supervised(m: ServerManager, redirect_output: bool, force: bool, out: TextIO) -> int:
+    """``run`` with a restart policy: this process is the server's supervisor
+    (the same loop, in Rust, as the background one), so systemd's MAINPID
+    and a container's PID 1 stay one process across restarts. SIGTERM and
+    SIGINT stop it, SIGHUP replaces the running server; what the supervisor
+    says is printed as it happens."""
+    import threading
+
+    from ._supervision import parse_event
+
+    control_r, control_w = os.pipe()
+    os.set_blocking(control_r, False)
+    os.set_blocking(control_w, False)
+    events_r, events_w = os.pipe()
+    signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    # While Rust waits, signals only write their number to the control pipe.
+    old = {s: signal.signal(s, lambda *_: None) for s in signals}
+    old_fd = signal.set_wakeup_fd(control_w)
+    host = f"[{m.host}]" if ":" in m.host else m.host
+
+    def relay() -> None:
+        with open(events_r, "rb", buffering=0) as pipe:
+            for raw in iter(pipe.readline, b""):
+                kind, text = parse_event(raw)
+                if kind == "ready":
+                    pid = text.split(" ")[0]
+                    sd_notify(
+                        f"READY=1\nMAINPID={os.getpid()}\nSTATUS=serving on {m.host}:{m.port}"
+                    )
+                    out.write(f"{m.name}: pid {pid} serving on http://{host}:{m.port}\n")
+                elif kind == "log":
+                    out.write(f"{text}\n")
+                out.flush()
+
+    reader = threading.Thread(target=relay, name="usm-run-events", daemon=True)
+    reader.start()
+    try:
+        code = m._core.supervise_here(redirect_output, force, control_r, events_w)
+        reader.join(5)
+        if code == 0:
+            sd_notify("STOPPING=1")
+            out.write(f"{m.name}: stopped\n")
+        return code
+    finally:
+        signal.set_wakeup_fd(old_fd)
+        for s, h in old.items():
+            signal.signal(s, h)
+        os.close(control_r)
+        os.close(control_w)

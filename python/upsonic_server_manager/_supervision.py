@@ -24,6 +24,17 @@ def _unescape(text: str) -> str:
     return "".join(out)
 
 
+def parse_event(raw: bytes) -> tuple[str, str]:
+    """(kind, text) of one events line: ("log", message), ("ready", "PID
+    PORT"), ("done", ""), ("failed", ""), ("stopped", ""), ("error", ...)."""
+    line = raw.decode("utf-8", "replace").rstrip("\n")
+    kind, _, rest = line.partition(" ")
+    if kind == "log":
+        level, _, msg = rest.partition(" ")
+        return kind, _unescape(msg)
+    return kind, rest
+
+
 def _relay(name: str, pidfd: int, fd: int) -> None:
     with open(fd, "rb", buffering=0, closefd=True) as pipe:
         buf = b""
@@ -37,11 +48,10 @@ def _relay(name: str, pidfd: int, fd: int) -> None:
             buf += chunk
             *lines, buf = buf.split(b"\n")
             for raw in lines:
-                line = raw.decode("utf-8", "replace")
-                kind, _, rest = line.partition(" ")
+                kind, text = parse_event(raw)
                 if kind == "log":
-                    level, _, msg = rest.partition(" ")
-                    logger.log(_LEVELS.get(level, logging.INFO), "%s", _unescape(msg))
+                    level = raw.split(b" ", 2)[1].decode()
+                    logger.log(_LEVELS.get(level, logging.INFO), "%s", text)
                 elif kind == "failed":
                     logger.error(
                         "%s: supervision gave up; the server is down (state 'failed')", name

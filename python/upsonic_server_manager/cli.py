@@ -141,7 +141,108 @@ def _add_server_args(p: argparse.ArgumentParser, log_dir: Optional[str] = "logs"
     )
 
 
+def _seconds_or_zero(text: str) -> float:
+    return 0.0 if text.strip() in ("0", "0.0") else _positive(text)
+
+
+def _limit(text: str) -> Optional[int]:
+    if text.lower() in ("none", "never", "0"):
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'none', got {text!r}") from None
+
+
+def _add_supervision_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("supervision (a supervisor process keeps the server up)")
+    g.add_argument(
+        "--restart",
+        choices=("no", "on-failure", "always"),
+        default="no",
+        help="restart it when it ends: after a crash, or after any end but a stop",
+    )
+    g.add_argument(
+        "--restart-delay",
+        type=_seconds_or_zero,
+        default=0.1,
+        metavar="SECONDS",
+        help="first wait before a restart; doubles on each failure in a row",
+    )
+    g.add_argument(
+        "--restart-max-delay",
+        type=_positive,
+        default=30.0,
+        metavar="SECONDS",
+        help="the longest wait before a restart",
+    )
+    g.add_argument(
+        "--restart-limit",
+        type=_limit,
+        default=10,
+        metavar="N",
+        help="failed runs in a row before giving up ('none': never)",
+    )
+    g.add_argument(
+        "--stable-after",
+        type=_seconds_or_zero,
+        default=10.0,
+        metavar="SECONDS",
+        help="uptime after which the failure count starts again",
+    )
+    g.add_argument(
+        "--health-check",
+        default=None,
+        metavar="PATH",
+        help="HTTP GET this path on the server; failures in a row replace it",
+    )
+    g.add_argument(
+        "--health-interval", type=_positive, default=5.0, metavar="SECONDS", help="between checks"
+    )
+    g.add_argument(
+        "--health-timeout",
+        type=_positive,
+        default=2.0,
+        metavar="SECONDS",
+        help="a check slower than this fails",
+    )
+    g.add_argument(
+        "--health-failures",
+        type=int,
+        default=3,
+        metavar="N",
+        help="failed checks in a row that replace the server",
+    )
+    g.add_argument(
+        "--max-memory",
+        default=None,
+        metavar="SIZE",
+        help="replace the server when it and its workers use more (e.g. 512MiB, 1GiB)",
+    )
+
+
+def _supervision_kwargs(args: argparse.Namespace) -> dict[str, object]:
+    if not hasattr(args, "restart"):
+        return {}
+    memory = args.max_memory
+    if memory is not None and memory.isdigit():
+        memory = int(memory)
+    return {
+        "restart": args.restart,
+        "restart_delay": args.restart_delay,
+        "restart_max_delay": args.restart_max_delay,
+        "restart_limit": args.restart_limit,
+        "stable_after": args.stable_after,
+        "health_check": args.health_check,
+        "health_interval": args.health_interval,
+        "health_timeout": args.health_timeout,
+        "health_failures": args.health_failures,
+        "max_memory": memory,
+    }
+
+
 def _add_start_args(p: argparse.ArgumentParser) -> None:
+    _add_supervision_args(p)
     p.add_argument(
         "--hold-socket",
         action="store_true",
@@ -248,6 +349,7 @@ def _manager_from_args(args: argparse.Namespace) -> ServerManager:
             start_timeout=args.start_timeout,
             stop_timeout=args.stop_timeout,
             hold_socket=getattr(args, "hold_socket", None),
+            **_supervision_kwargs(args),  # type: ignore[arg-type]
         )
     except ValueError as e:
         raise UsageError(str(e)) from None
@@ -554,9 +656,12 @@ def cmd_forget(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
-    from ._foreground import run_foreground
+    from ._foreground import run_foreground, run_supervised
 
-    return run_foreground(_manager_from_args(args), args.redirect_output, args.force, out)
+    m = _manager_from_args(args)
+    if m.restart_policy != "no":
+        return run_supervised(m, args.redirect_output, args.force, out)
+    return run_foreground(m, args.redirect_output, args.force, out)
 
 
 def _systemd_quote(word: str, dollars: bool = True) -> str:
@@ -697,6 +802,16 @@ def _for_the_shell(message: str) -> str:
         ("start(redirect_output=True)", "--redirect-output"),
         ("hold_socket=True", "--hold-socket"),
         ("start_timeout", "--start-timeout"),
+        ("restart_max_delay", "--restart-max-delay"),
+        ("restart_delay", "--restart-delay"),
+        ("restart_limit", "--restart-limit"),
+        ("stable_after", "--stable-after"),
+        ("health_check", "--health-check"),
+        ("health_interval", "--health-interval"),
+        ("health_timeout", "--health-timeout"),
+        ("health_failures", "--health-failures"),
+        ("max_memory", "--max-memory"),
+        ('restart="on-failure" or "always"', "--restart on-failure or always"),
     ):
         message = message.replace(python, shell)
     return message

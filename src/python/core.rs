@@ -220,6 +220,34 @@ impl Core {
         self.inner.cleanup_pid()
     }
 
+    /// Supervises the server from this process (`run` with a restart
+    /// policy) until a stop; the exit status. `control_fd` receives signal
+    /// numbers (Python's wakeup fd); `events_fd` (taken over, closed here)
+    /// receives the supervisor's protocol lines.
+    fn supervise_here(
+        &self,
+        py: Python<'_>,
+        redirect_output: bool,
+        force: bool,
+        control_fd: i32,
+        events_fd: i32,
+    ) -> PyResult<i32> {
+        use std::os::fd::FromRawFd;
+        if events_fd < 0 {
+            return Err(pyo3::exceptions::PyValueError::new_err(
+                "events_fd must be a descriptor",
+            ));
+        }
+        // SAFETY: the caller hands this descriptor over (documented above).
+        let events = unsafe { std::os::fd::OwnedFd::from_raw_fd(events_fd) };
+        self.redirect_output
+            .store(redirect_output, Ordering::Relaxed);
+        let s = self.inner.clone();
+        run(py, move |tick| {
+            s.supervise_here(redirect_output, force, control_fd, events, tick)
+        })
+    }
+
     /// The supervisor this manager spawned: (its PID, the read end of its
     /// events pipe as a descriptor the caller now owns); once.
     fn take_supervisor_link(&self) -> Option<(i32, i32)> {

@@ -141,6 +141,48 @@ impl Server {
         Ok(())
     }
 
+    /// Supervises the server from this very process (`upsonic-server run`
+    /// with a restart policy): the checks of `start()`, then the
+    /// supervisor's loop until a stop (SIGTERM/SIGINT written to
+    /// `control_fd`), the policy's end or giving up. Returns the exit status.
+    pub fn supervise_here(
+        &self,
+        redirect_output: bool,
+        force: bool,
+        control_fd: i32,
+        events: OwnedFd,
+        tick: Tick<'_>,
+    ) -> Result<i32> {
+        {
+            let lock = crate::lock::acquire(&self.paths.lock_file, self.lock_deadline(), tick)?;
+            if let Some(s) = state::live(&self.paths) {
+                return Err(Error::Supervisor {
+                    name: self.cfg.name.clone(),
+                    message: format!("it is supervised already, by process {}", s.pid),
+                });
+            }
+            if self
+                .find()
+                .is_some_and(|f| f.info.is_alive() && !f.pidfd.has_exited())
+            {
+                return Err(Error::Supervisor {
+                    name: self.cfg.name.clone(),
+                    message: "it runs already; stop it first (or `start` it with a restart policy to attach a supervisor)".into(),
+                });
+            }
+            self.stop_recorded_orphans(tick)?;
+            self.remove_stale_record();
+            if !(self.holds_socket() || self.cfg.hold_socket && self.cfg.port == 0) {
+                self.clear_port_for_start(force, tick)?;
+            }
+            // Claimed before the lock goes: a start elsewhere now sees us.
+            state::write(&self.paths, &state::SupState::for_self())?;
+            drop(lock);
+        }
+        let ev = crate::supervise::daemon::Events::new(Some(events), None);
+        crate::supervise::daemon::run(self, redirect_output, None, control_fd, ev)
+    }
+
     /// A live supervisor of this name runs (serving, starting or between runs).
     pub fn supervised_now(&self) -> bool {
         state::live(&self.paths).is_some()
@@ -301,5 +343,21 @@ pub fn supervisor_main(control_fd: i32) -> i32 {
         None
     };
     let ev = crate::supervise::daemon::Events::new(Some(events_fd), log);
-    crate::supervise::daemon::run(&server, order.redirect_output, order.attach, control_fd, ev)
+    let reporter = ev.clone_pipe();
+    match crate::supervise::daemon::run(
+        &server,
+        order.redirect_output,
+        order.attach,
+        control_fd,
+        ev,
+    ) {
+        Ok(code) => code,
+        Err(e) => {
+            if let Some(fd) = reporter {
+                crate::supervise::daemon::Events::new(Some(fd), None)
+                    .report(&format!("error {}", client::encode_error(&e)));
+            }
+            1
+        }
+    }
 }

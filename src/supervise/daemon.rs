@@ -41,6 +41,14 @@ impl Events {
         }
     }
 
+    /// A second descriptor of the events pipe (to report after `run`).
+    pub fn clone_pipe(&self) -> Option<OwnedFd> {
+        self.pipe
+            .as_ref()
+            .and_then(|p| p.try_clone().ok())
+            .map(OwnedFd::from)
+    }
+
     /// One protocol line to the caller ("ready PID PORT", "error ...").
     pub fn report(&mut self, line: &str) {
         if let Some(p) = &mut self.pipe {
@@ -137,15 +145,17 @@ struct Run {
 
 /// Supervises `server` until it is stopped, the policy is done with it, or
 /// it gives up. `attach`: a running server of ours to supervise instead of
-/// starting one. Returns the process exit code (0, or 1 if the first start
-/// failed, which `report` told the caller).
+/// starting one. Returns an exit status for the process that supervised:
+/// 0 after a stop, the last run's status (as a shell reports it) when the
+/// policy was done with it, 1 after giving up; the error if the first run
+/// never became ready (nothing is left running then).
 pub fn run(
     server: &Server,
     redirect_output: bool,
     attach: Option<i32>,
     control_fd: RawFd,
     mut ev: Events,
-) -> i32 {
+) -> crate::Result<i32> {
     let ctl = Control(control_fd);
     // SAFETY: as in `Control::take`. Reads must never block the loop.
     let _ = rustix::fs::fcntl_setfl(
@@ -182,8 +192,7 @@ pub fn run(
         }
         Err(e) => {
             state::remove_if_names(&paths, st.pid);
-            ev.report(&format!("error {}", super::client::encode_error(&e)));
-            return 1;
+            return Err(e);
         }
     };
     let mut backoff_until: Option<Instant> = None;
@@ -205,7 +214,7 @@ pub fn run(
         let (ctl_ready, exited) = ctl.wait(current.as_ref().map(|r| &*r.pidfd), timeout);
         let ask = if ctl_ready { ctl.take() } else { Ask::Nothing };
         if ask == Ask::Stop || stop_asked {
-            return stop_everything(server, current.take(), &mut st, &mut ev);
+            return Ok(stop_everything(server, current.take(), &mut st, &mut ev));
         }
         let now = Instant::now();
         // ---- what ended the run, if anything -----------------------------
@@ -246,7 +255,7 @@ pub fn run(
                 policy::decide(&sup.policy, &mut failures, end, ran, jitter)
             };
             if let Some(code) = finish(server, decision, &words, &mut st, &mut ev) {
-                return code;
+                return Ok(code);
             }
             if let Decision::Restart(wait) = decision {
                 backoff_until = Some(now + wait);
@@ -270,10 +279,19 @@ pub fn run(
                     st.phase = Phase::Running;
                     st.server_pid = pidfd.pid();
                     let _ = state::write(&paths, &st);
+                    ev.say(
+                        "info",
+                        &format!(
+                            "{} serving again as pid {} (restart {})",
+                            cfg.name,
+                            pidfd.pid(),
+                            st.restarts
+                        ),
+                    );
                     current = Some(new_run(pidfd, &sup, Instant::now()));
                 }
                 Err(Error::Interrupted) => {
-                    return stop_everything(server, None, &mut st, &mut ev);
+                    return Ok(stop_everything(server, None, &mut st, &mut ev));
                 }
                 Err(e) => {
                     let words = format!("failed to start ({})", first_line(&e.to_string()));
@@ -288,7 +306,7 @@ pub fn run(
                         jitter(),
                     );
                     if let Some(code) = finish(server, decision, &words, &mut st, &mut ev) {
-                        return code;
+                        return Ok(code);
                     }
                     if let Decision::Restart(wait) = decision {
                         backoff_until = Some(Instant::now() + wait);
@@ -428,7 +446,8 @@ fn finish(
             server.note_final(End::Exited(st.last_exit.unwrap_or(0)), st.restarts);
             state::remove_if_names(server.paths(), st.pid);
             ev.report("done");
-            Some(0)
+            // As a shell reports it: 128 + N for signal N.
+            Some(st.last_exit.map_or(1, |c| if c < 0 { 128 - c } else { c }))
         }
         Decision::GiveUp => {
             ev.say(
@@ -441,7 +460,7 @@ fn finish(
             server.note_final(End::GaveUp(st.last_exit), st.restarts);
             state::remove_if_names(server.paths(), st.pid);
             ev.report("failed");
-            Some(0)
+            Some(1)
         }
     }
 }
