@@ -5,6 +5,7 @@ after too many failed runs in a row, and never comes back after a stop."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -354,3 +355,70 @@ def test_memory_sizes() -> None:
 
 if sys.platform != "linux":  # pragma: no cover
     pytestmark = pytest.mark.skip("supervision is implemented for Linux")
+
+
+def test_restart_and_reload_go_through_the_supervisor(supervised) -> None:
+    m = supervised("reloaded", port=0)
+    m.start()
+    sup = supervisor(m)
+    port, pid = m.port, serving_pid(m)
+    assert port != 0
+    for call in (m.restart, m.reload):
+        call()
+        st = m.status()
+        assert st.supervisor_pid == sup.pid and st.pid != pid and m.port == port
+        pid = serving_pid(m)
+        assert pid == st.pid
+    assert m.status().restarts == 2
+
+
+def test_cli_start_status_and_stop_of_a_supervised_server(home: Path) -> None:
+    port = free_port()
+    args = ["start", APP, "--port", str(port), "--name", "cli-sup", "--restart", "always"]
+    args += ["--health-check", "/healthz", "--health-interval", "0.2", "--max-memory", "1GiB"]
+    try:
+        r = cli(*args, "--redirect-output", home=home)
+        assert r.returncode == 0, r.stderr
+        pid = get(port)["pid"]
+        os.kill(pid, signal.SIGKILL)
+        m = ServerManager.from_record("cli-sup")
+        assert m is not None and m.restart_policy == "always"
+        new_pid_serves(m, pid)
+        assert wait_until(lambda: m.status().health == "ok")
+        header, row = cli("status", "cli-sup", home=home).stdout.splitlines()
+        assert header.split()[-3:] == ["RESTARTS", "HEALTH", "INFO"]
+        assert re.search(r"\s1\s+ok\s+supervised by \d+ \(restart=always\)$", row), row
+        data = json.loads(cli("status", "--json", home=home).stdout)[0]
+        assert (data["restart"], data["restarts"], data["last_exit"]) == ("always", 1, -9)
+        bad = cli(
+            "start", APP, "--port", str(port), "--name", "x", "--health-check", "/h", home=home
+        )
+        assert bad.returncode == 2 and "--health-check" in bad.stderr and "--restart" in bad.stderr
+    finally:
+        assert cli("stop", "cli-sup", home=home).returncode == 0
+    assert not port_in_use(port)
+
+
+def test_cli_run_supervises_in_the_foreground(home: Path, tmp_path: Path) -> None:
+    port = free_port()
+    out = tmp_path / "run.out"
+    argv = [sys.executable, "-m", "upsonic_server_manager", "run", APP, "--port", str(port)]
+    argv += ["--name", "fg", "--restart", "on-failure", "--restart-delay", "0.05"]
+    with open(out, "w") as f, _running(argv, f) as p:
+        assert wait_until(lambda: "serving on" in out.read_text(), 30), out.read_text()
+        m = ServerManager.from_record("fg")
+        assert m is not None and m.status().supervisor_pid == p.pid
+        pid = serving_pid(m)
+        os.kill(pid, signal.SIGKILL)
+        new_pid_serves(m, pid)
+        assert "restarting (restart 1" in out.read_text()
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(30) == 0
+    assert "fg: stopped" in out.read_text()
+    assert not port_in_use(port) and m.status().state == "stopped"
+
+
+def _running(argv: list[str], out):
+    from _helpers import running
+
+    return running(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)

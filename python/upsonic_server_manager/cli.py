@@ -826,7 +826,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except UsageError as e:
         if e.usage:
             print(e.usage, file=sys.stderr)
-        print(f"upsonic-server: error: {e}", file=sys.stderr)
+        print(f"upsonic-server: error: {_for_the_shell(str(e))}", file=sys.stderr)
         return EXIT_USAGE
     except UnknownName as e:
         print(f"upsonic-server: {e}", file=sys.stderr)

@@ -52,7 +52,12 @@ impl Server {
             return Ok(h.clone());
         }
         let addr = self.addrs[0];
-        let fd = platform::listen_tcp(addr, self.cfg.port, BACKLOG)
+        // The port a supervisor held before (port 0: the kernel's earlier
+        // choice), else the configured one.
+        // (Not `self.port()`: it takes the lock we hold.)
+        let handed = self.handed_port.load(std::sync::atomic::Ordering::Relaxed);
+        let port = if handed != 0 { handed } else { self.cfg.port };
+        let fd = platform::listen_tcp(addr, port, BACKLOG)
             .map_err(|e| Error::os("binding the server's socket", e))?;
         let port = platform::local_port(&fd).map_err(|e| Error::os("reading the bound port", e))?;
         let held = Held {
@@ -100,6 +105,9 @@ impl Server {
     /// Stops the server and starts it again. With a held socket, the socket
     /// stays open in between: connections that arrive wait in its queue.
     pub fn restart(&self, redirect_output: bool, force: bool, tick: Tick<'_>) -> Result<bool> {
+        if self.replace_supervised(tick)? {
+            return Ok(true);
+        }
         self.stop_keeping_socket(tick)?;
         self.start(redirect_output, force, tick)
     }
@@ -109,6 +117,10 @@ impl Server {
     /// requests). If the new generation fails, it is stopped and the old one
     /// keeps serving.
     pub fn reload(&self, redirect_output: bool, tick: Tick<'_>) -> Result<()> {
+        // Supervised: the supervisor reloads (it is the server's parent).
+        if self.replace_supervised(tick)? {
+            return Ok(());
+        }
         let _lock = crate::lock::acquire(&self.paths.lock_file, self.lock_deadline(), tick)?;
         let old = self
             .find()

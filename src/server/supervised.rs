@@ -183,6 +183,53 @@ impl Server {
         crate::supervise::daemon::run(self, redirect_output, None, control_fd, ev)
     }
 
+    /// `restart()` of a supervised server: its supervisor replaces the run
+    /// (SIGHUP), keeping the socket it holds; waits for the new run. False
+    /// when no supervisor runs.
+    pub(super) fn replace_supervised(&self, tick: Tick<'_>) -> Result<bool> {
+        let Some(sup) = state::live(&self.paths) else {
+            return Ok(false);
+        };
+        if sup.pid == crate::platform::own_pid() {
+            return Ok(false); // we are the supervisor: do it ourselves
+        }
+        let Some(fd) = sup.pin() else {
+            return Ok(false);
+        };
+        if !fd.signal(libc::SIGHUP).unwrap_or(false) {
+            return Ok(false);
+        }
+        let deadline = Instant::now() + self.cfg.start_timeout + self.cfg.stop_timeout * 2;
+        loop {
+            let now = state::read(&self.paths);
+            match now {
+                Some(s) if s.pid == sup.pid => {
+                    if s.restarts > sup.restarts && s.phase == state::Phase::Running {
+                        return Ok(true);
+                    }
+                }
+                // The supervisor ended (its new run failed and it gave up).
+                _ => {
+                    return Err(Error::Supervisor {
+                        name: self.cfg.name.clone(),
+                        message: "its supervisor ended during the restart; see status()".into(),
+                    })
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Supervisor {
+                    name: self.cfg.name.clone(),
+                    message: "the restarted server did not become ready in time; see status()"
+                        .into(),
+                });
+            }
+            if fd.wait_exit(Duration::from_millis(10)).unwrap_or(false) {
+                continue; // re-read: it may have written its end first
+            }
+            tick()?;
+        }
+    }
+
     /// A live supervisor of this name runs (serving, starting or between runs).
     pub fn supervised_now(&self) -> bool {
         state::live(&self.paths).is_some()
@@ -196,6 +243,17 @@ impl Server {
             .map_err(|e| Error::os("reading the handed-over socket's port", e))?;
         self.hold(fd, port);
         Ok(())
+    }
+
+    /// Replaces the run with a new generation on the held socket, the old
+    /// one stopping once the new one is ready (`reload`); the new pidfd.
+    pub fn supervisor_reload(&self, redirect_output: bool, tick: Tick<'_>) -> Result<Arc<PidFd>> {
+        self.reload(redirect_output, tick)?;
+        self.own_child()
+            .map(|(fd, _, _)| fd)
+            .ok_or_else(|| Error::NotRunning {
+                name: self.cfg.name.clone(),
+            })
     }
 
     /// Launches a run and waits until it is ready; its pidfd.

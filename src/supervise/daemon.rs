@@ -216,6 +216,41 @@ pub fn run(
         if ask == Ask::Stop || stop_asked {
             return Ok(stop_everything(server, current.take(), &mut st, &mut ev));
         }
+        // ---- SIGHUP: a new generation on the held socket, then the old one
+        // stops (zero downtime); without a held socket, stop then start.
+        if ask == Ask::Replace && !exited && cfg.hold_socket {
+            if let Some(r) = current.as_mut() {
+                let mut tick = || check(&ctl, &mut stop_asked);
+                match server.supervisor_reload(redirect_output, &mut tick) {
+                    Ok(pidfd) => {
+                        st.restarts += 1;
+                        st.server_pid = pidfd.pid();
+                        st.health = None;
+                        let _ = state::write(&paths, &st);
+                        ev.say(
+                            "info",
+                            &format!(
+                                "{} reloaded: now pid {} (restart {})",
+                                cfg.name,
+                                pidfd.pid(),
+                                st.restarts
+                            ),
+                        );
+                        *r = new_run(pidfd, &sup, Instant::now());
+                    }
+                    Err(Error::Interrupted) => {}
+                    Err(e) => ev.say(
+                        "warning",
+                        &format!(
+                            "{} reload failed, the old generation keeps serving: {}",
+                            cfg.name,
+                            first_line(&e.to_string())
+                        ),
+                    ),
+                }
+                continue;
+            }
+        }
         let now = Instant::now();
         // ---- what ended the run, if anything -----------------------------
         let mut ended: Option<(RunEnd, String)> = None;
