@@ -16,6 +16,7 @@ pub mod server;
 pub mod spawn;
 pub mod terminate;
 pub mod validate;
+pub mod warm;
 
 mod fuzz;
 

@@ -167,6 +167,8 @@ class Core:
         python: _Path,
         hold_socket: Optional[bool] = None,
         lifeline: Optional[int] = None,
+        warm: bool = False,
+        preload: Optional[Sequence[str]] = None,
     ) -> Core: ...
     def start(self, redirect_output: bool, force: bool) -> bool:
         """Start unless ours already runs; True if a server was launched."""
@@ -220,6 +222,12 @@ class Core:
     def workers(self) -> int: ...
     @property
     def hold_socket(self) -> bool: ...
+    @property
+    def warm(self) -> bool:
+        """Whether servers are forked from a warm-start preloader."""
+    @property
+    def preload(self) -> list[str]:
+        """The preloader's extra modules."""
     @property
     def log_dir(self) -> Path: ...
     @property

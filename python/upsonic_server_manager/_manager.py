@@ -107,6 +107,8 @@ class ServerManager(_StopsOnExit):
         uvicorn_args: Sequence[str] = DEFAULT_UVICORN_ARGS,
         hold_socket: Optional[bool] = None,
         lifeline: Optional[int] = None,
+        warm: bool = False,
+        preload: Optional[Sequence[str]] = None,
     ) -> None:
         # Every check, of types and values, is the core's: one validation
         # for every entry point, each error naming the argument.
@@ -126,6 +128,8 @@ class ServerManager(_StopsOnExit):
             python=sys.executable,
             hold_socket=hold_socket,
             lifeline=lifeline,
+            warm=warm,
+            preload=preload,
         )
 
     # -- the original's attributes ---------------------------------------------------
@@ -158,6 +162,13 @@ class ServerManager(_StopsOnExit):
         """Whether this manager binds and holds the listening socket and the
         server inherits it (port 0, ``reload()``)."""
         return self._core.hold_socket
+
+    @property
+    def warm(self) -> bool:
+        """Whether servers are forked from a warm-start preloader (see
+        docs/WARM.md); a start falls back to cold, and logs why, whenever
+        the preloader cannot be used."""
+        return self._core.warm
 
     @property
     def name(self) -> str:
@@ -372,8 +383,8 @@ class ServerManager(_StopsOnExit):
         config = rec.get("config")
         if config:
             keys = ("workers", "cwd", "env", "start_timeout", "stop_timeout", "uvicorn_args")
-            for key in (*keys, "hold_socket"):
-                if config[key] is not None:
+            for key in (*keys, "hold_socket", "warm", "preload"):
+                if config.get(key) is not None:
                     kwargs.setdefault(key, config[key])
         m = cls(app, host or "127.0.0.1", int(port or 8000), name, pid_dir=directory, **kwargs)
         redirected = config["redirect_output"] if config else bool(rec.get("log_dir"))

@@ -32,6 +32,7 @@ pub fn run<T: Send>(
         };
         f(&mut tick)
     });
+    log_warm_notes(py);
     match result {
         Ok(v) => Ok(v),
         Err(Error::Interrupted) => Err(pending
@@ -39,6 +40,25 @@ pub fn run<T: Send>(
             .take()
             .unwrap_or_else(|| PyKeyboardInterrupt::new_err(()))),
         Err(e) => Err(to_py(py, e)),
+    }
+}
+
+/// What warm starts had to say (fallbacks, preloader starts), to the
+/// `upsonic_server_manager` logger: the library never prints.
+fn log_warm_notes(py: Python<'_>) {
+    let notes = crate::warm::take_notes();
+    if notes.is_empty() {
+        return;
+    }
+    let Ok(logger) = py
+        .import("logging")
+        .and_then(|m| m.call_method1("getLogger", ("upsonic_server_manager",)))
+    else {
+        return;
+    };
+    for (warning, message) in notes {
+        let level = if warning { "warning" } else { "info" };
+        let _ = logger.call_method1(level, (message,));
     }
 }
 
@@ -53,7 +73,7 @@ pub struct Core {
 #[pymethods]
 impl Core {
     #[new]
-    #[pyo3(signature = (app_path, host, port, name, *, workers, log_dir, pid_dir, cwd, env, start_timeout, stop_timeout, uvicorn_args, python, hold_socket=None, lifeline=None))]
+    #[pyo3(signature = (app_path, host, port, name, *, workers, log_dir, pid_dir, cwd, env, start_timeout, stop_timeout, uvicorn_args, python, hold_socket=None, lifeline=None, warm=false, preload=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -72,6 +92,8 @@ impl Core {
         python: PathBuf,
         hold_socket: Option<bool>,
         lifeline: Option<i32>,
+        warm: bool,
+        preload: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let port = args::server_port(py, port)?;
         let cfg = Config {
@@ -91,6 +113,8 @@ impl Core {
             // Held by default where it is needed: the kernel picks the port.
             hold_socket: hold_socket.unwrap_or(port == 0),
             lifeline,
+            warm,
+            preload: args::preload(preload)?,
         };
         let server = Server::new(cfg).map_err(|e| to_py(py, e))?;
         Ok(Self {
@@ -234,6 +258,14 @@ impl Core {
     #[getter]
     fn hold_socket(&self) -> bool {
         self.inner.config().hold_socket
+    }
+    #[getter]
+    fn warm(&self) -> bool {
+        self.inner.config().warm
+    }
+    #[getter]
+    fn preload(&self) -> Vec<String> {
+        self.inner.config().preload.clone()
     }
     #[getter]
     fn name(&self) -> &str {

@@ -96,6 +96,8 @@ fn identity_dict<'py>(
             cd.set_item("uvicorn_args", c.uvicorn_args)?;
             cd.set_item("python", c.python)?;
             cd.set_item("hold_socket", c.hold_socket)?;
+            cd.set_item("warm", c.warm)?;
+            cd.set_item("preload", c.preload)?;
             Some(cd)
         }
         None => None,

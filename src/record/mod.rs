@@ -342,6 +342,8 @@ mod tests {
             uvicorn_args: vec!["--log-level".into(), "a\\nb".into()],
             python: "/usr/bin/python3".into(),
             hold_socket: true,
+            warm: true,
+            preload: vec!["numpy".into()],
         });
         assert_eq!(
             Identity::parse(&full.to_text()).unwrap().config,

@@ -18,6 +18,10 @@ pub struct SavedConfig {
     /// Whether the manager held its listening socket (the server has it as
     /// descriptor 3, where a reload from another process takes it from).
     pub hold_socket: bool,
+    /// Whether servers are forked from a warm-start preloader.
+    pub warm: bool,
+    /// The preloader's extra modules.
+    pub preload: Vec<String>,
 }
 
 /// Escapes a value for one `key=value` line.
@@ -64,6 +68,12 @@ impl SavedConfig {
         for a in &self.uvicorn_args {
             t.push_str(&format!("arg={}\n", escape(a)));
         }
+        if self.warm {
+            t.push_str("warm=1\n");
+        }
+        for m in &self.preload {
+            t.push_str(&format!("preload={}\n", escape(m)));
+        }
         t
     }
 
@@ -82,6 +92,8 @@ impl SavedConfig {
                 self.env.push((unescape(ek), unescape(ev)));
             }
             "arg" => self.uvicorn_args.push(unescape(v)),
+            "warm" => self.warm = v == "1",
+            "preload" => self.preload.push(unescape(v)),
             _ => return Some(false),
         }
         Some(true)

@@ -57,6 +57,11 @@ pub struct Config {
     /// (the program that holds them died). Needs `hold_socket` (our launcher
     /// watches it).
     pub lifeline: Option<std::os::fd::RawFd>,
+    /// Fork servers from a preloader (`crate::warm`) instead of starting
+    /// an interpreter; falls back to a cold start, never fails because of it.
+    pub warm: bool,
+    /// Modules the preloader imports besides its defaults.
+    pub preload: Vec<String>,
 }
 
 impl Config {
@@ -89,6 +94,7 @@ impl Config {
         for (k, v) in &self.env {
             validate::env_entry(k, v)?;
         }
+        validate::preload(&self.preload)?;
         Ok(addrs)
     }
 }
