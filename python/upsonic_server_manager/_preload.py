@@ -100,7 +100,9 @@ def preload(extra: list[str]) -> list[str]:
                 continue
             raise Refused(f"importing {name} failed: {type(e).__name__}: {e}") from e
         if threading.active_count() > 1 or threads() > 1:
-            names = ", ".join(t.name for t in threading.enumerate() if t is not threading.main_thread())
+            names = ", ".join(
+                t.name for t in threading.enumerate() if t is not threading.main_thread()
+            )
             raise Refused(
                 f"importing {name} started a thread ({names or 'not a Python thread'}): "
                 "a threaded process cannot be forked safely"
@@ -154,7 +156,12 @@ def _rewrite_marker(launch_id: bytes) -> None:
     room = value_end - value_at
     if len(launch_id) > room:
         return
-    ctypes.memmove(start + value_at, launch_id + b"\0" * (room - len(launch_id)), room)
+    # The rest of the room becomes an entry of its own: an empty entry
+    # (two NULs in a row) ends the block for some readers (psutil).
+    rest = room - len(launch_id) - 1
+    filler = b"UPSONIC_WARM_PAD=" + b"." * (rest - 17) if rest >= 17 else b"_" * rest
+    text = launch_id + (b"\0" + filler if rest >= 0 else b"")
+    ctypes.memmove(start + value_at, text, room)
 
 
 def _rewrite_cmdline(argv: list[bytes]) -> None:
