@@ -18,8 +18,10 @@ from typing import Iterator
 
 import psutil
 import pytest
-from _helpers import can_bind, free_port, get, gone, python_script, server_procs, wait_until
+from _helpers import can_bind, cli, free_port, get, gone, python_script, server_procs, wait_until
 from upsonic_server_manager import PortInUseError, ServerManager, StartError
+
+pytest_plugins = ["pytester"]
 
 PRELOAD = "upsonic_server_manager._preload"
 
@@ -319,3 +321,35 @@ def test_preload_must_be_module_names(home):
 
 if sys.platform != "linux":  # pragma: no cover
     pytestmark = pytest.mark.skip("warm starts need Linux")
+
+
+def test_cli_start_warm_then_stop(warm_dir, home):
+    port = free_port()
+    args = ("--port", str(port), "--name", "cliwarm", "--warm", "--redirect-output")
+    r = cli("start", "usm_hello:app", *args, home=home)
+    assert r.returncode == 0, r.stderr
+    pid = get(port)["pid"]
+    forked_by_preloader(pid, warm_dir)
+    r = cli("status", "cliwarm", home=home)
+    assert r.returncode == 0 and str(pid) in r.stdout
+    assert cli("stop", "cliwarm", home=home).returncode == 0
+    assert wait_until(lambda: can_bind("127.0.0.1", port))
+
+
+def test_pytest_fixture_factory_takes_warm(warm_dir, pytester):
+    pytester.makepyfile(
+        """
+        import os, psutil
+
+        def test_warm(uvicorn_server):
+            srv = uvicorn_server("usm_hello:app", warm=True)
+            with srv.client() as client:
+                pid = client.get("/").json()["pid"]
+            parent = psutil.Process(pid).parent()
+            assert "upsonic_server_manager._preload" in parent.cmdline()
+        """
+    )
+    result = pytester.runpytest_subprocess(
+        str(pytester.path), "-p", "no:cacheprovider", timeout=300
+    )
+    result.assert_outcomes(passed=1)
