@@ -44,6 +44,7 @@ BASE_MODULES = (
     "uvicorn.server",
     "uvicorn.lifespan.on",
     "uvicorn.loops.auto",
+    "uvicorn.loops.asyncio",
     "uvicorn.protocols.http.auto",
     "uvicorn.protocols.http.h11_impl",
     "uvicorn.protocols.websockets.auto",
@@ -59,6 +60,8 @@ OPTIONAL_MODULES = (
     "starlette",
     "starlette.applications",
     "pydantic",
+    # FastAPI imports it lazily, when the app declares its first route.
+    "pydantic.v1",
     "anyio",
 )
 #: The modules a server may be run as (``python -m MODULE``).
