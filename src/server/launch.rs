@@ -71,9 +71,16 @@ impl Server {
         }
     }
 
-    /// Spawns one generation of the server (it becomes our child), without
-    /// recording it or waiting for it.
-    pub(super) fn spawn_generation(
+    /// Spawns one generation of the server (our child, or forked by the
+    /// warm-start preloader), without recording it or waiting for it.
+    #[allow(dead_code)] // the supervisor's entry point (no Ctrl-C to check)
+    pub(super) fn spawn_generation(&self, redirect_output: bool) -> Result<Generation> {
+        self.spawn_generation_ticking(redirect_output, &mut || Ok(()))
+    }
+
+    /// `spawn_generation`, calling `tick` (Ctrl-C) while a warm start waits
+    /// for its preloader to start.
+    pub(super) fn spawn_generation_ticking(
         &self,
         redirect_output: bool,
         tick: Tick<'_>,
@@ -186,7 +193,7 @@ impl Server {
     /// Spawns the server, records it, and waits until it is ready. On any
     /// failure the half-started server is stopped and its record removed.
     pub(super) fn launch(&self, redirect_output: bool, tick: Tick<'_>) -> Result<()> {
-        let generation = self.spawn_generation(redirect_output, tick)?;
+        let generation = self.spawn_generation_ticking(redirect_output, tick)?;
         let identity = generation.launched.identity.clone();
         let pidfd = generation.launched.pidfd.clone();
         let Generation {
