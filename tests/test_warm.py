@@ -353,3 +353,21 @@ def test_pytest_fixture_factory_takes_warm(warm_dir, pytester):
         str(pytester.path), "-p", "no:cacheprovider", timeout=300
     )
     result.assert_outcomes(passed=1)
+
+
+def test_installing_a_package_replaces_the_preloader(warm_dir, managers, tmp_path, monkeypatch):
+    site = tmp_path / "site-packages"
+    site.mkdir()
+    monkeypatch.setenv("PYTHONPATH", f"{os.environ['PYTHONPATH']}{os.pathsep}{site}")
+    m = warm("stale")
+    managers.append(m)
+    m.start()
+    first = forked_by_preloader(m.status().pid, warm_dir)
+    m.stop()
+    # A package appears where packages are installed: the next start gets a
+    # preloader that can import it (the old one retires, reaping its own).
+    (site / "usm_new_package.py").write_text("X = 1\n")
+    m.start()
+    second = forked_by_preloader(m.status().pid, warm_dir)
+    assert second.pid != first.pid
+    assert wait_until(lambda: gone(first))

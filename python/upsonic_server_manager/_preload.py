@@ -116,15 +116,20 @@ def preload(extra: list[str]) -> list[str]:
 
 def fingerprint() -> tuple:
     """What a server started now would import from: the interpreter, the
-    import path and each entry's modification time (installing or removing
-    a package changes its directory)."""
+    import path, and the modification time of each directory packages are
+    installed in (installing or removing a package, or a .pth file of an
+    editable install, changes it). Other entries (PYTHONPATH, a source tree)
+    are not stamped: editing an app there must not replace the preloader,
+    and the app is never preloaded."""
     stamps = []
     for entry in sys.path:
+        if os.path.basename(entry.rstrip("/")) not in ("site-packages", "dist-packages"):
+            continue
         try:
-            stamps.append((entry, os.stat(entry or ".").st_mtime_ns))
+            stamps.append((entry, os.stat(entry).st_mtime_ns))
         except OSError:
             stamps.append((entry, None))
-    return (sys.executable, tuple(stamps))
+    return (sys.executable, tuple(sys.path), tuple(stamps))
 
 
 # ---- the forked server ----------------------------------------------------------------
@@ -239,11 +244,13 @@ def run_server(req: Request) -> None:
         _rewrite_cmdline([req.python, *req.argv])
         # runpy puts the module's file in argv[0], as `python -m` does.
         sys.argv = ["-m", *(os.fsdecode(a) for a in req.argv[2:])]
-        # As `python -m`: the working directory first on the import path.
-        sys.path.insert(0, os.getcwd())
+        # As `python -m`: the working directory first on the import path
+        # (unless PYTHONSAFEPATH says not to).
+        if not req.env.get(b"PYTHONSAFEPATH"):
+            sys.path.insert(0, os.getcwd())
         importlib.invalidate_caches()
-        gc.unfreeze()
-        gc.enable()
+        # The objects frozen before the fork stay frozen: the collector never
+        # writes to their pages, which stay shared with the preloader.
         import runpy
 
         runpy.run_module(module, run_name="__main__", alter_sys=True)
@@ -438,6 +445,7 @@ class Preloader:
                 if c is not None:
                     c.detach()
             run_server(req)
+        gc.unfreeze()  # the preloader's own later garbage stays collectable
         for fd in req.fds.values():
             os.close(fd)
         pidfd = os.pidfd_open(pid)
