@@ -371,3 +371,37 @@ def test_installing_a_package_replaces_the_preloader(warm_dir, managers, tmp_pat
     second = forked_by_preloader(m.status().pid, warm_dir)
     assert second.pid != first.pid
     assert wait_until(lambda: gone(first))
+
+
+CTRL_C_PRELOADER = textwrap.dedent(
+    """
+    import sys
+    from upsonic_server_manager import ServerManager
+    s = ServerManager("usm_hello:app", "127.0.0.1", int(sys.argv[1]), "slowpre", warm=True,
+                      preload=["usm_slow"])
+    print("starting", flush=True)
+    try:
+        s.start()
+    except KeyboardInterrupt:
+        print("interrupted", s._pid_file, flush=True)
+        sys.exit(42)
+    """
+)
+
+
+def test_ctrl_c_while_the_preloader_starts(warm_dir):
+    # The preloader's import of usm_slow takes a minute: Ctrl-C must not wait for it.
+    env = dict(os.environ, USM_SLOW_SECONDS="60")
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    with python_script(CTRL_C_PRELOADER, str(free_port()), env=env, **pipes) as p:
+        assert p.stdout.readline().strip() == "starting"
+        assert wait_until(lambda: bool(preloaders(warm_dir)))
+        p.send_signal(signal.SIGINT)
+        line = p.stdout.readline().split()
+        assert line[0] == "interrupted"
+        assert p.wait(10) == 42
+        assert not os.path.exists(line[1])
+        assert not server_procs("usm_hello:app")
+        # Interrupted while waiting for the preloader, not after giving up on
+        # it (a cold fallback logs a warning, which goes to stderr here).
+        assert "starting cold" not in p.stderr.read()
