@@ -160,6 +160,7 @@ pub fn fork(
         preloader::python_stamp(spec.python),
         &env,
         opts.preload,
+        &std::fs::read("/proc/self/cgroup").unwrap_or_default(),
     );
     let sock = dir.join(format!("{key}.sock"));
     let sock_name = sock.display().to_string();

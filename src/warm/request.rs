@@ -106,13 +106,16 @@ const IMPORT_VARS: &[&str] = &[
 ];
 
 /// Names the preloader for an interpreter (its path and the identity of its
-/// file), the import-related environment and the modules to preload. A
-/// stable hash (FNV-1a), so that every manager of this user finds the same.
+/// file), the import-related environment, the modules to preload and the
+/// control group (a server forked by a preloader lives in the preloader's
+/// cgroup: a systemd unit or container must get its own). A stable hash
+/// (FNV-1a), so that every manager of this user finds the same.
 pub fn preloader_key(
     python: &[u8],
     python_stamp: (u64, i64),
     env: &[(OsString, OsString)],
     preload: &[String],
+    cgroup: &[u8],
 ) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let mut eat = |bytes: &[u8]| {
@@ -132,6 +135,7 @@ pub fn preloader_key(
     for m in preload {
         eat(m.as_bytes());
     }
+    eat(cgroup);
     format!("{h:016x}")
 }
 
@@ -198,15 +202,22 @@ mod tests {
     #[test]
     fn key_changes_with_what_changes_imports() {
         let env = vec![(os(b"PYTHONPATH"), os(b"/a")), (os(b"HOME"), os(b"/h"))];
-        let k = preloader_key(b"/py", (1, 2), &env, &[]);
+        let k = preloader_key(b"/py", (1, 2), &env, &[], b"/");
         assert_eq!(k.len(), 16);
-        assert_eq!(k, preloader_key(b"/py", (1, 2), &env, &[]));
+        assert_eq!(k, preloader_key(b"/py", (1, 2), &env, &[], b"/"));
         let other_home = vec![(os(b"PYTHONPATH"), os(b"/a")), (os(b"HOME"), os(b"/x"))];
-        assert_eq!(k, preloader_key(b"/py", (1, 2), &other_home, &[]));
+        assert_eq!(k, preloader_key(b"/py", (1, 2), &other_home, &[], b"/"));
         let other_path = vec![(os(b"PYTHONPATH"), os(b"/b"))];
-        assert_ne!(k, preloader_key(b"/py", (1, 2), &other_path, &[]));
-        assert_ne!(k, preloader_key(b"/py", (1, 3), &env, &[]));
-        assert_ne!(k, preloader_key(b"/py2", (1, 2), &env, &[]));
-        assert_ne!(k, preloader_key(b"/py", (1, 2), &env, &["numpy".into()]));
+        assert_ne!(k, preloader_key(b"/py", (1, 2), &other_path, &[], b"/"));
+        assert_ne!(k, preloader_key(b"/py", (1, 3), &env, &[], b"/"));
+        assert_ne!(k, preloader_key(b"/py2", (1, 2), &env, &[], b"/"));
+        assert_ne!(
+            k,
+            preloader_key(b"/py", (1, 2), &env, &["numpy".into()], b"/")
+        );
+        assert_ne!(
+            k,
+            preloader_key(b"/py", (1, 2), &env, &[], b"/system.slice/a.service")
+        );
     }
 }
