@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -405,3 +406,30 @@ def test_ctrl_c_while_the_preloader_starts(warm_dir):
         # Interrupted while waiting for the preloader, not after giving up on
         # it (a cold fallback logs a warning, which goes to stderr here).
         assert "starting cold" not in p.stderr.read()
+
+
+def test_a_server_the_manager_did_not_pin_never_runs(warm_dir, managers, home):
+    # A preloader to talk to, started the usual way.
+    m = warm("first")
+    managers.append(m)
+    m.start()
+    forked_by_preloader(m.status().pid, warm_dir)
+    (sock,) = [os.path.join(warm_dir, f) for f in os.listdir(warm_dir) if f.endswith(".sock")]
+    # A manager that asks for a server, then goes away before pinning it
+    # (as one that timed out and started cold would).
+    port = free_port()
+    argv = [b"-m", b"uvicorn", b"usm_hello:app", b"--port", str(port).encode()]
+    env = [f"{k}={v}".encode() for k, v in os.environ.items()]
+    fields = [b"usm-warm 1", os.getcwd().encode(), b"18", b"stdout,stderr", sys.executable.encode()]
+    payload = b"\0".join([*fields, str(len(argv)).encode(), *argv, *env])
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
+        c.connect(sock)
+        socket.send_fds(c, [len(payload).to_bytes(4, "big") + payload], [1, 2])
+        reply = c.makefile("rb").readline().split()
+        assert reply[0] == b"pid"
+        server = psutil.Process(int(reply[1]))
+    assert wait_until(lambda: gone(server))
+    assert can_bind("127.0.0.1", port)
+    # The preloader still serves the next manager.
+    m.restart()
+    forked_by_preloader(m.status().pid, warm_dir)

@@ -404,7 +404,12 @@ class Preloader:
                 continue
             for fd, _ev in events:
                 if self.listener is not None and fd == self.listener.fileno():
-                    self.accept()
+                    try:
+                        self.accept()
+                    except Exception:  # noqa: BLE001 - the servers forked so far need us
+                        import traceback
+
+                        traceback.print_exc()
                 elif fd in self.children:
                     self.reap(fd)
                 elif fd in self.conns:
@@ -432,9 +437,17 @@ class Preloader:
     def fork(self, req: Request, conn: socket.socket) -> None:
         for f in (sys.stdout, sys.stderr):
             f.flush()
+        # The server runs only once the manager has pinned it: a server the
+        # manager gave up on (it timed out, and starts cold) must never run
+        # beside the cold one. It waits on this pipe for the word.
+        go_read, go_write = os.pipe()
         gc.freeze()
         pid = os.fork()
         if pid == 0:
+            os.close(go_write)
+            if os.read(go_read, 1) != b"g":
+                os._exit(EXIT_REFUSED)
+            os.close(go_read)
             # The child keeps nothing of the preloader's: its sockets are
             # detached so that no later garbage collection closes a
             # descriptor number the server has reused.
@@ -446,6 +459,7 @@ class Preloader:
                     c.detach()
             run_server(req)
         gc.unfreeze()  # the preloader's own later garbage stays collectable
+        os.close(go_read)
         for fd in req.fds.values():
             os.close(fd)
         pidfd = os.pidfd_open(pid)
@@ -457,7 +471,14 @@ class Preloader:
             pinned = conn.recv(64).startswith(b"pinned")
         except OSError:
             pinned = False
+        if pinned:
+            try:
+                os.write(go_write, b"g")
+            except OSError:
+                pass  # it died already; its exit is reported as any other
+        os.close(go_write)
         if not pinned:
+            os.kill(pid, signal.SIGKILL)
             conn.close()
             self.children[pidfd] = (pid, None)
         else:
