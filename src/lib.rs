@@ -17,6 +17,7 @@ pub mod spawn;
 pub mod supervise;
 pub mod terminate;
 pub mod validate;
+pub mod warm;
 
 mod fuzz;
 

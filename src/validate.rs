@@ -235,6 +235,26 @@ pub fn env_entry(key: &str, value: &str) -> Result<()> {
     Ok(())
 }
 
+/// Checks the module names a warm-start preloader imports (dotted names).
+pub fn preload(modules: &[String]) -> Result<()> {
+    for m in modules {
+        let ok = !m.is_empty()
+            && m.split('.').all(|part| {
+                let mut chars = part.chars();
+                chars.next().is_some_and(|c| c == '_' || c.is_alphabetic())
+                    && chars.all(|c| c == '_' || c.is_alphanumeric())
+            });
+        if !ok {
+            return Err(Error::invalid(
+                "preload",
+                Some(m.clone()),
+                "must be module names like 'numpy' or 'package.module'",
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -198,6 +198,8 @@ class Core:
         health_timeout: Optional[float] = None,
         health_failures: Optional[int] = None,
         max_memory: Union[int, str, None] = None,
+        warm: bool = False,
+        preload: Optional[Sequence[str]] = None,
     ) -> Core: ...
     def start(self, redirect_output: bool, force: bool) -> bool:
         """Start unless ours already runs; True if a server was launched."""
@@ -259,6 +261,12 @@ class Core:
     def workers(self) -> int: ...
     @property
     def hold_socket(self) -> bool: ...
+    @property
+    def warm(self) -> bool:
+        """Whether servers are forked from a warm-start preloader."""
+    @property
+    def preload(self) -> list[str]:
+        """The preloader's extra modules."""
     @property
     def log_dir(self) -> Path: ...
     @property

@@ -117,6 +117,8 @@ class ServerManager(_StopsOnExit):
         health_timeout: float = 2.0,
         health_failures: int = 3,
         max_memory: Union[int, str, None] = None,
+        warm: bool = False,
+        preload: Optional[Sequence[str]] = None,
     ) -> None:
         # Every check, of types and values, is the core's: one validation
         # for every entry point, each error naming the argument.
@@ -146,6 +148,8 @@ class ServerManager(_StopsOnExit):
             health_timeout=health_timeout,
             health_failures=health_failures,
             max_memory=max_memory,
+            warm=warm,
+            preload=preload,
         )
 
     # -- the original's attributes ---------------------------------------------------
@@ -183,6 +187,13 @@ class ServerManager(_StopsOnExit):
         """Whether this manager binds and holds the listening socket and the
         server inherits it (port 0, ``reload()``)."""
         return self._core.hold_socket
+
+    @property
+    def warm(self) -> bool:
+        """Whether servers are forked from a warm-start preloader (see
+        docs/WARM.md); a start falls back to cold, and logs why, whenever
+        the preloader cannot be used."""
+        return self._core.warm
 
     @property
     def name(self) -> str:
@@ -423,8 +434,8 @@ class ServerManager(_StopsOnExit):
             for key in supervision:
                 if key in config:
                     kwargs.setdefault(key, config[key])
-            for key in (*keys, "hold_socket"):
-                if config[key] is not None:
+            for key in (*keys, "hold_socket", "warm", "preload"):
+                if config.get(key) is not None:
                     kwargs.setdefault(key, config[key])
         m = cls(app, host or "127.0.0.1", int(port or 8000), name, pid_dir=directory, **kwargs)
         redirected = config["redirect_output"] if config else bool(rec.get("log_dir"))

@@ -250,6 +250,19 @@ def _add_start_args(p: argparse.ArgumentParser) -> None:
         help="bind and hold the listening socket here, so that `reload` and restarts "
         "refuse no connection (default: on for --port 0)",
     )
+    p.add_argument(
+        "--warm",
+        action="store_true",
+        help="fork the server from a preloader with uvicorn and FastAPI already imported "
+        "(much faster; falls back to a normal start, with a warning, when it cannot)",
+    )
+    p.add_argument(
+        "--preload",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="with --warm: a module the preloader imports too (repeatable)",
+    )
     p.add_argument("--force", action="store_true", help="stop programs of yours that hold the port")
     p.add_argument(
         "--redirect-output",
@@ -350,6 +363,8 @@ def _manager_from_args(args: argparse.Namespace) -> ServerManager:
             stop_timeout=args.stop_timeout,
             hold_socket=getattr(args, "hold_socket", None),
             **_supervision_kwargs(args),  # type: ignore[arg-type]
+            warm=getattr(args, "warm", False),
+            preload=getattr(args, "preload", None),
         )
     except ValueError as e:
         raise UsageError(str(e)) from None

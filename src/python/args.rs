@@ -76,6 +76,20 @@ pub fn uvicorn_args(obj: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
     Ok(out)
 }
 
+/// The preloader's extra modules: a sequence of strings, or `None`.
+pub fn preload(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<String>> {
+    match obj.filter(|o| !o.is_none()) {
+        None => Ok(Vec::new()),
+        Some(o) if o.is_instance_of::<PyString>() => Err(pyo3::exceptions::PyTypeError::new_err(
+            "preload must be a sequence of module names, not one string",
+        )),
+        Some(o) => o
+            .try_iter()?
+            .map(|item| string("each preload item", "a module name", &item?))
+            .collect(),
+    }
+}
+
 /// The server's extra environment: a mapping whose keys and values are
 /// turned into strings, as `os.environ` would need them.
 pub fn env(py: Python<'_>, obj: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<(String, String)>> {

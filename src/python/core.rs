@@ -32,6 +32,7 @@ pub fn run<T: Send>(
         };
         f(&mut tick)
     });
+    log_warm_notes(py);
     match result {
         Ok(v) => Ok(v),
         Err(Error::Interrupted) => Err(pending
@@ -47,6 +48,25 @@ fn or<'py>(v: Option<&Bound<'py, PyAny>>, d: Bound<'py, PyAny>) -> Bound<'py, Py
     v.cloned().unwrap_or(d)
 }
 
+/// What warm starts had to say (fallbacks, preloader starts), to the
+/// `upsonic_server_manager` logger: the library never prints.
+fn log_warm_notes(py: Python<'_>) {
+    let notes = crate::warm::take_notes();
+    if notes.is_empty() {
+        return;
+    }
+    let Ok(logger) = py
+        .import("logging")
+        .and_then(|m| m.call_method1("getLogger", ("upsonic_server_manager",)))
+    else {
+        return;
+    };
+    for (warning, message) in notes {
+        let level = if warning { "warning" } else { "info" };
+        let _ = logger.call_method1(level, (message,));
+    }
+}
+
 /// The native half of a `ServerManager`.
 #[pyclass(module = "upsonic_server_manager._core", frozen)]
 pub struct Core {
@@ -58,7 +78,7 @@ pub struct Core {
 #[pymethods]
 impl Core {
     #[new]
-    #[pyo3(signature = (app_path, host, port, name, *, workers, log_dir, pid_dir, cwd, env, start_timeout, stop_timeout, uvicorn_args, python, hold_socket=None, lifeline=None, restart=None, restart_delay=None, restart_max_delay=None, restart_limit=None, stable_after=None, health_check=None, health_interval=None, health_timeout=None, health_failures=None, max_memory=None))]
+    #[pyo3(signature = (app_path, host, port, name, *, workers, log_dir, pid_dir, cwd, env, start_timeout, stop_timeout, uvicorn_args, python, hold_socket=None, lifeline=None, restart=None, restart_delay=None, restart_max_delay=None, restart_limit=None, stable_after=None, health_check=None, health_interval=None, health_timeout=None, health_failures=None, max_memory=None, warm=false, preload=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -87,6 +107,8 @@ impl Core {
         health_timeout: Option<&Bound<'_, PyAny>>,
         health_failures: Option<&Bound<'_, PyAny>>,
         max_memory: Option<&Bound<'_, PyAny>>,
+        warm: bool,
+        preload: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let port = args::server_port(py, port)?;
         // The defaults live here, with the policy's own (see `supervise::Policy`).
@@ -126,6 +148,8 @@ impl Core {
             hold_socket: hold_socket.unwrap_or(port == 0 || supervision.is_supervised()),
             lifeline,
             supervision: supervision.clone(),
+            warm,
+            preload: args::preload(preload)?,
         };
         let server = Server::new(cfg).map_err(|e| to_py(py, e))?;
         Ok(Self {
@@ -311,6 +335,14 @@ impl Core {
     #[getter]
     fn hold_socket(&self) -> bool {
         self.inner.config().hold_socket
+    }
+    #[getter]
+    fn warm(&self) -> bool {
+        self.inner.config().warm
+    }
+    #[getter]
+    fn preload(&self) -> Vec<String> {
+        self.inner.config().preload.clone()
     }
     #[getter]
     fn name(&self) -> &str {

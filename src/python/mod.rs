@@ -112,6 +112,8 @@ fn identity_dict<'py>(
                 }
                 cd.set_item("max_memory", s.max_memory)?;
             }
+            cd.set_item("warm", c.warm)?;
+            cd.set_item("preload", c.preload)?;
             Some(cd)
         }
         None => None,

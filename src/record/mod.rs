@@ -363,6 +363,8 @@ mod tests {
                 health: None,
                 max_memory: Some(1 << 30),
             },
+            warm: true,
+            preload: vec!["numpy".into()],
         });
         assert_eq!(
             Identity::parse(&full.to_text()).unwrap().config,

@@ -20,6 +20,10 @@ pub struct SavedConfig {
     pub hold_socket: bool,
     /// Restart policy, health check and memory limit.
     pub supervision: crate::supervise::Supervision,
+    /// Whether servers are forked from a warm-start preloader.
+    pub warm: bool,
+    /// The preloader's extra modules.
+    pub preload: Vec<String>,
 }
 
 /// Escapes a value for one `key=value` line.
@@ -71,6 +75,12 @@ impl SavedConfig {
         for a in &self.uvicorn_args {
             t.push_str(&format!("arg={}\n", escape(a)));
         }
+        if self.warm {
+            t.push_str("warm=1\n");
+        }
+        for m in &self.preload {
+            t.push_str(&format!("preload={}\n", escape(m)));
+        }
         t
     }
 
@@ -89,6 +99,8 @@ impl SavedConfig {
                 self.env.push((unescape(ek), unescape(ev)));
             }
             "arg" => self.uvicorn_args.push(unescape(v)),
+            "warm" => self.warm = v == "1",
+            "preload" => self.preload.push(unescape(v)),
             _ => return self.supervision.take(k, v),
         }
         Some(true)

@@ -1,5 +1,6 @@
-//! The server process this `Server` spawned itself: reaping it, and the
-//! exit code as Python's `subprocess` reports it.
+//! The server process this `Server` launched itself: reaping it, and the
+//! exit code as Python's `subprocess` reports it. A warm server is not our
+//! child: the preloader that forked it reaps it and reports its code.
 
 use std::process::Child;
 use std::sync::Arc;
@@ -9,10 +10,22 @@ use crate::record::Identity;
 
 use super::Server;
 
+/// How the server was started, which says who reaps it.
+#[derive(Debug)]
+pub(super) enum Proc {
+    /// Spawned: our child.
+    Own(Child),
+    /// Forked by the warm-start preloader, its parent.
+    Warm(crate::warm::Forked),
+}
+
+/// How long the preloader gets to report the code of a server that exited.
+const WARM_REPORT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The server process we launched ourselves.
 #[derive(Debug)]
 pub(super) struct Launched {
-    pub child: Child,
+    pub child: Proc,
     pub pidfd: Arc<PidFd>,
     pub identity: Identity,
     pub exit: Option<i32>,
@@ -21,8 +34,13 @@ pub(super) struct Launched {
 impl Launched {
     /// Reaps without blocking; the exit code, negative for a signal.
     pub fn poll(&mut self) -> Option<i32> {
-        if self.exit.is_none() {
-            match self.child.try_wait() {
+        if let (None, Proc::Warm(f)) = (self.exit, &mut self.child) {
+            if self.pidfd.has_exited() {
+                self.exit = Some(f.exit_code(WARM_REPORT_WAIT));
+            }
+        }
+        if let (None, Proc::Own(child)) = (self.exit, &mut self.child) {
+            match child.try_wait() {
                 Ok(Some(st)) => self.exit = Some(exit_code(st)),
                 Ok(None) => {}
                 // Someone else reaped it (e.g. os.waitpid in the caller): the
@@ -36,9 +54,11 @@ impl Launched {
 
     /// Reaps, blocking: only called once the pidfd says it exited.
     pub fn reap(&mut self) -> i32 {
-        *self.exit.get_or_insert_with(|| {
+        let child = &mut self.child;
+        *self.exit.get_or_insert_with(|| match child {
             // Reaped elsewhere (ECHILD): 0, as subprocess.Popen reports.
-            self.child.wait().map(exit_code).unwrap_or(0)
+            Proc::Own(c) => c.wait().map(exit_code).unwrap_or(0),
+            Proc::Warm(f) => f.exit_code(WARM_REPORT_WAIT),
         })
     }
 }

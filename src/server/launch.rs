@@ -10,7 +10,7 @@ use crate::port;
 use crate::record::{self, End, Identity, SavedConfig};
 use crate::spawn::{self, LaunchSpec, LogPaths};
 
-use super::child::Launched;
+use super::child::{Launched, Proc};
 use super::{Server, Tick};
 
 /// How often a blocking wait gives `tick` (Ctrl-C checks) a chance to run.
@@ -67,12 +67,25 @@ impl Server {
             python: self.cfg.python.display().to_string(),
             hold_socket: self.cfg.hold_socket,
             supervision: self.cfg.supervision.clone(),
+            warm: self.cfg.warm,
+            preload: self.cfg.preload.clone(),
         }
     }
 
-    /// Spawns one generation of the server (it becomes our child), without
-    /// recording it or waiting for it.
+    /// Spawns one generation of the server (our child, or forked by the
+    /// warm-start preloader), without recording it or waiting for it.
+    #[allow(dead_code)] // the supervisor's entry point (no Ctrl-C to check)
     pub(super) fn spawn_generation(&self, redirect_output: bool) -> Result<Generation> {
+        self.spawn_generation_ticking(redirect_output, &mut || Ok(()))
+    }
+
+    /// `spawn_generation`, calling `tick` (Ctrl-C) while a warm start waits
+    /// for its preloader to start.
+    pub(super) fn spawn_generation_ticking(
+        &self,
+        redirect_output: bool,
+        tick: Tick<'_>,
+    ) -> Result<Generation> {
         let logs = self.log_paths();
         let (files, err_offset) = if redirect_output {
             let (o, e, off) = spawn::open_logs(&logs)?;
@@ -112,11 +125,10 @@ impl Server {
             lifeline: self.cfg.lifeline,
         };
         let started_ms = now_ms();
-        let child = spawn::spawn(&spec, files)?;
-        let pid = child.id() as i32;
-        // Our unreaped child cannot be replaced under its PID: these reads are safe.
-        let pidfd =
-            Arc::new(PidFd::open(pid).map_err(|e| Error::os("opening a pidfd for the server", e))?);
+        let (child, pidfd) = self.spawn_process(&spec, files, tick)?;
+        let pid = pidfd.pid();
+        // Our unreaped child (or a forked one its parent reaps only once we
+        // pinned it) cannot be replaced under its PID: these reads are safe.
         let start_ticks = platform::proc_info(pid).map(|i| i.start_ticks).unwrap_or(0);
         let identity = Identity {
             pid,
@@ -150,10 +162,39 @@ impl Server {
         })
     }
 
+    /// Starts the process: forked from the preloader when warm (falling
+    /// back to a cold spawn, with the reason logged), else spawned.
+    fn spawn_process(
+        &self,
+        spec: &LaunchSpec<'_>,
+        files: Option<(std::fs::File, std::fs::File)>,
+        tick: Tick<'_>,
+    ) -> Result<(Proc, Arc<PidFd>)> {
+        if self.cfg.warm {
+            let opts = crate::warm::Options {
+                preload: &self.cfg.preload,
+                start_timeout: self.cfg.start_timeout,
+            };
+            let stdio = files.as_ref().map(|(o, e)| (o, e));
+            match crate::warm::fork(spec, stdio, &opts, tick) {
+                Ok((forked, pidfd)) => return Ok((Proc::Warm(forked), pidfd)),
+                Err(crate::warm::Failed::Interrupted) => return Err(Error::Interrupted),
+                Err(crate::warm::Failed::Reason(r) | crate::warm::Failed::Disabled(r)) => {
+                    crate::warm::fell_back(&r)
+                }
+            }
+        }
+        let child = spawn::spawn(spec, files)?;
+        // Our unreaped child cannot be replaced under its PID.
+        let pidfd = PidFd::open(child.id() as i32)
+            .map_err(|e| Error::os("opening a pidfd for the server", e))?;
+        Ok((Proc::Own(child), Arc::new(pidfd)))
+    }
+
     /// Spawns the server, records it, and waits until it is ready. On any
     /// failure the half-started server is stopped and its record removed.
     pub(super) fn launch(&self, redirect_output: bool, tick: Tick<'_>) -> Result<()> {
-        let generation = self.spawn_generation(redirect_output)?;
+        let generation = self.spawn_generation_ticking(redirect_output, tick)?;
         let identity = generation.launched.identity.clone();
         let pidfd = generation.launched.pidfd.clone();
         let Generation {

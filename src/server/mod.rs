@@ -62,6 +62,11 @@ pub struct Config {
     /// Restart policy, health check, memory limit (`crate::supervise`);
     /// the default means no supervisor at all.
     pub supervision: crate::supervise::Supervision,
+    /// Fork servers from a preloader (`crate::warm`) instead of starting
+    /// an interpreter; falls back to a cold start, never fails because of it.
+    pub warm: bool,
+    /// Modules the preloader imports besides its defaults.
+    pub preload: Vec<String>,
 }
 
 impl Config {
@@ -102,6 +107,7 @@ impl Config {
         for (k, v) in &self.env {
             validate::env_entry(k, v)?;
         }
+        validate::preload(&self.preload)?;
         Ok(addrs)
     }
 }

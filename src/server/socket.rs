@@ -141,7 +141,7 @@ impl Server {
             }
             self.adopt_socket(&old.pidfd, old.identity.as_ref().map_or(0, |i| i.port))?;
         }
-        let generation = self.spawn_generation(redirect_output)?;
+        let generation = self.spawn_generation_ticking(redirect_output, tick)?;
         let new_pidfd = generation.launched.pidfd.clone();
         let identity = generation.launched.identity.clone();
         let previous = self.launched.lock().replace(generation.launched);

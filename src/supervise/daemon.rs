@@ -49,6 +49,14 @@ impl Events {
             .map(OwnedFd::from)
     }
 
+    /// Passes on what warm starts had to say (a fallback to a cold start,
+    /// a new preloader): the supervisor has no logger of its own.
+    pub fn warm_notes(&mut self) {
+        for (warning, msg) in crate::warm::take_notes() {
+            self.say(if warning { "warning" } else { "info" }, &msg);
+        }
+    }
+
     /// One protocol line to the caller ("ready PID PORT", "error ...").
     pub fn report(&mut self, line: &str) {
         if let Some(p) = &mut self.pipe {
@@ -181,6 +189,7 @@ pub fn run(
             server.supervisor_launch(redirect_output, &mut tick)
         }
     };
+    ev.warm_notes();
     let mut current = match first {
         Ok(pidfd) => {
             // The state first: whoever reads it after the report sees it running.
@@ -221,7 +230,9 @@ pub fn run(
         if ask == Ask::Replace && !exited && cfg.hold_socket {
             if let Some(r) = current.as_mut() {
                 let mut tick = || check(&ctl, &mut stop_asked);
-                match server.supervisor_reload(redirect_output, &mut tick) {
+                let reloaded = server.supervisor_reload(redirect_output, &mut tick);
+                ev.warm_notes();
+                match reloaded {
                     Ok(pidfd) => {
                         st.restarts += 1;
                         st.server_pid = pidfd.pid();
@@ -309,7 +320,9 @@ pub fn run(
             st.health = None;
             let _ = state::write(&paths, &st);
             let mut tick = || check(&ctl, &mut stop_asked);
-            match server.supervisor_launch(redirect_output, &mut tick) {
+            let launched = server.supervisor_launch(redirect_output, &mut tick);
+            ev.warm_notes();
+            match launched {
                 Ok(pidfd) => {
                     st.phase = Phase::Running;
                     st.server_pid = pidfd.pid();

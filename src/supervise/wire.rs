@@ -51,6 +51,12 @@ impl Order {
         for a in &c.uvicorn_args {
             t.push_str(&format!("arg={}\n", escape(a)));
         }
+        if c.warm {
+            t.push_str("warm=1\n");
+        }
+        for m in &c.preload {
+            t.push_str(&format!("preload={}\n", escape(m)));
+        }
         t.push_str(&c.supervision.to_text());
         t
     }
@@ -74,6 +80,8 @@ impl Order {
             hold_socket: false,
             lifeline: None,
             supervision: Supervision::default(),
+            warm: false,
+            preload: Vec::new(),
         };
         let (mut redirect_output, mut socket_fd, mut attach) = (false, false, None);
         for line in text.lines() {
@@ -107,6 +115,8 @@ impl Order {
                     cfg.env.push((unescape(ek), unescape(ev)));
                 }
                 "arg" => cfg.uvicorn_args.push(unescape(v)),
+                "warm" => cfg.warm = v == "1",
+                "preload" => cfg.preload.push(unescape(v)),
                 _ => {
                     if cfg.supervision.take(k, v).ok_or_else(bad)? {
                         continue;
@@ -151,6 +161,8 @@ mod tests {
                 hold_socket: true,
                 lifeline: None,
                 supervision: sup,
+                warm: true,
+                preload: vec!["numpy".into()],
             },
             redirect_output: true,
             attach: Some(4242),
@@ -160,6 +172,7 @@ mod tests {
         assert_eq!(back.to_text(), order.to_text());
         assert_eq!(back.cfg.env, order.cfg.env);
         assert_eq!(back.attach, Some(4242));
+        assert!(back.cfg.warm && back.cfg.preload == ["numpy"]);
         assert!(Order::parse("bogus=1").is_err());
     }
 }

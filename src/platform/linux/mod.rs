@@ -1,12 +1,14 @@
 //! Linux: sock_diag netlink for the port table, /proc for process identity,
 //! pidfds for waiting on and signalling processes without PID-reuse races.
 
+pub mod fdpass;
 pub mod netlink;
 pub mod pidfd;
 pub mod procinfo;
 pub mod socket;
 pub mod system;
 
+pub use fdpass::{own_umask, send_with_fds};
 pub use netlink::{tcp_listeners, DiagSocket, Listener};
 pub use pidfd::PidFd;
 pub use procinfo::*;
