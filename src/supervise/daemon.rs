@@ -83,6 +83,10 @@ fn timestamp() -> String {
     format!("{}.{:03}", ms / 1000, ms % 1000)
 }
 
+/// How long a server replaced for failing health checks or memory gets to
+/// exit before SIGKILL.
+const REPLACE_GRACE: Duration = Duration::from_secs(1);
+
 /// What the control pipe asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Ask {
@@ -290,7 +294,15 @@ pub fn run(
             let ran = now.saturating_duration_since(r.since);
             if end == RunEnd::Replaced {
                 let mut tick = || Ok(());
-                let _ = server.stop_run(&r.pidfd, cfg.stop_timeout, &mut tick);
+                // A hung or bloated server gets a short grace, not the full
+                // stop_timeout: it is being replaced because it does not
+                // serve (or is about to meet the OOM killer).
+                let grace = if ask == Ask::Replace {
+                    cfg.stop_timeout
+                } else {
+                    cfg.stop_timeout.min(REPLACE_GRACE)
+                };
+                let _ = server.stop_run(&r.pidfd, grace, &mut tick);
                 st.last_exit = server.run_exit_code(&r.pidfd);
             }
             server.end_run(&r.pidfd, st.last_exit);
