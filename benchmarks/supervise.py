@@ -238,17 +238,20 @@ def chaos(pid_dir: str, rounds: int, seed: int) -> tuple[int, list[str], dict[st
         for r in range(rounds):
             st = m.status()
             victim = rng.choice(list(kills))
-            if victim == "server" and st.pid:
-                os.kill(st.pid, signal.SIGKILL)
-            elif victim == "worker" and st.workers:
-                os.kill(rng.choice(st.workers), signal.SIGKILL)
-            elif victim == "supervisor" and st.supervisor_pid:
-                os.kill(st.supervisor_pid, signal.SIGKILL)
-            elif victim == "caller":
-                proc.kill()
-                proc.wait()
-            else:
+            target = {
+                "server": st.pid,
+                "worker": rng.choice(st.workers) if st.workers else None,
+                "supervisor": st.supervisor_pid,
+                "caller": proc.pid,
+            }[victim]
+            if target is None:
                 continue
+            try:
+                os.kill(target, signal.SIGKILL)
+            except ProcessLookupError:
+                continue  # it ended between the look and the kill
+            if victim == "caller":
+                proc.wait()
             kills[victim] += 1
             if victim in ("supervisor", "caller"):
                 # A new program starts it again: it attaches to what runs.

@@ -91,11 +91,11 @@ pub fn supervision(s: &crate::supervise::Supervision) -> Result<()> {
             ));
         }
     }
-    if s.max_memory == Some(0) {
+    if let Some(m) = s.max_memory.filter(|m| *m < 1 << 20) {
         return Err(Error::invalid(
             "max_memory",
-            Some("0".into()),
-            "must be more than 0 bytes",
+            Some(m.to_string()),
+            "is under 1 MiB: no Python server fits (give bytes, or a size such as \"512MiB\")",
         ));
     }
     if !s.is_supervised() && (s.health.is_some() || s.max_memory.is_some()) {

@@ -454,3 +454,8 @@ def test_a_warm_server_is_supervised_like_a_cold_one(warm_dir, managers):
     assert get(m.port)["pid"] == after.pid
     m.stop()
     assert m.status().state == "stopped"
+
+
+def test_warm_must_be_a_bool(home):
+    with pytest.raises(TypeError, match="warm must be True or False, got str"):
+        ServerManager("usm_hello:app", "127.0.0.1", 8000, "w", warm="yes")

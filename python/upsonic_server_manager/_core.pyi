@@ -198,7 +198,7 @@ class Core:
         health_timeout: Optional[float] = None,
         health_failures: Optional[int] = None,
         max_memory: Union[int, str, None] = None,
-        warm: bool = False,
+        warm: Optional[bool] = None,
         preload: Optional[Sequence[str]] = None,
     ) -> Core: ...
     def start(self, redirect_output: bool, force: bool) -> bool:

@@ -522,6 +522,12 @@ def cmd_restart(args: argparse.Namespace, out: TextIO) -> int:
     if why is not None:
         state = "left running" if m.is_running() else "not started"
         raise ServerManagerError(f"{m.name}: not restarted ({state}): {why}")
+    if m.status().supervisor_pid is not None:
+        # Its supervisor replaces the run, keeping the socket it holds.
+        took = run_with_spinner(f"restarting {m.name}", m.restart, out, spin=m.redirect_output)
+        pid = m.status().pid
+        out.write(f"{m.name}: restarted by its supervisor, pid {pid} in {took * 1000:.0f} ms\n")
+        return EXIT_OK
     # from_record restores how it was started, output mode included.
     m.stop()
     took = run_with_spinner(
@@ -827,6 +833,7 @@ def _for_the_shell(message: str) -> str:
         ("health_failures", "--health-failures"),
         ("max_memory", "--max-memory"),
         ('restart="on-failure" or "always"', "--restart on-failure or always"),
+        ("(or None: never give up)", "(or none: never give up)"),
     ):
         message = message.replace(python, shell)
     return message

@@ -78,7 +78,7 @@ pub struct Core {
 #[pymethods]
 impl Core {
     #[new]
-    #[pyo3(signature = (app_path, host, port, name, *, workers, log_dir, pid_dir, cwd, env, start_timeout, stop_timeout, uvicorn_args, python, hold_socket=None, lifeline=None, restart=None, restart_delay=None, restart_max_delay=None, restart_limit=None, stable_after=None, health_check=None, health_interval=None, health_timeout=None, health_failures=None, max_memory=None, warm=false, preload=None))]
+    #[pyo3(signature = (app_path, host, port, name, *, workers, log_dir, pid_dir, cwd, env, start_timeout, stop_timeout, uvicorn_args, python, hold_socket=None, lifeline=None, restart=None, restart_delay=None, restart_max_delay=None, restart_limit=None, stable_after=None, health_check=None, health_interval=None, health_timeout=None, health_failures=None, max_memory=None, warm=None, preload=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -107,13 +107,18 @@ impl Core {
         health_timeout: Option<&Bound<'_, PyAny>>,
         health_failures: Option<&Bound<'_, PyAny>>,
         max_memory: Option<&Bound<'_, PyAny>>,
-        warm: bool,
+        warm: Option<&Bound<'_, PyAny>>,
         preload: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let port = args::server_port(py, port)?;
         // The defaults live here, with the policy's own (see `supervise::Policy`).
         let none = py.None().into_bound(py);
         let num = |f: f64| pyo3::types::PyFloat::new(py, f).into_any();
+        let warm = match warm.filter(|w| !w.is_none()) {
+            None => false,
+            Some(w) if w.is_instance_of::<pyo3::types::PyBool>() => w.extract()?,
+            Some(w) => return Err(super::errors::type_error("warm", "True or False", w)),
+        };
         let supervision = args::SupervisionArgs {
             restart: &or(restart, pyo3::types::PyString::new(py, "no").into_any()),
             restart_delay: &or(restart_delay, num(0.1)),

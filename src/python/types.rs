@@ -40,7 +40,7 @@ pub struct ServerStatus {
     health: Option<String>,
 }
 
-const STATUS_FIELDS: [&str; 20] = [
+const STATUS_FIELDS: [&str; 21] = [
     "name",
     "pid",
     "host",
@@ -61,6 +61,7 @@ const STATUS_FIELDS: [&str; 20] = [
     "last_exit",
     "supervisor_pid",
     "health",
+    "unsupervised",
 ];
 
 impl ServerStatus {

@@ -204,7 +204,8 @@ impl Server {
             let now = state::read(&self.paths);
             match now {
                 Some(s) if s.pid == sup.pid => {
-                    if s.restarts > sup.restarts && s.phase == state::Phase::Running {
+                    let replaced = s.server_pid != sup.server_pid && s.server_pid != 0;
+                    if replaced && s.phase == state::Phase::Running {
                         return Ok(true);
                     }
                 }
@@ -284,23 +285,28 @@ impl Server {
         Some(l.reap())
     }
 
-    /// Stops a run (its whole group, marked stragglers too).
-    pub fn stop_run(&self, pidfd: &Arc<PidFd>, grace: Duration, tick: Tick<'_>) -> Result<()> {
+    /// Stops a run (its whole group, marked stragglers too); with its exit
+    /// code when it was our child.
+    pub fn stop_run(
+        &self,
+        pidfd: &Arc<PidFd>,
+        grace: Duration,
+        tick: Tick<'_>,
+    ) -> (Result<()>, Option<i32>) {
+        let identity = self.run_identity(pidfd);
+        let result = self.terminate_server(pidfd.clone(), identity.as_ref(), grace, tick);
+        let code = if pidfd.has_exited() {
+            self.run_exit_code(pidfd)
+        } else {
+            None
+        };
         if self
             .own_child()
             .is_some_and(|(fd, _, _)| fd.pid() == pidfd.pid())
         {
-            let result = self.terminate_server(
-                pidfd.clone(),
-                self.run_identity(pidfd).as_ref(),
-                grace,
-                tick,
-            );
             self.settle_child(pidfd, result.is_ok());
-            return result;
         }
-        let identity = self.run_identity(pidfd);
-        self.terminate_server(pidfd.clone(), identity.as_ref(), grace, tick)
+        (result, code)
     }
 
     fn run_identity(&self, pidfd: &PidFd) -> Option<Identity> {

@@ -75,12 +75,27 @@ impl Events {
     }
 }
 
+/// UTC, as "2026-11-27 15:24:05.123Z" (days to a civil date, no crate).
 fn timestamp() -> String {
     let ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis())
+        .map(|d| d.as_millis() as i64)
         .unwrap_or(0);
-    format!("{}.{:03}", ms / 1000, ms % 1000)
+    let (days, rest) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (h, m, s) = (rest / 3_600_000, rest / 60_000 % 60, rest / 1000 % 60);
+    format!(
+        "{year:04}-{month:02}-{day:02} {h:02}:{m:02}:{s:02}.{:03}Z",
+        rest % 1000
+    )
 }
 
 /// How long a server replaced for failing health checks or memory gets to
@@ -238,18 +253,14 @@ pub fn run(
                 ev.warm_notes();
                 match reloaded {
                     Ok(pidfd) => {
-                        st.restarts += 1;
+                        // Asked for, not a failure: `restarts` counts the
+                        // supervisor's own restarts only.
                         st.server_pid = pidfd.pid();
                         st.health = None;
                         let _ = state::write(&paths, &st);
                         ev.say(
                             "info",
-                            &format!(
-                                "{} reloaded: now pid {} (restart {})",
-                                cfg.name,
-                                pidfd.pid(),
-                                st.restarts
-                            ),
+                            &format!("{} reloaded: now pid {}", cfg.name, pidfd.pid()),
                         );
                         *r = new_run(pidfd, &sup, Instant::now());
                     }
@@ -302,8 +313,7 @@ pub fn run(
                 } else {
                     cfg.stop_timeout.min(REPLACE_GRACE)
                 };
-                let _ = server.stop_run(&r.pidfd, grace, &mut tick);
-                st.last_exit = server.run_exit_code(&r.pidfd);
+                st.last_exit = server.stop_run(&r.pidfd, grace, &mut tick).1;
             }
             server.end_run(&r.pidfd, st.last_exit);
             let jitter = jitter();
@@ -534,7 +544,11 @@ fn stop_everything(
 ) -> i32 {
     let mut tick = || Ok(());
     let result = match &current {
-        Some(r) => server.stop_run(&r.pidfd, server.config().stop_timeout, &mut tick),
+        Some(r) => {
+            server
+                .stop_run(&r.pidfd, server.config().stop_timeout, &mut tick)
+                .0
+        }
         None => Ok(()),
     };
     if let Some(r) = &current {
