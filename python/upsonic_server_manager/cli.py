@@ -502,7 +502,8 @@ def _why_not_restartable(m: ServerManager) -> Optional[str]:
         why = (check.stderr.strip().splitlines() or ["it failed"])[-1]
         return f"{m.app_path!r} cannot be imported from {cwd}: {why}"
     st = m.status()
-    ours = {p for p in [st.pid, *st.workers] if p is not None}
+    # Its supervisor holds the socket too (and hands it to the next run).
+    ours = {p for p in [st.pid, *st.workers, st.supervisor_pid] if p is not None}
     others = [h for h in m.port_holders() if h.pid not in ours]
     if others:
         h = others[0]
@@ -518,16 +519,17 @@ def cmd_restart(args: argparse.Namespace, out: TextIO) -> int:
     m = _recorded(args, args.name)
     if m is None:
         raise ServerManagerError(f"{args.name}: its record names no app to start again")
-    why = _why_not_restartable(m)
-    if why is not None:
-        state = "left running" if m.is_running() else "not started"
-        raise ServerManagerError(f"{m.name}: not restarted ({state}): {why}")
     if m.status().supervisor_pid is not None:
-        # Its supervisor replaces the run, keeping the socket it holds.
+        # Its supervisor replaces the run on the socket it holds (a new
+        # generation that fails leaves the old one serving).
         took = run_with_spinner(f"restarting {m.name}", m.restart, out, spin=m.redirect_output)
         pid = m.status().pid
         out.write(f"{m.name}: restarted by its supervisor, pid {pid} in {took * 1000:.0f} ms\n")
         return EXIT_OK
+    why = _why_not_restartable(m)
+    if why is not None:
+        state = "left running" if m.is_running() else "not started"
+        raise ServerManagerError(f"{m.name}: not restarted ({state}): {why}")
     # from_record restores how it was started, output mode included.
     m.stop()
     took = run_with_spinner(

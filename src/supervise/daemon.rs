@@ -280,6 +280,7 @@ pub fn run(
         let now = Instant::now();
         // ---- what ended the run, if anything -----------------------------
         let mut ended: Option<(RunEnd, String)> = None;
+        let mut unhealthy = false;
         if let Some(r) = current.as_mut() {
             if exited {
                 let code = server.run_exit_code(&r.pidfd);
@@ -298,6 +299,43 @@ pub fn run(
                 ended = Some((RunEnd::Replaced, why));
             } else if let Some(why) = check_health(server, r, &sup, &mut st, now) {
                 ended = Some((RunEnd::Replaced, why));
+                unhealthy = true;
+            }
+        }
+        // A server failing its health checks, on a held socket: the next
+        // generation starts beside it and takes over the socket's queue, and
+        // the hung one is stopped once that is ready (`reload`), so the time
+        // to replaced is the checks plus one start.
+        let mut decided = None;
+        if let (Some((_, words)), true, true, Some(r)) =
+            (&ended, unhealthy, cfg.hold_socket, current.as_ref())
+        {
+            let ran = now.saturating_duration_since(r.since);
+            let decision =
+                policy::decide(&sup.policy, &mut failures, RunEnd::Replaced, ran, jitter());
+            decided = Some(decision);
+            if let Decision::Restart(_) = decision {
+                let mut tick = || check(&ctl, &mut stop_asked);
+                let reloaded = server.supervisor_reload(redirect_output, &mut tick);
+                ev.warm_notes();
+                if let Ok(pidfd) = reloaded {
+                    st.restarts += 1;
+                    st.server_pid = pidfd.pid();
+                    st.health = None;
+                    st.reason = words.clone();
+                    let _ = state::write(&paths, &st);
+                    ev.say(
+                        "warning",
+                        &format!(
+                            "{} {words}: replaced by a new generation, pid {} (restart {})",
+                            cfg.name,
+                            pidfd.pid(),
+                            st.restarts
+                        ),
+                    );
+                    current = Some(new_run(pidfd, &sup, Instant::now()));
+                    continue;
+                }
             }
         }
         if let Some((end, words)) = ended {
@@ -319,6 +357,8 @@ pub fn run(
             let jitter = jitter();
             let decision = if ask == Ask::Replace {
                 Decision::Restart(Duration::ZERO)
+            } else if let Some(d) = decided {
+                d // already counted (the replacement beside it failed)
             } else {
                 policy::decide(&sup.policy, &mut failures, end, ran, jitter)
             };
