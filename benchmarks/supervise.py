@@ -134,6 +134,8 @@ def hung_to_replaced(manager_cls, pid_dir: str, n: int) -> list[float]:
             s.close()
             assert took is not None, "the hung server was not replaced"
             out.append(time.perf_counter() - t0)
+            # The next round starts once the supervisor is done with this one.
+            until(lambda old=old: not psutil.pid_exists(old), 30, 0.05)
     finally:
         m.stop()
     return out

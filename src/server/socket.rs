@@ -121,6 +121,17 @@ impl Server {
         if self.replace_supervised(tick)? {
             return Ok(());
         }
+        self.reload_with_grace(redirect_output, self.cfg.stop_timeout, tick)
+    }
+
+    /// `reload()`, the old generation getting `grace` to finish (a hung
+    /// one, replaced by its supervisor, gets little: it answers nothing).
+    pub(super) fn reload_with_grace(
+        &self,
+        redirect_output: bool,
+        grace: std::time::Duration,
+        tick: Tick<'_>,
+    ) -> Result<()> {
         let _lock = crate::lock::acquire(&self.paths.lock_file, self.lock_deadline(), tick)?;
         let old = self
             .find()
@@ -166,12 +177,7 @@ impl Server {
             return Err(e);
         }
         record::write(&self.paths, &identity)?;
-        let result = self.terminate_server(
-            old.pidfd.clone(),
-            old.identity.as_ref(),
-            self.cfg.stop_timeout,
-            tick,
-        );
+        let result = self.terminate_server(old.pidfd.clone(), old.identity.as_ref(), grace, tick);
         if let Some(mut p) = previous {
             p.reap();
         }

@@ -248,8 +248,13 @@ impl Server {
 
     /// Replaces the run with a new generation on the held socket, the old
     /// one stopping once the new one is ready (`reload`); the new pidfd.
-    pub fn supervisor_reload(&self, redirect_output: bool, tick: Tick<'_>) -> Result<Arc<PidFd>> {
-        self.reload(redirect_output, tick)?;
+    pub fn supervisor_reload(
+        &self,
+        redirect_output: bool,
+        grace: Duration,
+        tick: Tick<'_>,
+    ) -> Result<Arc<PidFd>> {
+        self.reload_with_grace(redirect_output, grace, tick)?;
         self.own_child()
             .map(|(fd, _, _)| fd)
             .ok_or_else(|| Error::NotRunning {

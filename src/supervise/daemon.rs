@@ -249,7 +249,8 @@ pub fn run(
         if ask == Ask::Replace && !exited && cfg.hold_socket {
             if let Some(r) = current.as_mut() {
                 let mut tick = || check(&ctl, &mut stop_asked);
-                let reloaded = server.supervisor_reload(redirect_output, &mut tick);
+                let reloaded =
+                    server.supervisor_reload(redirect_output, cfg.stop_timeout, &mut tick);
                 ev.warm_notes();
                 match reloaded {
                     Ok(pidfd) => {
@@ -316,7 +317,8 @@ pub fn run(
             decided = Some(decision);
             if let Decision::Restart(_) = decision {
                 let mut tick = || check(&ctl, &mut stop_asked);
-                let reloaded = server.supervisor_reload(redirect_output, &mut tick);
+                let grace = cfg.stop_timeout.min(REPLACE_GRACE);
+                let reloaded = server.supervisor_reload(redirect_output, grace, &mut tick);
                 ev.warm_notes();
                 if let Ok(pidfd) = reloaded {
                     st.restarts += 1;
@@ -504,7 +506,9 @@ fn check_health(
     }
     let to = health::target(server.addr(), server.port());
     let result = health::probe(to, &server.config().host, &h.path, h.timeout);
-    r.next_health = Some(Instant::now() + h.interval);
+    // A fixed cadence from when each probe was due (its timeout included),
+    // so that failures in a row take `failures x interval`, not more.
+    r.next_health = Some((due + h.interval).max(Instant::now()));
     let word = if result.is_ok() { "ok" } else { "failing" };
     if st.health.as_deref() != Some(word) {
         st.health = Some(word.to_owned());
