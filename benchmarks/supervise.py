@@ -79,6 +79,28 @@ def bare_uvicorn_start(port: int) -> float:
         p.wait(10)
 
 
+def start_cost(manager_cls, pid_dir: str, n: int) -> tuple[list[float], list[float]]:
+    """start() until ready, (unsupervised, supervised), interleaved, both on a
+    held socket so that only the supervisor differs."""
+    plain, supervised = [], []
+    for i in range(n):
+        for policy, out in (("no", plain), ("on-failure", supervised)):
+            m = manager_cls(
+                APP,
+                "127.0.0.1",
+                0,
+                f"bench-cost-{i}-{policy}",
+                pid_dir=pid_dir,
+                hold_socket=True,
+                restart=policy,
+            )
+            t0 = time.perf_counter()
+            m.start()
+            out.append(time.perf_counter() - t0)
+            m.stop()
+    return plain, supervised
+
+
 def crash_to_serving(manager_cls, pid_dir: str, n: int) -> tuple[list[float], list[float]]:
     """(ours: SIGKILL to answering again, bare: cold start to answering), interleaved."""
     ours, bare = [], []
@@ -334,6 +356,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="usm-supbench-") as pid_dir:
         os.chdir(pid_dir)
+        plain, sup_start = start_cost(ServerManager, pid_dir, crashes)
         ours, bare = crash_to_serving(ServerManager, pid_dir, crashes)
         hung = hung_to_replaced(ServerManager, pid_dir, max(3, crashes // 4))
         gone, mem = memory_to_replaced(ServerManager, pid_dir, max(3, crashes // 4))
@@ -343,6 +366,11 @@ def main() -> int:
     print("| measurement | result | goal |")
     print("|---|---|---|")
     print(f"| bare uvicorn start, until it answers ({crashes} runs) | {ms(bare)} | — |")
+    extra = (statistics.median(sup_start) - statistics.median(plain)) * 1000
+    print(
+        f"| start() supervised vs not ({crashes} runs each) | {ms(sup_start)} vs {ms(plain)}: "
+        f"{extra:+.0f} ms | ≤ +15 ms |"
+    )
     gap = (statistics.median(ours) - statistics.median(bare)) * 1000
     print(
         f"| SIGKILL to serving again ({crashes} runs) | {ms(ours)}, {gap:+.0f} ms vs bare "
