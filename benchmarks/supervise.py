@@ -271,9 +271,13 @@ def chaos(pid_dir: str, rounds: int, seed: int) -> tuple[int, list[str], dict[st
             if target is None:
                 continue
             try:
+                victim_proc = psutil.Process(target)
                 os.kill(target, signal.SIGKILL)
-            except ProcessLookupError:
+            except (ProcessLookupError, psutil.NoSuchProcess):
                 continue  # it ended between the look and the kill
+            # A SIGKILL takes effect when the victim is next scheduled: judge
+            # only once it is gone, not the moment before it dies.
+            until(lambda v=victim_proc: not v.is_running() or v.status() == "zombie", 10)
             if victim == "caller":
                 proc.wait()
             kills[victim] += 1
@@ -347,6 +351,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=None)
     ap.add_argument("--idle", type=float, default=None)
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--chaos-only", action="store_true", help="only the chaos rounds")
     a = ap.parse_args()
     crashes = a.crashes or (5 if a.quick else 20)
     rounds = a.rounds if a.rounds is not None else (30 if a.quick else 200)
@@ -356,6 +361,12 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="usm-supbench-") as pid_dir:
         os.chdir(pid_dir)
+        if a.chaos_only:
+            n_bad, bad, kills = chaos(pid_dir, rounds, a.seed)
+            print(f"chaos: {rounds} rounds ({kills}): {n_bad} violations")
+            for line in bad:
+                print(f"  - {line}")
+            return 0
         plain, sup_start = start_cost(ServerManager, pid_dir, crashes)
         ours, bare = crash_to_serving(ServerManager, pid_dir, crashes)
         hung = hung_to_replaced(ServerManager, pid_dir, max(3, crashes // 4))
