@@ -189,7 +189,11 @@ impl Server {
             .filter(|f| f.info.is_alive() && !f.pidfd.has_exited());
         let child_exit = self.launched.lock().as_mut().and_then(|l| l.poll());
         let sup = sup_state::live(&self.paths);
-        let last = record::read_last(&self.paths);
+        // How the last run ended matters only when none runs now.
+        let last = found
+            .is_none()
+            .then(|| record::read_last(&self.paths))
+            .flatten();
         let policy = self.recorded_policy(found.as_ref(), last.as_ref());
         let Some(f) = found else {
             let base = Status::not_running(self.read_pid(), child_exit, last.clone());

@@ -4,162 +4,23 @@
 //! for what is periodic by nature: the next health probe, the next memory
 //! reading, the end of a backoff wait.
 
-use std::fs::File;
-use std::io::Write;
-use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{BorrowedFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use rustix::event::{poll, PollFd, PollFlags, Timespec};
 
 use crate::error::Error;
 use crate::platform::{self, PidFd};
 use crate::record::End;
 use crate::server::Server;
 
+pub use super::channels::Events;
+use super::channels::{Ask, Control};
 use super::policy::{self, Decision, Failures, RunEnd};
 use super::state::{self, Phase, SupState};
 use super::{health, MEMORY_EVERY};
-
-/// Where the supervisor's words go: the caller's logger (through the
-/// events pipe, while the caller lives) and, for redirected output,
-/// `{log_dir}/{name}_supervisor.log`.
-pub struct Events {
-    pipe: Option<File>,
-    log: Option<File>,
-}
-
-impl Events {
-    pub fn new(pipe: Option<OwnedFd>, log: Option<File>) -> Self {
-        if let Some(p) = &pipe {
-            // A caller that stopped reading must never block the supervisor.
-            let _ = rustix::fs::fcntl_setfl(p, rustix::fs::OFlags::NONBLOCK);
-        }
-        Self {
-            pipe: pipe.map(File::from),
-            log,
-        }
-    }
-
-    /// A second descriptor of the events pipe (to report after `run`).
-    pub fn clone_pipe(&self) -> Option<OwnedFd> {
-        self.pipe
-            .as_ref()
-            .and_then(|p| p.try_clone().ok())
-            .map(OwnedFd::from)
-    }
-
-    /// Passes on what warm starts had to say (a fallback to a cold start,
-    /// a new preloader): the supervisor has no logger of its own.
-    pub fn warm_notes(&mut self) {
-        for (warning, msg) in crate::warm::take_notes() {
-            self.say(if warning { "warning" } else { "info" }, &msg);
-        }
-    }
-
-    /// One protocol line to the caller ("ready PID PORT", "error ...").
-    pub fn report(&mut self, line: &str) {
-        if let Some(p) = &mut self.pipe {
-            if p.write_all(format!("{line}\n").as_bytes()).is_err() {
-                self.pipe = None; // the caller is gone: nobody to tell
-            }
-        }
-    }
-
-    /// A message for the logger: `level` is "info" or "warning".
-    pub fn say(&mut self, level: &str, msg: &str) {
-        self.report(&format!("log {level} {}", crate::record::escape(msg)));
-        if let Some(l) = &mut self.log {
-            let _ = writeln!(l, "{} {level}: {msg}", timestamp());
-        }
-    }
-}
-
-/// UTC, as "2026-11-27 15:24:05.123Z" (days to a civil date, no crate).
-fn timestamp() -> String {
-    let ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
-    let (days, rest) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let (h, m, s) = (rest / 3_600_000, rest / 60_000 % 60, rest / 1000 % 60);
-    format!(
-        "{year:04}-{month:02}-{day:02} {h:02}:{m:02}:{s:02}.{:03}Z",
-        rest % 1000
-    )
-}
-
 /// How long a server replaced for failing health checks or memory gets to
 /// exit before SIGKILL.
 const REPLACE_GRACE: Duration = Duration::from_secs(1);
-
-/// What the control pipe asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Ask {
-    Nothing,
-    Stop,
-    Replace,
-}
-
-/// The control pipe: bytes are signal numbers.
-struct Control(RawFd);
-
-impl Control {
-    fn take(&self) -> Ask {
-        let mut buf = [0u8; 64];
-        let mut ask = Ask::Nothing;
-        // SAFETY: the fd is open for the supervisor's lifetime (its owner
-        // is the Python bootstrap, which waits for us).
-        let fd = unsafe { BorrowedFd::borrow_raw(self.0) };
-        while let Ok(n) = rustix::io::read(fd, &mut buf) {
-            if n == 0 {
-                break;
-            }
-            for b in &buf[..n] {
-                match i32::from(*b) {
-                    libc::SIGTERM | libc::SIGINT => ask = Ask::Stop,
-                    libc::SIGHUP if ask == Ask::Nothing => ask = Ask::Replace,
-                    _ => {}
-                }
-            }
-            if n < buf.len() {
-                break;
-            }
-        }
-        ask
-    }
-
-    /// Waits up to `timeout` for the control pipe or the pidfd (if any).
-    /// Returns (control readable, server exited).
-    fn wait(&self, pidfd: Option<&PidFd>, timeout: Duration) -> (bool, bool) {
-        // SAFETY: as in `take`.
-        let ctl = unsafe { BorrowedFd::borrow_raw(self.0) };
-        let ts = Timespec {
-            tv_sec: timeout.as_secs().min(86_400) as _,
-            tv_nsec: timeout.subsec_nanos() as _,
-        };
-        let mut fds = vec![PollFd::new(&ctl, PollFlags::IN)];
-        if let Some(p) = pidfd {
-            fds.push(PollFd::new(p, PollFlags::IN));
-        }
-        match poll(&mut fds, Some(&ts)) {
-            Ok(_) => (
-                !fds[0].revents().is_empty(),
-                fds.get(1).is_some_and(|f| !f.revents().is_empty()),
-            ),
-            Err(_) => (false, false),
-        }
-    }
-}
 
 /// One run of the server, as the supervisor sees it.
 struct Run {

@@ -10,8 +10,10 @@
 //! - `state`   the `.upsonic_{name}_server.sup` file: who supervises, how it goes
 //! - `wire`    the configuration handed to a supervisor process
 //! - `daemon`  the supervisor's event loop (pidfd, control pipe, timers)
+//! - `channels` its control pipe (signals as bytes) and what it says (events, log)
 //! - `client`  the caller's side: spawn a supervisor, await its report, stop it
 
+mod channels;
 pub mod client;
 pub mod daemon;
 pub mod health;

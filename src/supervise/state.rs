@@ -5,15 +5,14 @@
 //! `stop()` and `start()` in any process. The PID file keeps naming the
 //! server itself, as upsonic's original expects.
 
-use std::time::Duration;
-
 use crate::platform::{self, PidFd};
 use crate::record::{self, Paths};
 
 /// Where supervision stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Phase {
     /// Starting a run (the first or a restart).
+    #[default]
     Starting,
     /// A run is serving.
     Running,
@@ -40,7 +39,7 @@ impl Phase {
 }
 
 /// What the state file says.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct SupState {
     pub pid: i32,
     pub start_ticks: u64,
@@ -66,12 +65,7 @@ impl SupState {
             pid,
             start_ticks: platform::proc_info(pid).map_or(0, |i| i.start_ticks),
             boot_id: platform::boot_id().cloned().unwrap_or_default(),
-            phase: Phase::Starting,
-            restarts: 0,
-            last_exit: None,
-            health: None,
-            reason: String::new(),
-            server_pid: 0,
+            ..Self::default()
         }
     }
 
@@ -91,17 +85,7 @@ impl SupState {
     }
 
     fn parse(text: &str) -> Option<Self> {
-        let mut s = SupState {
-            pid: 0,
-            start_ticks: 0,
-            boot_id: String::new(),
-            phase: Phase::Starting,
-            restarts: 0,
-            last_exit: None,
-            health: None,
-            reason: String::new(),
-            server_pid: 0,
-        };
+        let mut s = SupState::default();
         let mut ours = false;
         for (k, v) in text.lines().filter_map(|l| l.split_once('=')) {
             match k {
@@ -164,11 +148,6 @@ pub fn remove_if_names(paths: &Paths, pid: i32) {
     if read(paths).is_none_or(|s| s.pid == pid) {
         let _ = std::fs::remove_file(&paths.sup_file);
     }
-}
-
-/// Waits up to `timeout` for a pinned supervisor to exit.
-pub fn wait_gone(fd: &PidFd, timeout: Duration) -> bool {
-    fd.wait_exit(timeout).unwrap_or(false)
 }
 
 #[cfg(test)]
