@@ -23,6 +23,9 @@ pub struct Victims {
     pub leader: Option<(i32, std::sync::Arc<PidFd>)>,
     /// Every member to wait for (leader included).
     pub members: Vec<std::sync::Arc<PidFd>>,
+    /// Set once the deadline passed and SIGKILL went out: the stop was not
+    /// graceful, and whoever reports it says so.
+    pub killed: bool,
 }
 
 impl Default for Victims {
@@ -31,6 +34,7 @@ impl Default for Victims {
             me: facts::me(),
             leader: None,
             members: Vec::new(),
+            killed: false,
         }
     }
 }
@@ -135,6 +139,7 @@ impl Victims {
             Ok(done) => done,
             Err(e) => {
                 // Interrupted: finish the job quickly rather than leave it half done.
+                self.killed = true;
                 self.signal_all(libc::SIGKILL);
                 let _ = self.wait_all(Instant::now() + KILL_GRACE, &mut || Ok(()));
                 return Err(e);
@@ -143,6 +148,7 @@ impl Victims {
         if graceful {
             return Ok(true);
         }
+        self.killed = true;
         self.signal_all(libc::SIGKILL);
         self.wait_all(Instant::now() + KILL_GRACE, &mut || Ok(()))
     }

@@ -75,7 +75,7 @@ def status_row(st: ServerStatus, cpu: Optional[float]) -> list[str]:
         at = fmt_clock(st.ended_at)
         info = f"{st.end_reason} at {at}" if at else st.end_reason
     elif st.state == "dead":
-        info = "died unexpectedly (its record remains)"
+        info = "died (exit status unknown)"
     if st.unsupervised:
         info = f"unsupervised: its supervisor is gone (restart={st.restart}; start it again)"
     elif st.supervisor_pid is not None and alive:

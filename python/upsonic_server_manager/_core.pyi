@@ -11,6 +11,7 @@ __all__ = [
     "ServerStatus",
     "UvicornCommand",
     "descendants",
+    "forget_leftovers",
     "home_dir",
     "list_records",
     "log_paths",
@@ -144,7 +145,7 @@ class PortHolder:
         server: Optional[str] = None,
     ) -> PortHolder: ...
     def _asdict(self) -> dict[str, Any]:
-        """The fields as a dict."""
+        """The fields as a dict, plus ``server`` (not part of the tuple)."""
     def __len__(self) -> int: ...
     def __getitem__(self, index: int | slice, /) -> Any: ...
     def __iter__(self) -> Iterator[Any]: ...
@@ -316,6 +317,11 @@ def read_record(
 def list_records(pid_dir: Optional[_Path] = None, last_runs: bool = False) -> list[str]:
     """Names of every server with a PID file in ``pid_dir`` (default: home);
     with ``last_runs`` also stopped servers whose last run is kept."""
+
+def forget_leftovers(pid_dir: Optional[_Path], name: str) -> bool:
+    """Remove server ``name``'s record, dead supervisor state and kept last
+    run when no process they name lives; True if something was removed.
+    Raises ValueError for a bad name."""
 
 def record_paths(pid_dir: Optional[_Path], name: str) -> tuple[Path, Path, Path]:
     """(PID file, identity file, lock file) of server ``name``."""

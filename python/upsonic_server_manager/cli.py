@@ -452,9 +452,21 @@ def cmd_stop(args: argparse.Namespace, out: TextIO) -> int:
         return EXIT_OK
     m = _recorded(args, args.name)
     if m is None or not m.is_running():
-        if m is not None:
-            m.stop()  # clears a stale record
-        out.write(f"{args.name}: not running\n")
+        if m is None:
+            out.write(f"{args.name}: not running\n")
+            return EXIT_OK
+        # Dead, but workers of its killed master may still serve: the stop
+        # ends them (and keeps how the run ended), and says so.
+        orphans = m.status().workers
+        m.stop()
+        if orphans:
+            n = len(orphans)
+            noun = "worker" if n == 1 else "workers"
+            out.write(
+                f"{args.name}: its master had died; stopped {n} orphaned {noun} still running\n"
+            )
+        else:
+            out.write(f"{args.name}: not running\n")
         return EXIT_OK
     t0 = time.monotonic()
     m.stop()
@@ -663,19 +675,33 @@ def cmd_diagnose(args: argparse.Namespace, out: TextIO) -> int:
 def cmd_forget(args: argparse.Namespace, out: TextIO) -> int:
     _one_name_or_all(args)
     if args.all:
-        found = (ServerManager.from_record(n, args.pid_dir) for n in _known(args))
-        forgotten = [m.name for m in found if m is not None and m.forget()]
+        forgotten = []
+        for n in _known(args):
+            m = ServerManager.from_record(n, args.pid_dir)
+            if m.forget() if m is not None else _forget_leftovers(args, n):
+                forgotten.append(n)
         listed = f" ({', '.join(forgotten)})" if forgotten else ""
         out.write(f"forgot {len(forgotten)} servers that were not running{listed}\n")
         return EXIT_OK
     m = _recorded(args, args.name)
     if m is not None and not m.forget():
         raise ServerManagerError(f"{args.name}: is running; stop it first")
-    if m is None:
-        # Nothing to rebuild a manager from: only a record naming no app.
-        raise ServerManagerError(f"{args.name}: its record names no app; remove it by hand")
+    if m is None and not _forget_leftovers(args, args.name):
+        raise ServerManagerError(
+            f"{args.name}: a process its files name still runs; stop it first "
+            f"(upsonic-server stop {args.name})"
+        )
     out.write(f"{args.name}: forgotten\n")
     return EXIT_OK
+
+
+def _forget_leftovers(args: argparse.Namespace, name: str) -> bool:
+    """Forgets a name no manager can be rebuilt for (its files name no app:
+    e.g. only a killed supervisor's state is left). False while a process
+    they name lives."""
+    from . import _core
+
+    return _core.forget_leftovers(args.pid_dir, name)
 
 
 def cmd_run(args: argparse.Namespace, out: TextIO) -> int:

@@ -37,7 +37,9 @@ fn port_holders(
     let holders = run(py, move |_| {
         let ls = port::conflicting_listeners(&addrs, port)
             .map_err(|e| Error::os("reading the port table", e))?;
-        Ok(port::holders_of(&ls, &[]))
+        let mut holders = port::holders_of(&ls, &[]);
+        crate::server::conflict::name_managed(&platform::home_dir(), &mut holders);
+        Ok(holders)
     })?;
     Ok(holders.iter().map(PortHolder::from).collect())
 }
@@ -161,6 +163,52 @@ fn list_records(pid_dir: Option<PathBuf>, last_runs: bool) -> Vec<String> {
     record::list_names(&args::dir_or_home(pid_dir), last_runs)
 }
 
+/// Removes what is left of server `name` in `pid_dir` when nothing it names
+/// lives: a record whose process is gone, a dead supervisor's state, the
+/// kept last run. For names no manager can be rebuilt for (no app known).
+/// True if something was removed; False (nothing touched) while a process
+/// it names lives.
+#[pyfunction]
+#[pyo3(signature = (pid_dir, name))]
+fn forget_leftovers(py: Python<'_>, pid_dir: Option<PathBuf>, name: String) -> PyResult<bool> {
+    validate::name(&name).map_err(|e| to_py(py, e))?;
+    let paths = record::Paths::new(&args::dir_or_home(pid_dir), &name);
+    Ok(forget_files_of_the_dead(&paths))
+}
+
+/// Removes a name's record, supervisor state, kept last run and lock file,
+/// unless the record or the state names a live process (a reused PID counts
+/// as alive unless its start tick says otherwise: when in doubt, keep).
+fn forget_files_of_the_dead(paths: &record::Paths) -> bool {
+    let recorded_alive = record::read_pid(paths, i32::MAX).is_some_and(|pid| {
+        let Some(info) = platform::proc_info(pid).filter(|i| i.is_alive()) else {
+            return false;
+        };
+        record::read_identity(paths)
+            .filter(|id| id.pid == pid)
+            .is_none_or(|id| id.start_ticks == info.start_ticks)
+    });
+    let supervised = crate::supervise::state::live(paths).is_some();
+    if recorded_alive || supervised {
+        return false;
+    }
+    // A start or stop under way holds the lock: leave it to finish.
+    let Ok(Some(lock)) = crate::lock::try_acquire(&paths.lock_file) else {
+        return false;
+    };
+    let mut removed = false;
+    for f in [
+        &paths.pid_file,
+        &paths.id_file,
+        &paths.sup_file,
+        &paths.last_file,
+    ] {
+        removed |= std::fs::remove_file(f).is_ok();
+    }
+    lock.release_and_remove();
+    removed
+}
+
 /// (PID file, identity file, lock file) of server `name` in `pid_dir`.
 #[pyfunction]
 fn record_paths(
@@ -247,6 +295,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(read_record, m)?)?;
     m.add_function(wrap_pyfunction!(list_records, m)?)?;
     m.add_function(wrap_pyfunction!(record_paths, m)?)?;
+    m.add_function(wrap_pyfunction!(forget_leftovers, m)?)?;
     m.add_function(wrap_pyfunction!(log_paths, m)?)?;
     m.add_function(wrap_pyfunction!(parse_uvicorn_cmdline, m)?)?;
     m.add_function(wrap_pyfunction!(home_dir, m)?)?;

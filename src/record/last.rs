@@ -13,6 +13,9 @@ use super::{read_capped, write_atomic, Identity, Paths, MAX_ID_FILE};
 pub enum End {
     /// `stop()` ended it.
     Stopped,
+    /// `stop()` ended it, but only with SIGKILL: it (or one of its
+    /// processes) ignored SIGTERM until `stop_timeout`.
+    StoppedKilled,
     /// It exited on its own with this code (minus the signal number when a
     /// signal ended it), as its parent saw.
     Exited(i32),
@@ -29,6 +32,7 @@ impl End {
     fn to_text(self) -> String {
         match self {
             End::Stopped => "stopped".into(),
+            End::StoppedKilled => "stoppedkill".into(),
             End::Exited(c) => format!("exited {c}"),
             End::Died => "died".into(),
             End::FailedToStart(Some(c)) => format!("failed {c}"),
@@ -45,12 +49,19 @@ impl End {
         };
         Some(match (kind, code) {
             ("stopped", None) => End::Stopped,
+            ("stoppedkill", None) => End::StoppedKilled,
             ("exited", Some(c)) => End::Exited(c),
             ("died", None) => End::Died,
             ("failed", c) => End::FailedToStart(c),
             ("gaveup", c) => End::GaveUp(c),
             _ => return None,
         })
+    }
+
+    /// Whether `stop()` ended it (gracefully or not), rather than its own
+    /// exit, a crash or its supervisor giving up.
+    pub fn by_stop(self) -> bool {
+        matches!(self, End::Stopped | End::StoppedKilled)
     }
 
     /// The exit code, when known.
@@ -72,6 +83,9 @@ impl End {
         };
         match self {
             End::Stopped => "stopped".into(),
+            End::StoppedKilled => {
+                "stopped with SIGKILL (it did not exit within stop_timeout of SIGTERM)".into()
+            }
             End::Exited(c) => code(c),
             End::Died => "died (exit status unknown: it was not our child)".into(),
             End::FailedToStart(Some(c)) => format!("failed to start ({})", code(c)),

@@ -28,7 +28,9 @@ impl Server {
     pub fn port_holders(&self) -> Result<Vec<Holder>> {
         let ls = self.conflicting_listeners()?;
         let likely: Vec<i32> = self.find().map(|f| vec![f.pid]).unwrap_or_default();
-        Ok(port::holders_of(&ls, &likely))
+        let mut holders = port::holders_of(&ls, &likely);
+        name_managed(&self.cfg.pid_dir, &mut holders);
+        Ok(holders)
     }
 
     /// Whether a bind to (host, port) would fail right now.
@@ -36,36 +38,8 @@ impl Server {
         Ok(!self.conflicting_listeners()?.is_empty())
     }
 
-    /// Names, for each holder that belongs to a managed server recorded in
-    /// our PID directory, that server (found by its launch marker).
-    fn name_managed(&self, holders: &mut [Holder]) {
-        let launches: Vec<(String, String)> = record::list_names(&self.cfg.pid_dir, false)
-            .into_iter()
-            .filter_map(|n| {
-                let id = record::read_identity(&record::Paths::new(&self.cfg.pid_dir, &n))?;
-                Some((id.launch_id, n))
-            })
-            .collect();
-        if launches.is_empty() {
-            return;
-        }
-        let facts = Live::new();
-        for h in holders.iter_mut() {
-            let leader = if h.pgid > 1 { h.pgid } else { h.pid };
-            let marker = facts
-                .launch_marker(leader)
-                .or_else(|| facts.launch_marker(h.pid));
-            h.server = marker.and_then(|m| {
-                launches
-                    .iter()
-                    .find(|(launch, _)| *launch == m)
-                    .map(|(_, n)| n.clone())
-            });
-        }
-    }
-
     fn port_in_use_error(&self, mut holders: Vec<Holder>, situation: PortSituation) -> Error {
-        self.name_managed(&mut holders);
+        name_managed(&self.cfg.pid_dir, &mut holders);
         Error::PortInUse {
             port: self.port(),
             holders,
@@ -192,5 +166,34 @@ impl Server {
             return Err(self.port_in_use_error(holders, PortSituation::StillInUseAfterStopping));
         }
         Ok(())
+    }
+}
+
+/// Names, for each holder that belongs to a managed server recorded in
+/// `pid_dir`, that server (found by its launch marker): the same answer in
+/// `port_holders()`, `PortInUseError` and `diagnose()`.
+pub fn name_managed(pid_dir: &std::path::Path, holders: &mut [Holder]) {
+    let launches: Vec<(String, String)> = record::list_names(pid_dir, false)
+        .into_iter()
+        .filter_map(|n| {
+            let id = record::read_identity(&record::Paths::new(pid_dir, &n))?;
+            Some((id.launch_id, n))
+        })
+        .collect();
+    if launches.is_empty() {
+        return;
+    }
+    let facts = Live::new();
+    for h in holders.iter_mut() {
+        let leader = if h.pgid > 1 { h.pgid } else { h.pid };
+        let marker = facts
+            .launch_marker(leader)
+            .or_else(|| facts.launch_marker(h.pid));
+        h.server = marker.and_then(|m| {
+            launches
+                .iter()
+                .find(|(launch, _)| *launch == m)
+                .map(|(_, n)| n.clone())
+        });
     }
 }

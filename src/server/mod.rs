@@ -7,7 +7,7 @@
 
 mod child;
 mod compat;
-mod conflict;
+pub mod conflict;
 mod launch;
 mod socket;
 mod status;
@@ -302,7 +302,7 @@ impl Server {
             identity: identity.clone(),
             end,
             ended_ms: launch::now_ms(),
-            restarts: 0,
+            restarts: self.supervisor_restarts(),
         };
         let _ = record::write_last(&self.paths, &last);
     }
@@ -315,6 +315,7 @@ impl Server {
             return Ok(false);
         }
         self.remove_stale_record();
+        self.remove_dead_supervisor_state();
         record::remove_last(&self.paths);
         if !self.paths.pid_file.exists() {
             lock.release_and_remove();
@@ -411,10 +412,15 @@ impl Server {
         // nothing comes back.
         self.end_supervision(tick)?;
         let own = self.own_child();
-        self.stop_launched(self.cfg.stop_timeout, tick)?;
+        let killed = self.stop_launched(self.cfg.stop_timeout, tick)?;
+        let by_stop = if killed {
+            End::StoppedKilled
+        } else {
+            End::Stopped
+        };
         if let Some((_, id, exit)) = &own {
             // A child that had already exited ended on its own.
-            self.note_end(id, exit.map_or(End::Stopped, End::Exited));
+            self.note_end(id, exit.map_or(by_stop, End::Exited));
         }
         let own_pid = own.map(|(fd, _, _)| fd.pid());
         if let Some(found) = self.find_recorded() {
@@ -426,14 +432,22 @@ impl Server {
                     tick,
                 );
                 record::remove_if_names(&self.paths, found.pid, self.pid_max);
-                result?;
+                let killed = result?;
                 if let Some(id) = &found.identity {
-                    self.note_end(id, End::Stopped);
+                    self.note_end(
+                        id,
+                        if killed {
+                            End::StoppedKilled
+                        } else {
+                            End::Stopped
+                        },
+                    );
                 }
             }
         }
         self.stop_recorded_orphans(tick)?;
         self.remove_stale_record();
+        self.remove_dead_supervisor_state();
         // Nothing of it is recorded any more: its lock file goes too.
         if !self.paths.pid_file.exists() {
             lock.release_and_remove();

@@ -181,6 +181,6 @@ impl Server {
         if let Some(mut p) = previous {
             p.reap();
         }
-        result
+        result.map(|_| ())
     }
 }

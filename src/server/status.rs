@@ -78,8 +78,10 @@ impl Status {
     /// or when its last run ended other than by `stop()`; else stopped.
     fn not_running(pid: Option<i32>, child_exit: Option<i32>, last: Option<LastRun>) -> Self {
         let end = child_exit.map(End::Exited).or(last.as_ref().map(|l| l.end));
+        // A record whose process is gone, and nobody of ours saw it end.
+        let end = end.or(pid.map(|_| End::Died));
         let restarts = last.as_ref().map_or(0, |l| l.restarts);
-        let dead = pid.is_some() || end.is_some_and(|e| e != End::Stopped);
+        let dead = pid.is_some() || end.is_some_and(|e| !e.by_stop());
         Status {
             pid,
             state: if dead { State::Dead } else { State::Stopped },
@@ -196,7 +198,8 @@ impl Server {
             .flatten();
         let policy = self.recorded_policy(found.as_ref(), last.as_ref());
         let Some(f) = found else {
-            let base = Status::not_running(self.read_pid(), child_exit, last.clone());
+            let mut base = Status::not_running(self.read_pid(), child_exit, last.clone());
+            self.add_orphans(&mut base);
             return base.supervised_by(policy, sup, last.as_ref());
         };
         let descendants = platform::descendants(f.pid);
@@ -207,7 +210,9 @@ impl Server {
             .collect();
         let (rss, cpu) = usage(&f.info, &descendants);
         let hz = platform::ticks_per_second().max(1) as f64;
-        let age = platform::uptime_secs().map(|up| (up - f.info.start_ticks as f64 / hz).max(0.0));
+        // To the millisecond: more digits are noise (and print as such).
+        let age = platform::uptime_secs()
+            .map(|up| ((up - f.info.start_ticks as f64 / hz).max(0.0) * 1000.0).round() / 1000.0);
         let started_at = match (&f.identity, age) {
             (Some(id), _) if id.started_ms > 0 => Some(id.started_ms as f64 / 1000.0),
             (_, Some(a)) => Some(now_secs() - a),
@@ -248,6 +253,38 @@ impl Server {
             health: None,
         }
         .supervised_by(policy, sup, None)
+    }
+
+    /// A recorded server whose leader is gone: processes of its launch
+    /// that outlived it (uvicorn workers of a SIGKILLed master keep serving)
+    /// are listed as its workers and named in `end_reason`, so nobody takes
+    /// "dead" for "nothing runs". `stop()` ends them.
+    fn add_orphans(&self, status: &mut Status) {
+        let Some(id) = self.read_record().and_then(|r| r.identity) else {
+            return;
+        };
+        let orphans: Vec<i32> = crate::terminate::marked_processes(&id.launch_id, id.start_ticks)
+            .into_iter()
+            .filter(|p| *p != id.pid && is_worker(*p))
+            .collect();
+        if orphans.is_empty() {
+            return;
+        }
+        let reason = status
+            .end_reason
+            .take()
+            .unwrap_or_else(|| End::Died.describe());
+        let n = orphans.len();
+        let noun = if n == 1 { "process" } else { "processes" };
+        status.end_reason = Some(format!(
+            "{reason}; {n} {noun} of it still run (orphaned workers, pid {}): stop() ends them",
+            orphans
+                .iter()
+                .map(i32::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        status.workers = orphans;
     }
 
     /// The restart policy the server runs under: as recorded when it was

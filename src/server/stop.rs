@@ -10,7 +10,7 @@ use crate::error::{Error, Result, StopFailure};
 use crate::facts::Live;
 use crate::platform::{self, PidFd};
 use crate::port;
-use crate::record::{self, Identity};
+use crate::record::{self, End, Identity};
 use crate::spawn;
 use crate::terminate::{self, Victims};
 
@@ -24,10 +24,11 @@ impl Server {
         }
     }
 
-    /// Stops our launched child (if any) and forgets it. Caller holds the lock.
-    pub(super) fn stop_launched(&self, grace: Duration, tick: Tick<'_>) -> Result<()> {
+    /// Stops our launched child (if any) and forgets it. Caller holds the
+    /// lock. True when it took SIGKILL (it ignored SIGTERM for `grace`).
+    pub(super) fn stop_launched(&self, grace: Duration, tick: Tick<'_>) -> Result<bool> {
         let Some((pidfd, identity, _)) = self.own_child() else {
-            return Ok(());
+            return Ok(false);
         };
         let result = self.terminate_server(pidfd.clone(), Some(&identity), grace, tick);
         self.settle_child(&pidfd, result.is_ok());
@@ -38,21 +39,24 @@ impl Server {
     /// Under the lock: stops what is left of a recorded launch whose leader
     /// died (e.g. uvicorn workers whose master was SIGKILLed: they keep
     /// serving), found by the launch marker, so that its record can go and
-    /// its port is free again.
-    pub(super) fn stop_recorded_orphans(&self, tick: Tick<'_>) -> Result<()> {
+    /// its port is free again. How the launch ended is kept (`.last`): a
+    /// stop of a dead server does not erase that it died. Returns how many
+    /// orphaned processes it stopped.
+    pub(super) fn stop_recorded_orphans(&self, tick: Tick<'_>) -> Result<usize> {
         let Some(rec) = self.read_record() else {
-            return Ok(());
+            return Ok(0);
         };
         let Some(id) = &rec.identity else {
-            return Ok(());
+            return Ok(0);
         };
         if !matches!(self.claim_of(&rec, &Live::new()), Claim::Orphaned { .. }) {
-            return Ok(());
+            return Ok(0);
         }
         let mut victims = Victims::default();
         for p in terminate::marked_processes(&id.launch_id, id.start_ticks) {
             victims.add(p);
         }
+        let orphans = victims.members.len();
         if !victims.members.is_empty()
             && !victims.terminate(self.cfg.stop_timeout, &mut |_| {}, tick)?
         {
@@ -61,19 +65,22 @@ impl Server {
         // Everything alive of that launch is gone; a zombie leader may still
         // hold its group number (its parent has not reaped it), but it tracks
         // nothing any more.
+        let end = self.child_exit_of(id.pid).map_or(End::Died, End::Exited);
+        self.note_end(id, end);
         record::remove_if_names(&self.paths, rec.pid, self.pid_max);
-        Ok(())
+        Ok(orphans)
     }
 
     /// Stops a server's whole process group, plus processes of its launch
-    /// that left the group, then confirms the port was released.
+    /// that left the group, then confirms the port was released. True when
+    /// it took SIGKILL (something ignored SIGTERM for `grace`).
     pub(super) fn terminate_server(
         &self,
         leader: Arc<PidFd>,
         identity: Option<&Identity>,
         grace: Duration,
         tick: Tick<'_>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let mut victims = Victims::default();
         victims.add_group(leader.clone());
         let launch = identity.map(|i| (i.launch_id.clone(), i.start_ticks));
@@ -106,6 +113,6 @@ impl Server {
                 }
             }
         }
-        Ok(())
+        Ok(victims.killed)
     }
 }

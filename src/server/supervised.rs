@@ -236,6 +236,21 @@ impl Server {
         state::live(&self.paths).is_some()
     }
 
+    /// Restarts counted by this name's supervisor (live, or gone without
+    /// cleaning up), so a run noted after it died keeps the count.
+    pub(super) fn supervisor_restarts(&self) -> u32 {
+        state::read(&self.paths).map_or(0, |s| s.restarts)
+    }
+
+    /// Removes the state file of a supervisor that died without removing it
+    /// (SIGKILL): it tracks nothing, and a name listed only by it could be
+    /// neither stopped nor forgotten.
+    pub(super) fn remove_dead_supervisor_state(&self) {
+        if let Some(s) = state::read(&self.paths).filter(|s| !s.is_alive()) {
+            state::remove_if_names(&self.paths, s.pid);
+        }
+    }
+
     // ---- the supervisor's side ------------------------------------------------------
 
     /// Takes the held socket the caller handed over as descriptor 3.
@@ -299,7 +314,9 @@ impl Server {
         tick: Tick<'_>,
     ) -> (Result<()>, Option<i32>) {
         let identity = self.run_identity(pidfd);
-        let result = self.terminate_server(pidfd.clone(), identity.as_ref(), grace, tick);
+        let result = self
+            .terminate_server(pidfd.clone(), identity.as_ref(), grace, tick)
+            .map(|_| ());
         let code = if pidfd.has_exited() {
             self.run_exit_code(pidfd)
         } else {

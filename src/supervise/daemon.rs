@@ -179,10 +179,17 @@ pub fn run(
             if let Decision::Restart(_) = decision {
                 let mut tick = || check(&ctl, &mut stop_asked);
                 let grace = cfg.stop_timeout.min(REPLACE_GRACE);
+                // Counted before the new generation serves: status() must
+                // never show a replacement serving with the old count.
+                st.restarts += 1;
+                let _ = state::write(&paths, &st);
                 let reloaded = server.supervisor_reload(redirect_output, grace, &mut tick);
                 ev.warm_notes();
+                if reloaded.is_err() {
+                    // Not replaced: the restart below (after its wait) counts.
+                    st.restarts -= 1;
+                }
                 if let Ok(pidfd) = reloaded {
-                    st.restarts += 1;
                     st.server_pid = pidfd.pid();
                     st.health = None;
                     st.reason = words.clone();
