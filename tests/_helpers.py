@@ -131,6 +131,23 @@ def leftover_processes(exclude: set[int]) -> list[psutil.Process]:
     return out
 
 
+PRELOAD = "upsonic_server_manager._preload"
+
+
+def preloaders(d: str) -> list[psutil.Process]:
+    """The warm-start preloaders serving directory `d` (their own command
+    line names it; a forked server shows its own)."""
+    out = []
+    for p in psutil.process_iter():
+        try:
+            cmd = p.cmdline()
+            if PRELOAD in cmd and any(a.startswith(d) for a in cmd):
+                out.append(p)
+        except psutil.Error:
+            pass
+    return out
+
+
 def server_procs(app: str) -> list[psutil.Process]:
     """uvicorn processes for `app` started by this test session."""
     out = []

@@ -4,14 +4,16 @@ _helpers.py."""
 
 from __future__ import annotations
 
+import os
 import signal
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import psutil
 import pytest
-from _helpers import APPS, free_port, leftover_processes
+from _helpers import APPS, free_port, leftover_processes, preloaders
 from upsonic_server_manager import ServerManager
 
 
@@ -78,3 +80,21 @@ def serve(home: Path, managers: list) -> Callable[..., ServerManager]:
         return m
 
     return start
+
+
+@pytest.fixture
+def warm_dir(home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A private preloader directory (short: a unix socket path is limited),
+    with every preloader started in it killed after the test."""
+    d = tempfile.mkdtemp(prefix="usmw")
+    monkeypatch.setenv("UPSONIC_WARM_DIR", d)
+    monkeypatch.setenv("UPSONIC_WARM_IDLE", "120")
+    try:
+        yield d
+    finally:
+        for p in preloaders(d):
+            p.kill()
+            p.wait(10)
+        for f in os.listdir(d):
+            os.unlink(os.path.join(d, f))
+        os.rmdir(d)

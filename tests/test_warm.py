@@ -15,48 +15,24 @@ import sys
 import tempfile
 import textwrap
 from pathlib import Path
-from typing import Iterator
 
 import psutil
 import pytest
-from _helpers import can_bind, cli, free_port, get, gone, python_script, server_procs, wait_until
+from _helpers import (
+    PRELOAD,
+    can_bind,
+    cli,
+    free_port,
+    get,
+    gone,
+    preloaders,
+    python_script,
+    server_procs,
+    wait_until,
+)
 from upsonic_server_manager import PortInUseError, ServerManager, StartError
 
 pytest_plugins = ["pytester"]
-
-PRELOAD = "upsonic_server_manager._preload"
-
-
-def preloaders(d: str) -> list[psutil.Process]:
-    """The preloaders serving directory `d` (their own command line names it;
-    a forked server shows its own)."""
-    out = []
-    for p in psutil.process_iter():
-        try:
-            cmd = p.cmdline()
-            if PRELOAD in cmd and any(a.startswith(d) for a in cmd):
-                out.append(p)
-        except psutil.Error:
-            pass
-    return out
-
-
-@pytest.fixture
-def warm_dir(home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """A private preloader directory (short: a unix socket path is limited),
-    with every preloader started in it killed after the test."""
-    d = tempfile.mkdtemp(prefix="usmw")
-    monkeypatch.setenv("UPSONIC_WARM_DIR", d)
-    monkeypatch.setenv("UPSONIC_WARM_IDLE", "120")
-    try:
-        yield d
-    finally:
-        for p in preloaders(d):
-            p.kill()
-            p.wait(10)
-        for f in os.listdir(d):
-            os.unlink(os.path.join(d, f))
-        os.rmdir(d)
 
 
 def forked_by_preloader(pid: int, d: str) -> psutil.Process:
