@@ -178,3 +178,40 @@ def follow(sources: Sequence[tuple[str, Path, int]], out: TextIO) -> None:
         if wrote:
             out.flush()
         time.sleep(0.2)
+
+
+# The library's words for what the CLI spells as options, where the option
+# is not simply the keyword with dashes (those are derived, below).
+_SHELL_PHRASES = (
+    ("start(force=True)", "--force"),
+    ("start(redirect_output=True)", "--redirect-output"),
+    ('restart="on-failure" or "always"', "--restart on-failure or always"),
+    ("(or None: never give up)", "(or none: never give up)"),
+)
+
+
+def for_the_shell(message: str) -> str:
+    """A library message in the CLI's words: ``hold_socket=True`` becomes
+    ``--hold-socket``, ``start_timeout`` becomes ``--start-timeout``. The
+    keywords are ``ServerManager``'s own (read from its signature, so a new
+    option is covered without a new entry); only keywords with an
+    underscore are rewritten, since one-word ones ("restart", "warm") are
+    also plain English."""
+    import re
+
+    from ._manager import ServerManager
+
+    for python, shell in _SHELL_PHRASES:
+        message = message.replace(python, shell)
+    names = [k for k in _keywords(ServerManager) if "_" in k]
+    if not names:
+        return message
+    pattern = re.compile(r"\b(" + "|".join(map(re.escape, names)) + r")(=True)?\b")
+    return pattern.sub(lambda m: "--" + m.group(1).replace("_", "-"), message)
+
+
+def _keywords(cls: type) -> list[str]:
+    import inspect
+
+    params = inspect.signature(cls.__init__).parameters.values()
+    return [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]

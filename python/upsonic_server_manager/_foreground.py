@@ -9,6 +9,7 @@ import select
 import signal
 import socket
 
+from ._cli_output import for_the_shell
 from ._manager import ServerManager
 
 TYPE_CHECKING = False
@@ -86,7 +87,7 @@ def _wait_for_exit(m: ServerManager, out: TextIO) -> int:
             pid = m.status().pid or pid
             out.write(f"{m.name}: reloaded, now pid {pid}\n")
         except RuntimeError as e:  # the old generation keeps serving
-            out.write(f"{m.name}: reload failed, still serving: {e}\n")
+            out.write(f"{m.name}: reload failed, still serving: {for_the_shell(str(e))}\n")
         finally:
             signal.signal(signal.SIGHUP, hangup)
         out.flush()

@@ -216,8 +216,9 @@ class ServerManager(_StopsOnExit):
 
     @property
     def log_dir(self) -> str:
-        """Where redirected output goes (as given; relative to the current
-        directory at start)."""
+        """Where redirected output goes, as given: a relative one is under the
+        server's working directory (``cwd`` when given, else the caller's),
+        resolved at start; ``log_files`` gives the absolute paths."""
         return str(self._core.log_dir)
 
     @property

@@ -24,6 +24,7 @@ from ._cli_output import (
     columns,
     fmt_address,
     follow,
+    for_the_shell,
     render_table,
     run_with_spinner,
     status_row,
@@ -355,7 +356,7 @@ def _manager_from_args(args: argparse.Namespace) -> ServerManager:
             args.port,
             _name_of(args),
             workers=args.workers,
-            log_dir=_log_dir(args),
+            log_dir=args.log_dir or "logs",
             pid_dir=args.pid_dir,
             cwd=args.cwd,
             env=dict(args.env),
@@ -368,14 +369,6 @@ def _manager_from_args(args: argparse.Namespace) -> ServerManager:
         )
     except ValueError as e:
         raise UsageError(str(e)) from None
-
-
-def _log_dir(args: argparse.Namespace) -> str:
-    """--log-dir; a relative one is under --cwd when given, as the server sees it."""
-    log_dir = args.log_dir or "logs"
-    if args.cwd and not os.path.isabs(log_dir):
-        return os.path.join(args.cwd, log_dir)
-    return log_dir
 
 
 def _pid_dir_text(args: argparse.Namespace) -> str:
@@ -844,29 +837,6 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO], int]] = {
 }
 
 
-def _for_the_shell(message: str) -> str:
-    """The library's messages name Python keywords; here they are options."""
-    for python, shell in (
-        ("start(force=True)", "--force"),
-        ("start(redirect_output=True)", "--redirect-output"),
-        ("hold_socket=True", "--hold-socket"),
-        ("start_timeout", "--start-timeout"),
-        ("restart_max_delay", "--restart-max-delay"),
-        ("restart_delay", "--restart-delay"),
-        ("restart_limit", "--restart-limit"),
-        ("stable_after", "--stable-after"),
-        ("health_check", "--health-check"),
-        ("health_interval", "--health-interval"),
-        ("health_timeout", "--health-timeout"),
-        ("health_failures", "--health-failures"),
-        ("max_memory", "--max-memory"),
-        ('restart="on-failure" or "always"', "--restart on-failure or always"),
-        ("(or None: never give up)", "(or none: never give up)"),
-    ):
-        message = message.replace(python, shell)
-    return message
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     out = sys.stdout
     args: Optional[argparse.Namespace] = None
@@ -876,16 +846,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except UsageError as e:
         if e.usage:
             print(e.usage, file=sys.stderr)
-        print(f"upsonic-server: error: {_for_the_shell(str(e))}", file=sys.stderr)
+        print(f"upsonic-server: error: {for_the_shell(str(e))}", file=sys.stderr)
         return EXIT_USAGE
     except UnknownName as e:
         print(f"upsonic-server: {e}", file=sys.stderr)
         return EXIT_ERROR
     except PortInUseError as e:
-        print(f"upsonic-server: {_for_the_shell(str(e))}", file=sys.stderr)
+        print(f"upsonic-server: {for_the_shell(str(e))}", file=sys.stderr)
         return EXIT_ERROR
     except RuntimeError as e:
-        print(f"upsonic-server: {_for_the_shell(str(e))}", file=sys.stderr)
+        print(f"upsonic-server: {for_the_shell(str(e))}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         command = getattr(args, "command", None)

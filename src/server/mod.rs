@@ -174,16 +174,19 @@ impl Server {
         &self.paths
     }
 
-    /// Where redirected output goes, resolved against the current directory.
+    /// Where redirected output goes. The one rule for relative paths, in
+    /// every entry point (library, CLI, configuration file): a relative
+    /// `cwd` is under the caller's working directory, and a relative
+    /// `log_dir` is under the server's working directory (`cwd` when given,
+    /// else the caller's), where the original's `logs/` is too.
     pub fn log_paths(&self) -> LogPaths {
-        let dir = if self.cfg.log_dir.is_absolute() {
-            self.cfg.log_dir.clone()
-        } else {
-            std::env::current_dir()
-                .unwrap_or_else(|_| PathBuf::from("."))
-                .join(&self.cfg.log_dir)
+        let here = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+        // `join` with an absolute path is that path.
+        let server_dir = match &self.cfg.cwd {
+            Some(cwd) => here.join(cwd),
+            None => here,
         };
-        LogPaths::new(&dir, &self.cfg.name)
+        LogPaths::new(&server_dir.join(&self.cfg.log_dir), &self.cfg.name)
     }
 
     fn wanted(&self) -> Wanted<'_> {
