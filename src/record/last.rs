@@ -53,6 +53,18 @@ impl End {
         })
     }
 
+    /// Whether the run ended as asked, not by a failure: a stop, or an exit
+    /// with code 0 or by a signal a stop sends (the supervisor's rule,
+    /// `supervise::policy::RunEnd::clean`). A library manager keeps only the other
+    /// ends on disk, unless history was asked for.
+    pub fn is_clean(self) -> bool {
+        match self {
+            End::Stopped => true,
+            End::Exited(c) => crate::supervise::policy::RunEnd::Exited(Some(c)).clean(),
+            _ => false,
+        }
+    }
+
     /// The exit code, when known.
     pub fn exit_code(self) -> Option<i32> {
         match self {
