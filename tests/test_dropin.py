@@ -118,6 +118,8 @@ def test_process_is_a_popen_of_the_server(home, managers):
     assert p.poll() is None and p.returncode is None
     with pytest.raises(subprocess.TimeoutExpired):
         p.wait(timeout=0.05)
+    with pytest.raises(subprocess.TimeoutExpired):
+        p.communicate(timeout=0.05)
     p.send_signal(signal.SIGTERM)
     # uvicorn re-raises the signal that stopped it: -15, as Popen reports.
     assert p.wait(timeout=10) == -signal.SIGTERM

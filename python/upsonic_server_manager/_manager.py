@@ -92,6 +92,13 @@ def _define_server_process() -> type:
                 self._code = code
             return code  # type: ignore[return-value]
 
+        def communicate(
+            self, input: Any = None, timeout: Optional[float] = None
+        ) -> tuple[None, None]:
+            """Waits for it to end (it has no pipes): ``(None, None)``."""
+            self.wait(timeout)
+            return (None, None)
+
         def send_signal(self, sig: int) -> None:
             self._core.signal_pid(self.pid, int(sig))
 
@@ -386,8 +393,11 @@ class ServerManager(_StopsOnExit):
         self._process_obj = None
 
     def _overridden_hooks(self) -> tuple[str, ...]:
-        """The original's helpers a subclass (or a patch) replaced."""
+        """The original's helpers a subclass replaced (looked up per call,
+        so a class patched later counts too); none for this class itself."""
         cls = type(self)
+        if cls is ServerManager:
+            return ()
         return tuple(h for h in _HOOKS if getattr(cls, h) is not _DEFAULT_HOOKS[h])
 
     def __reduce__(self) -> Any:

@@ -226,6 +226,7 @@ impl Server {
         }
         *new.launched.lock() = self.launched.lock().take();
         *new.reaped.lock() = self.reaped.lock().take();
+        *new.supervisor.lock() = self.supervisor.lock().take();
         if new.paths.pid_file == self.paths.pid_file {
             *new.last_run.lock() = self.last_run.lock().take();
         }
