@@ -206,6 +206,9 @@ def test_overridden_pid_helpers_are_written_read_and_cleaned(home, tmp_path, man
         f.unlink()
     fresh = cls(HELLO, "127.0.0.1", port, "hooks")
     assert fresh.is_running() and "read" in fresh.calls
+    # Running, by its _read_pid: start() launches nothing, as the original's.
+    fresh.start()
+    assert fresh._process is None and get(port)["pid"] == pid
     proc = psutil.Process(pid)
     fresh.stop()
     assert wait_until(lambda: gone(proc), 10)

@@ -454,7 +454,8 @@ class ServerManager(_StopsOnExit):
 
     def _start_with_hooks(self, hooks: tuple[str, ...], redirect_output: bool, force: bool) -> None:
         """``start()`` calling a subclass's helpers where the original's
-        does: ``_force_cleanup_port()`` first; then, unless it runs,
+        does: ``_force_cleanup_port()`` first; then nothing if
+        ``is_running()`` (which asks ``_read_pid()``); else
         ``_is_port_in_use(kill_if_used=force)`` (True: the port is taken);
         ``_write_pid()`` once the server is launched (the core has recorded it
         already) and ``_is_port_in_use()`` until it says the server listens.
@@ -464,10 +465,10 @@ class ServerManager(_StopsOnExit):
 
         if "_force_cleanup_port" in hooks:
             self._force_cleanup_port()
+        if self.is_running():
+            return
         port_hook = "_is_port_in_use" in hooks
         if port_hook:
-            if self.is_running():
-                return
             if self._is_port_in_use(kill_if_used=force):
                 raise PortInUseError(
                     f"Port {self.port} is still in use and could not be freed "
