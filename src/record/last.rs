@@ -179,4 +179,15 @@ mod tests {
         );
         assert_eq!(unescape(&escape("a\\n\nb\r")), "a\\n\nb\r");
     }
+
+    #[test]
+    fn clean_ends_are_stops_and_the_signals_a_stop_sends() {
+        assert!(End::Stopped.is_clean());
+        assert!(End::Exited(0).is_clean());
+        assert!(End::Exited(-15).is_clean());
+        assert!(!End::Exited(1).is_clean());
+        assert!(!End::Exited(-9).is_clean());
+        assert!(!End::Died.is_clean());
+        assert!(!End::FailedToStart(Some(0)).is_clean());
+    }
 }

@@ -545,3 +545,67 @@ impl Server {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &std::path::Path) -> Config {
+        Config {
+            app_path: "m:app".into(),
+            host: "127.0.0.1".into(),
+            port: 8123,
+            name: "api".into(),
+            workers: 1,
+            log_dir: dir.join("logs"),
+            pid_dir: dir.to_path_buf(),
+            cwd: None,
+            env: Vec::new(),
+            start_timeout: Duration::from_secs(30),
+            stop_timeout: Duration::from_secs(5),
+            uvicorn_args: Vec::new(),
+            python: "python3".into(),
+            hold_socket: false,
+            lifeline: None,
+            supervision: crate::supervise::Supervision::default(),
+            warm: false,
+            preload: Vec::new(),
+            pid_file: None,
+            history: false,
+        }
+    }
+
+    #[test]
+    fn a_replaced_configuration_is_validated_and_keeps_the_last_run() {
+        let dir = std::env::temp_dir().join(format!("usm-replaced-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let old = Server::new(config(&dir)).unwrap();
+        let last = LastRun {
+            identity: Identity::default(),
+            end: End::Stopped,
+            ended_ms: 1,
+            restarts: 0,
+        };
+        *old.last_run.lock() = Some(last.clone());
+        let mut bad = config(&dir);
+        bad.port = 0; // without hold_socket
+        assert!(matches!(
+            old.replaced(bad, "port"),
+            Err(Error::InvalidArgument { arg: "port", .. })
+        ));
+        let mut moved = config(&dir);
+        moved.port = 8124;
+        let new = old.replaced(moved, "port").unwrap();
+        assert_eq!(new.port(), 8124);
+        assert_eq!(new.last_run(), Some(last));
+        // A chosen PID file takes the other files beside it; a supervisor
+        // would not find it, so the two are refused together.
+        let mut chosen = config(&dir);
+        chosen.pid_file = Some(dir.join("api.pid"));
+        let moved = new.replaced(chosen.clone(), "_pid_file").unwrap();
+        assert_eq!(moved.paths().lock_file, dir.join("api.lock"));
+        chosen.supervision.policy.restart = crate::supervise::Restart::Always;
+        assert!(Server::new(chosen).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
