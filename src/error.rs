@@ -97,6 +97,14 @@ pub enum Error {
         port: u16,
     },
 
+    /// The configuration of a running server cannot change under it.
+    #[error("Cannot change {what} of {name} while it runs{}: stop() it first; the new value takes effect at the next start()", pid.map(|p| format!(" (pid {p})")).unwrap_or_default())]
+    Running {
+        name: String,
+        pid: Option<i32>,
+        what: String,
+    },
+
     /// The call needs a running server and there is none.
     #[error("{name} is not running")]
     NotRunning { name: String },

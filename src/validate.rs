@@ -200,7 +200,13 @@ pub fn workers(workers: i64) -> Result<u32> {
 pub fn workers_from_env() -> Result<u32> {
     match std::env::var("UPSONIC_WORKERS_AMOUNT") {
         Ok(raw) if !raw.trim().is_empty() => match raw.trim().parse::<i64>() {
-            Ok(n) => workers(n),
+            Ok(n) => workers(n).map_err(|_| {
+                Error::invalid(
+                    "UPSONIC_WORKERS_AMOUNT",
+                    None,
+                    format!("must be between 1 and {MAX_WORKERS}, got {raw:?}"),
+                )
+            }),
             Err(_) => Err(Error::invalid(
                 "UPSONIC_WORKERS_AMOUNT",
                 None,

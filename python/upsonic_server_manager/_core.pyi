@@ -201,7 +201,14 @@ class Core:
         max_memory: Union[int, str, None] = None,
         warm: Optional[bool] = None,
         preload: Optional[Sequence[str]] = None,
+        pid_file: Optional[_Path] = None,
+        history: Optional[bool] = None,
     ) -> Core: ...
+    def replace_server(self, other: Core, what: str) -> None:
+        """Take ``other``'s (validated) configuration from the next start on;
+        ServerManagerError naming ``what`` while the server runs."""
+    def arguments(self) -> dict[str, Any]:
+        """The keywords that build this configuration again (configured port)."""
     def start(self, redirect_output: bool, force: bool) -> bool:
         """Start unless ours already runs; True if a server was launched."""
     def forget(self) -> bool:
@@ -242,6 +249,18 @@ class Core:
         """PID of the server this object launched, if any."""
     def child_poll(self) -> Optional[int]:
         """Exit code of our launched child, or None while it runs."""
+    def poll_pid(self, pid: int, unknown: Optional[int] = None) -> Optional[int]:
+        """poll() of our child ``pid``; ``unknown`` once the manager let go of it."""
+    def wait_pid(self, pid: int, timeout: Optional[float] = None) -> Optional[int]:
+        """wait() for our child ``pid`` (seconds); None when the timeout passed."""
+    def signal_pid(self, pid: int, sig: int) -> bool:
+        """Signal our child ``pid`` through its pidfd; False once it ended."""
+    def child_cmdline(self, pid: int) -> Optional[list[str]]:
+        """The command line of our unreaped child ``pid``."""
+    def pid_is_ours(self, pid: int) -> bool:
+        """Whether ``pid`` is our server, alive and verified."""
+    def stop_pid(self, pid: int) -> bool:
+        """Stop ``pid`` if it is our server (verified); True if stopped."""
     def forget_child(self) -> None:
         """Stop tracking the launched child (it keeps running)."""
     def status(self) -> ServerStatus:

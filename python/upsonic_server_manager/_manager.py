@@ -26,27 +26,114 @@ DEFAULT_UVICORN_ARGS: tuple[str, ...] = ("--log-level", "error", "--no-access-lo
 ServerStatus = _core.ServerStatus
 
 
-class _ChildProcess:
-    """The launched server as upsonic's ``_process`` exposed it (``pid``,
-    ``poll()``, ``returncode``); reaping stays with the core."""
+_server_process_class: Optional[type] = None
 
-    def __init__(self, core: _core.Core, pid: int) -> None:
-        self._core = core
-        self.pid = pid
 
-    def poll(self) -> Optional[int]:
-        return self.returncode
+def _server_process(core: _core.Core, pid: int) -> Any:
+    """The launched server as upsonic's ``_process`` exposed it: a
+    ``subprocess.Popen`` (built lazily: importing subprocess costs
+    milliseconds, and most programs never look)."""
+    global _server_process_class
+    if _server_process_class is None:
+        _server_process_class = _define_server_process()
+    return _server_process_class(core, pid)
 
-    @property
-    def returncode(self) -> Optional[int]:
-        # Once the manager forgot this child (stopped, restarted), it is not
-        # ours to report on.
-        if self._core.child_pid() != self.pid:
-            return None
-        return self._core.child_poll()
 
-    def __repr__(self) -> str:
-        return f"<server process pid={self.pid} returncode={self.returncode}>"
+def _define_server_process() -> type:
+    import subprocess
+
+    class ServerProcess(subprocess.Popen):  # type: ignore[type-arg]
+        """The server this manager launched, as the ``subprocess.Popen``
+        upsonic's original kept in ``_process``: ``pid``, ``args``,
+        ``poll()``, ``returncode``, ``wait(timeout=None)`` (raising
+        ``subprocess.TimeoutExpired``), ``send_signal()``, ``terminate()``,
+        ``kill()``, ``communicate()`` (it has no pipes). Every signal goes to
+        the process itself through its pidfd (never to a reused PID), and
+        only once it has ended does nothing; the manager's core reaps it.
+        Exit codes are negative for a signal, as Popen's are."""
+
+        # Popen.__init__ is not run: the process exists already.
+        def __init__(self, core: _core.Core, pid: int) -> None:
+            self._core = core
+            self.pid = pid
+            self.args = core.child_cmdline(pid) or []
+            self.stdin = self.stdout = self.stderr = None
+            self.text_mode = False
+            self.encoding = self.errors = None
+            self._communication_started = False
+            self._code: Optional[int] = None
+
+        @property  # type: ignore[override]
+        def returncode(self) -> Optional[int]:
+            return self.poll()
+
+        @returncode.setter
+        def returncode(self, value: Optional[int]) -> None:
+            self._code = value
+
+        def poll(self) -> Optional[int]:
+            """The exit code once it ended, else None. Once the manager let
+            go of it (``_process = None``), the last code seen."""
+            code = self._core.poll_pid(self.pid, self._code)
+            if code is not None:
+                self._code = code
+            return code
+
+        def wait(self, timeout: Optional[float] = None) -> int:  # type: ignore[override]
+            """Waits (seconds; None: as long as it takes) and returns the exit
+            code; raises ``subprocess.TimeoutExpired`` when ``timeout`` passes
+            first."""
+            code = self._core.wait_pid(self.pid, timeout)
+            if code is None:
+                if timeout is not None:
+                    raise subprocess.TimeoutExpired(self.args, timeout)
+                code = self._code
+            else:
+                self._code = code
+            return code  # type: ignore[return-value]
+
+        def communicate(
+            self, input: Any = None, timeout: Optional[float] = None
+        ) -> tuple[None, None]:
+            """Waits for it to end (it has no pipes): ``(None, None)``."""
+            self.wait(timeout)
+            return (None, None)
+
+        def send_signal(self, sig: int) -> None:
+            self._core.signal_pid(self.pid, int(sig))
+
+        def __reduce__(self) -> Any:
+            raise TypeError("a server process cannot be pickled")
+
+    return ServerProcess
+
+
+# The original's overridable helpers, as this class defines them: a subclass
+# that replaces one gets it called where the original's start(), stop() and
+# is_running() call it (see _overridden_hooks).
+_HOOKS = ("_write_pid", "_read_pid", "_cleanup_pid", "_is_port_in_use", "_force_cleanup_port")
+_DEFAULT_HOOKS: dict[str, object] = {}
+
+# Attributes the original sets in __init__ that programs assign, and the
+# configuration keyword each one is.
+_ASSIGNABLE = {
+    "app_path": "app_path",
+    "host": "host",
+    "port": "port",
+    "name": "name",
+    "_pid_file": "pid_file",
+}
+
+
+def _rebuild(
+    cls: type[ServerManager], kwargs: dict[str, Any], redirect_output: bool
+) -> ServerManager:
+    """A manager equal to a pickled or copied one (see ``__reduce__``)."""
+    m = cls.__new__(cls)
+    args = [kwargs.pop(k) for k in ("app_path", "host", "port", "name")]
+    ServerManager.__init__(m, *args, **kwargs)
+    m._core.remember_output(redirect_output)
+    return m
 
 
 _uvicorn_found = False
@@ -119,6 +206,8 @@ class ServerManager(_StopsOnExit):
         max_memory: Union[int, str, None] = None,
         warm: bool = False,
         preload: Optional[Sequence[str]] = None,
+        pid_file: Optional[PathLike] = None,
+        history: bool = False,
     ) -> None:
         # Every check, of types and values, is the core's: one validation
         # for every entry point, each error naming the argument.
@@ -150,26 +239,59 @@ class ServerManager(_StopsOnExit):
             max_memory=max_memory,
             warm=warm,
             preload=preload,
+            pid_file=None if pid_file is None else os.fspath(pid_file),
+            history=history,
         )
 
     # -- the original's attributes ---------------------------------------------------
 
-    # The configuration is the core's; these read it. They are read-only: a
-    # manager describes one server (build another to change it).
+    # The configuration is the core's; these read it. Those the original sets
+    # in __init__ (app_path, host, port, name, _pid_file) are assignable, as
+    # there, while the server does not run: validated as the constructor's
+    # arguments, they take effect at the next start().
+
+    def _reconfigure(self, attr: str, value: object) -> None:
+        """Assigns one of the original's attributes: the configuration is
+        built again with the new value (same checks as the constructor: a
+        ``ValueError`` or ``TypeError`` naming it) and replaces this
+        manager's; a :class:`ServerManagerError` says to stop the server
+        first while it runs."""
+        kw = self._core.arguments()
+        key = _ASSIGNABLE[attr]
+        if key == "port":
+            # hold_socket left to its default follows the port (0 holds one).
+            if kw["hold_socket"] == (kw["port"] == 0 or kw["restart"] != "no"):
+                kw["hold_socket"] = None
+        if key == "pid_file" and value is not None:
+            value = os.fspath(value)  # type: ignore[call-overload]
+        kw[key] = value
+        self._core.replace_server(_core.Core(**kw), attr)
 
     @property
     def app_path(self) -> str:
         return self._core.app_path
 
+    @app_path.setter
+    def app_path(self, value: str) -> None:
+        self._reconfigure("app_path", value)
+
     @property
     def host(self) -> str:
         return self._core.host
 
+    @host.setter
+    def host(self, value: str) -> None:
+        self._reconfigure("host", value)
+
     @property
     def port(self) -> int:
         """The port it listens on: after ``start()`` with port 0, the one the
-        kernel picked."""
+        kernel picked. Assignable while the server does not run."""
         return self._core.port
+
+    @port.setter
+    def port(self, value: int) -> None:
+        self._reconfigure("port", value)
 
     @property
     def url(self) -> str:
@@ -198,6 +320,12 @@ class ServerManager(_StopsOnExit):
     @property
     def name(self) -> str:
         return self._core.name
+
+    @name.setter
+    def name(self, value: str) -> None:
+        # Unlike the original, the PID file follows the name (unless one was
+        # chosen with _pid_file): the name is what finds the server again.
+        self._reconfigure("name", value)
 
     @property
     def workers(self) -> int:
@@ -238,16 +366,63 @@ class ServerManager(_StopsOnExit):
     def _pid_file(self) -> str:
         return str(self._core.pid_file)
 
+    @_pid_file.setter
+    def _pid_file(self, value: Optional[PathLike]) -> None:
+        # The identity, lock and last-run files go beside it; None: the default.
+        self._reconfigure("_pid_file", value)
+
+    _process_obj: Any = None
+
     @property
-    def _process(self) -> Optional[_ChildProcess]:
+    def _process(self) -> Any:
+        """The server this manager launched, as a ``subprocess.Popen``
+        (see ``ServerProcess``), or None; the same object until the
+        manager lets go of it (stop, restart)."""
         pid = self._core.child_pid()
-        return None if pid is None else _ChildProcess(self._core, pid)
+        if pid is None:
+            return None
+        p = self._process_obj
+        if p is None or p.pid != pid:
+            p = self._process_obj = _server_process(self._core, pid)
+        return p
 
     @_process.setter
     def _process(self, value: object) -> None:
         if value is not None:
             raise TypeError("_process can only be reset to None")
         self._core.forget_child()
+        self._process_obj = None
+
+    def _overridden_hooks(self) -> tuple[str, ...]:
+        """The original's helpers a subclass replaced (looked up per call,
+        so a class patched later counts too); none for this class itself."""
+        cls = type(self)
+        if cls is ServerManager:
+            return ()
+        return tuple(h for h in _HOOKS if getattr(cls, h) is not _DEFAULT_HOOKS[h])
+
+    def __reduce__(self) -> Any:
+        """Pickling and ``copy.deepcopy`` rebuild an equal manager, as the
+        original's could be copied, while it has no server of its own
+        running. Raises TypeError while it has one (the copy could not own
+        that child) or holds a lifeline descriptor."""
+        pid = self._core.child_pid()
+        if pid is not None and self._core.poll_pid(pid) is None:
+            raise TypeError(
+                f"cannot pickle or copy ServerManager {self.name!r} while the server it "
+                f"started runs (pid {pid}): a copy cannot own that child process. Stop it "
+                f"first, or rebuild it where it is needed with "
+                f"ServerManager.from_record({self.name!r})"
+            )
+        kw = self._core.arguments()
+        if kw.pop("lifeline") is not None:
+            raise TypeError(
+                f"cannot pickle or copy ServerManager {self.name!r}: its lifeline is a "
+                "descriptor of this process"
+            )
+        del kw["python"]  # the interpreter of the process that unpickles it
+        state = {k: v for k, v in self.__dict__.items() if k not in ("_core", "_process_obj")}
+        return (_rebuild, (type(self), kw, self._core.redirect_output), state or None)
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -259,6 +434,14 @@ class ServerManager(_StopsOnExit):
         owned by the same user), :class:`StartError` if the server exits
         first and :class:`StartTimeoutError` after ``start_timeout``.
         """
+        hooks = self._overridden_hooks()
+        if hooks:
+            self._start_with_hooks(hooks, bool(redirect_output), bool(force))
+            return
+        self._launch(bool(redirect_output), bool(force))
+
+    def _launch(self, redirect_output: bool, force: bool) -> bool:
+        """``start()`` in the core; True if it launched a server."""
         if _uvicorn_missing():
             from ._errors import StartError
 
@@ -266,8 +449,70 @@ class ServerManager(_StopsOnExit):
                 f"Failed to start {self.name} server: uvicorn is not installed for "
                 f"{sys.executable} (pip install uvicorn)"
             )
-        self._core.start(bool(redirect_output), bool(force))
+        launched = self._core.start(redirect_output, force)
         self._follow_supervisor()
+        return launched
+
+    def _start_with_hooks(self, hooks: tuple[str, ...], redirect_output: bool, force: bool) -> None:
+        """``start()`` calling a subclass's helpers where the original's
+        does: ``_force_cleanup_port()`` first; then nothing if
+        ``is_running()`` (which asks ``_read_pid()``); else
+        ``_is_port_in_use(kill_if_used=force)`` (True: the port is taken);
+        ``_write_pid()`` once the server is launched (the core has recorded it
+        already) and ``_is_port_in_use()`` until it says the server listens.
+        An exception from one of them stops the server and is raised as
+        :class:`StartError`, as the original wraps it in RuntimeError."""
+        from ._errors import PortInUseError, StartError
+
+        if "_force_cleanup_port" in hooks:
+            self._force_cleanup_port()
+        if self.is_running():
+            return
+        port_hook = "_is_port_in_use" in hooks
+        if port_hook:
+            if self._is_port_in_use(kill_if_used=force):
+                raise PortInUseError(
+                    f"Port {self.port} is still in use and could not be freed "
+                    f"({type(self).__name__}._is_port_in_use says so)",
+                    port=self.port,
+                )
+        if not self._launch(redirect_output, force):
+            return
+        try:
+            if "_write_pid" in hooks:
+                self._write_pid()
+            if port_hook:
+                self._await_port_hook()
+        except StartError:
+            self.stop()
+            raise
+        except Exception as e:
+            self.stop()
+            raise StartError(f"Failed to start {self.name} server: {e}") from e
+
+    def _await_port_hook(self) -> None:
+        """Waits until an overridden ``_is_port_in_use()`` says the server
+        listens (the core has seen it listen), within ``start_timeout``."""
+        import time
+
+        from ._errors import StartError, StartTimeoutError
+
+        deadline = time.monotonic() + self._core.start_timeout
+        while not self._is_port_in_use():
+            p = self._process
+            code = None if p is None else p.poll()
+            if code is not None:
+                raise StartError(
+                    f"Failed to start {self.name} server: it exited with code {code}",
+                    exit_code=code,
+                )
+            if time.monotonic() >= deadline:
+                raise StartTimeoutError(
+                    f"Failed to start {self.name} server: {type(self).__name__}._is_port_in_use() "
+                    f"did not report port {self.port} in use within {self._core.start_timeout} s "
+                    "(start_timeout); it was stopped"
+                )
+            time.sleep(0.01)
 
     def _follow_supervisor(self) -> None:
         """Relays what a supervisor this call spawned says (restarts and
@@ -280,15 +525,27 @@ class ServerManager(_StopsOnExit):
             follow(self.name, *link)
 
     def stop(self) -> None:
-        """Stop the server's whole process group; quiet when nothing runs."""
+        """Stop the server's whole process group; quiet when nothing runs.
+
+        A subclass's ``_read_pid()`` is asked first, as the original does,
+        and the server it names stopped too when it is ours (verified as a
+        PID record is; anything else is left alone); its ``_cleanup_pid()``
+        is called last."""
+        hooks = self._overridden_hooks()
+        pid = self._read_pid() if "_read_pid" in hooks else None
         self._core.stop()
+        self._process_obj = None
+        if isinstance(pid, int) and pid > 1:
+            self._core.stop_pid(pid)
+        if "_cleanup_pid" in hooks:
+            self._cleanup_pid()
 
     def restart(self, redirect_output: Optional[bool] = None, force: bool = False) -> None:
         """Stop, then start again (with the last ``redirect_output`` by
         default). With a held socket the socket stays open in between, so
         connections that arrive meanwhile wait instead of being refused."""
         redirect = self._core.redirect_output if redirect_output is None else redirect_output
-        if self.hold_socket and not _uvicorn_missing():
+        if self.hold_socket and not _uvicorn_missing() and not self._overridden_hooks():
             self._core.restart(bool(redirect), bool(force))
             return
         self.stop()
@@ -303,7 +560,25 @@ class ServerManager(_StopsOnExit):
         self._core.reload()
 
     def is_running(self) -> bool:
-        """True only when this server (identity verified) is alive."""
+        """True only when this server (identity verified) is alive.
+
+        A subclass's ``_read_pid()`` / ``_cleanup_pid()`` are called as the
+        original calls them: unless our own child runs, the PID it reads
+        counts when it is our server, and a PID naming no live process is
+        cleaned up."""
+        hooks = self._overridden_hooks()
+        if "_read_pid" not in hooks and "_cleanup_pid" not in hooks:
+            return self._core.is_running()
+        p = self._process
+        if p is not None and p.poll() is None:
+            return True
+        pid = self._read_pid()
+        if isinstance(pid, int) and pid > 1:
+            if self._core.pid_is_ours(pid):
+                return True
+            info = _core.process_info(pid)
+            if not (info and info["alive"]):
+                self._cleanup_pid()
         return self._core.is_running()
 
     def __enter__(self) -> ServerManager:
@@ -435,7 +710,7 @@ class ServerManager(_StopsOnExit):
             for key in supervision:
                 if key in config:
                     kwargs.setdefault(key, config[key])
-            for key in (*keys, "hold_socket", "warm", "preload"):
+            for key in (*keys, "hold_socket", "warm", "preload", "history"):
                 if config.get(key) is not None:
                     kwargs.setdefault(key, config[key])
         m = cls(app, host or "127.0.0.1", int(port or 8000), name, pid_dir=directory, **kwargs)
@@ -453,6 +728,9 @@ class ServerManager(_StopsOnExit):
         return (
             f"{type(self).__name__}({self.app_path!r}, {self.host!r}, {self.port!r}, {self.name!r})"
         )
+
+
+_DEFAULT_HOOKS.update((h, getattr(ServerManager, h)) for h in _HOOKS)
 
 
 def list_records(pid_dir: Optional[PathLike] = None, *, stopped: bool = False) -> list[str]:

@@ -366,6 +366,8 @@ def _manager_from_args(args: argparse.Namespace) -> ServerManager:
             **_supervision_kwargs(args),  # type: ignore[arg-type]
             warm=getattr(args, "warm", False),
             preload=getattr(args, "preload", None),
+            # An operator's server keeps how each run ended (status lists it).
+            history=True,
         )
     except ValueError as e:
         raise UsageError(str(e)) from None

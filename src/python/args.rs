@@ -53,13 +53,16 @@ pub fn seconds(py: Python<'_>, arg: &'static str, obj: &Bound<'_, PyAny>) -> PyR
     validate::seconds(arg, obj.extract::<f64>()?).map_err(|e| to_py(py, e))
 }
 
-/// The worker count: an `int`, or `None` for `$UPSONIC_WORKERS_AMOUNT` (else 1).
-pub fn workers(py: Python<'_>, obj: Option<&Bound<'_, PyAny>>) -> PyResult<u32> {
+/// The worker count: an `int`, or `None` for `$UPSONIC_WORKERS_AMOUNT`,
+/// which is read at each `start()` (upsonic 0.45.0 never reads it, and its
+/// importers build managers at import time: a bad value must not fail that).
+pub fn workers(py: Python<'_>, obj: Option<&Bound<'_, PyAny>>) -> PyResult<Option<u32>> {
     match obj.filter(|o| !o.is_none()) {
-        None => validate::workers_from_env(),
-        Some(o) => validate::workers(int("workers", "an int or None", o)?),
+        None => Ok(None),
+        Some(o) => validate::workers(int("workers", "an int or None", o)?)
+            .map(Some)
+            .map_err(|e| to_py(py, e)),
     }
-    .map_err(|e| to_py(py, e))
 }
 
 /// uvicorn's extra arguments: a sequence of strings (not one string).

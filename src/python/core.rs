@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use pyo3::exceptions::PyKeyboardInterrupt;
 use pyo3::prelude::*;
 
@@ -70,15 +70,48 @@ fn log_warm_notes(py: Python<'_>) {
 /// The native half of a `ServerManager`.
 #[pyclass(module = "upsonic_server_manager._core", frozen)]
 pub struct Core {
-    inner: Arc<Server>,
+    /// The server; replaced whole when the program assigns a new
+    /// configuration (`replace_server`). Calls clone the `Arc` and work on
+    /// that, so a replacement sees a call under way in its count.
+    inner: RwLock<Arc<Server>>,
     /// The output mode of the last `start()`, which `restart()` reuses.
     redirect_output: AtomicBool,
+    /// `workers=None`: the count is `$UPSONIC_WORKERS_AMOUNT`, read at each start.
+    workers_from_env: AtomicBool,
+}
+
+impl Core {
+    fn server(&self) -> Arc<Server> {
+        self.inner.read().clone()
+    }
+
+    /// `workers=None`: reads `$UPSONIC_WORKERS_AMOUNT` now (a bad value is a
+    /// `ValueError` naming it) and, when it changed and nothing runs, starts
+    /// with it. A running server keeps its count (the start is a no-op).
+    fn refresh_workers(&self, py: Python<'_>) -> PyResult<()> {
+        if !self.workers_from_env.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let workers = crate::validate::workers_from_env().map_err(|e| to_py(py, e))?;
+        let mut slot = self.inner.write();
+        if slot.config().workers == workers || Arc::strong_count(&slot) > 1 {
+            return Ok(());
+        }
+        let mut cfg = slot.config().clone();
+        cfg.workers = workers;
+        match slot.replaced(cfg, "workers") {
+            Ok(new) => *slot = Arc::new(new),
+            Err(Error::Running { .. }) => {}
+            Err(e) => return Err(to_py(py, e)),
+        }
+        Ok(())
+    }
 }
 
 #[pymethods]
 impl Core {
     #[new]
-    #[pyo3(signature = (app_path, host, port, name, *, workers, log_dir, pid_dir, cwd, env, start_timeout, stop_timeout, uvicorn_args, python, hold_socket=None, lifeline=None, restart=None, restart_delay=None, restart_max_delay=None, restart_limit=None, stable_after=None, health_check=None, health_interval=None, health_timeout=None, health_failures=None, max_memory=None, warm=None, preload=None))]
+    #[pyo3(signature = (app_path, host, port, name, *, workers, log_dir, pid_dir, cwd, env, start_timeout, stop_timeout, uvicorn_args, python, hold_socket=None, lifeline=None, restart=None, restart_delay=None, restart_max_delay=None, restart_limit=None, stable_after=None, health_check=None, health_interval=None, health_timeout=None, health_failures=None, max_memory=None, warm=None, preload=None, pid_file=None, history=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -109,6 +142,8 @@ impl Core {
         max_memory: Option<&Bound<'_, PyAny>>,
         warm: Option<&Bound<'_, PyAny>>,
         preload: Option<&Bound<'_, PyAny>>,
+        pid_file: Option<PathBuf>,
+        history: Option<bool>,
     ) -> PyResult<Self> {
         let port = args::server_port(py, port)?;
         // The defaults live here, with the policy's own (see `supervise::Policy`).
@@ -132,12 +167,14 @@ impl Core {
             max_memory: &or(max_memory, none.clone()),
         }
         .parse(py)?;
+        let workers = args::workers(py, workers)?;
         let cfg = Config {
             app_path: args::string("app_path", "a string like 'package.module:app'", app_path)?,
             host: args::string("host", "a string", host)?,
             port,
             name: args::string("name", "a string", name)?,
-            workers: args::workers(py, workers)?,
+            // Until a start reads it (`refresh_workers`), a bad value is 1.
+            workers: workers.unwrap_or_else(|| crate::validate::workers_from_env().unwrap_or(1)),
             log_dir,
             pid_dir: args::dir_or_home(pid_dir),
             cwd,
@@ -155,19 +192,97 @@ impl Core {
             supervision: supervision.clone(),
             warm,
             preload: args::preload(preload)?,
+            pid_file,
+            history: history.unwrap_or(false),
         };
         let server = Server::new(cfg).map_err(|e| to_py(py, e))?;
         Ok(Self {
-            inner: Arc::new(server),
+            inner: RwLock::new(Arc::new(server)),
             redirect_output: AtomicBool::new(false),
+            workers_from_env: AtomicBool::new(workers.is_none()),
         })
+    }
+
+    /// Takes `other`'s configuration (built and validated by its
+    /// constructor) for this manager's server, from the next start on:
+    /// the original's attributes are assignable. Refused while the server
+    /// runs, or while another thread is in a call on this manager.
+    fn replace_server(&self, py: Python<'_>, other: &Core, what: &str) -> PyResult<()> {
+        let cfg = other.server().config().clone();
+        let mut slot = self.inner.write();
+        if Arc::strong_count(&slot) > 1 {
+            return Err(super::errors::manager_error(
+                py,
+                format!(
+                    "Cannot change {what} of {}: another call on this manager is under way; try again once it returned",
+                    slot.config().name
+                ),
+            ));
+        }
+        let new = slot.replaced(cfg, what).map_err(|e| to_py(py, e))?;
+        *slot = Arc::new(new);
+        self.workers_from_env.store(
+            other.workers_from_env.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+        Ok(())
+    }
+
+    /// The keywords that build this manager's configuration again (the
+    /// configured port: 0 stays 0), for a copy or a changed configuration.
+    fn arguments<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
+        let s = self.server();
+        let c = s.config();
+        let d = pyo3::types::PyDict::new(py);
+        d.set_item("app_path", &c.app_path)?;
+        d.set_item("host", &c.host)?;
+        d.set_item("port", c.port)?;
+        d.set_item("name", &c.name)?;
+        let from_env = self.workers_from_env.load(Ordering::Relaxed);
+        d.set_item("workers", (!from_env).then_some(c.workers))?;
+        d.set_item("log_dir", &c.log_dir)?;
+        d.set_item("pid_dir", &c.pid_dir)?;
+        d.set_item("cwd", &c.cwd)?;
+        d.set_item(
+            "env",
+            c.env
+                .iter()
+                .cloned()
+                .collect::<std::collections::BTreeMap<_, _>>(),
+        )?;
+        d.set_item("start_timeout", c.start_timeout.as_secs_f64())?;
+        d.set_item("stop_timeout", c.stop_timeout.as_secs_f64())?;
+        d.set_item("uvicorn_args", &c.uvicorn_args)?;
+        d.set_item("python", &c.python)?;
+        d.set_item("hold_socket", c.hold_socket)?;
+        d.set_item("lifeline", c.lifeline)?;
+        let sup = &c.supervision;
+        let p = &sup.policy;
+        d.set_item("restart", p.restart.as_str())?;
+        d.set_item("restart_delay", p.delay.as_secs_f64())?;
+        d.set_item("restart_max_delay", p.max_delay.as_secs_f64())?;
+        d.set_item("restart_limit", p.limit)?;
+        d.set_item("stable_after", p.stable_after.as_secs_f64())?;
+        if let Some(h) = &sup.health {
+            d.set_item("health_check", &h.path)?;
+            d.set_item("health_interval", h.interval.as_secs_f64())?;
+            d.set_item("health_timeout", h.timeout.as_secs_f64())?;
+            d.set_item("health_failures", h.failures)?;
+        }
+        d.set_item("max_memory", sup.max_memory)?;
+        d.set_item("warm", c.warm)?;
+        d.set_item("preload", &c.preload)?;
+        d.set_item("pid_file", &c.pid_file)?;
+        d.set_item("history", c.history)?;
+        Ok(d)
     }
 
     /// Starts the server unless it already runs; True if it launched one.
     fn start(&self, py: Python<'_>, redirect_output: bool, force: bool) -> PyResult<bool> {
+        self.refresh_workers(py)?;
         self.redirect_output
             .store(redirect_output, Ordering::Relaxed);
-        let s = self.inner.clone();
+        let s = self.server();
         run(py, move |tick| s.start(redirect_output, force, tick))
     }
 
@@ -180,73 +295,74 @@ impl Core {
 
     /// Stop and start again; a held socket stays open in between.
     fn restart(&self, py: Python<'_>, redirect_output: bool, force: bool) -> PyResult<bool> {
+        self.refresh_workers(py)?;
         self.redirect_output
             .store(redirect_output, Ordering::Relaxed);
-        let s = self.inner.clone();
+        let s = self.server();
         run(py, move |tick| s.restart(redirect_output, force, tick))
     }
 
     /// A new generation on the held socket, then the old one stops.
     fn reload(&self, py: Python<'_>) -> PyResult<()> {
         let redirect_output = self.redirect_output.load(Ordering::Relaxed);
-        let s = self.inner.clone();
+        let s = self.server();
         run(py, move |tick| s.reload(redirect_output, tick))
     }
 
     /// Stops the server's whole process group; quiet when nothing runs.
     fn stop(&self, py: Python<'_>) -> PyResult<()> {
-        let s = self.inner.clone();
+        let s = self.server();
         run(py, move |tick| s.stop(tick))
     }
 
     /// Forgets a stopped server's record and last run; False if it runs.
     fn forget(&self, py: Python<'_>) -> PyResult<bool> {
-        let s = self.inner.clone();
+        let s = self.server();
         run(py, move |tick| s.forget(tick))
     }
 
     /// True only for our own server, alive and verified.
     fn is_running(&self, py: Python<'_>) -> bool {
-        let s = self.inner.clone();
+        let s = self.server();
         py.detach(move || s.is_running())
     }
 
     /// Whether a bind to (host, port) would fail now.
     fn port_in_use(&self, py: Python<'_>) -> PyResult<bool> {
-        let s = self.inner.clone();
+        let s = self.server();
         run(py, move |_| s.port_in_use())
     }
 
     /// Stops same-user holders of the port; True if it stopped something.
     fn kill_port_holders(&self, py: Python<'_>) -> PyResult<bool> {
-        let s = self.inner.clone();
+        let s = self.server();
         run(py, move |tick| s.kill_port_holders(tick))
     }
 
     /// Frees the port or raises PortInUseError.
     fn force_cleanup_port(&self, py: Python<'_>) -> PyResult<()> {
-        let s = self.inner.clone();
+        let s = self.server();
         run(py, move |tick| s.force_cleanup_port(tick))
     }
 
     /// The processes whose sockets clash with (host, port).
     fn port_holders(&self, py: Python<'_>) -> PyResult<Vec<PortHolder>> {
-        let s = self.inner.clone();
+        let s = self.server();
         let holders = run(py, move |_| s.port_holders())?;
         Ok(holders.iter().map(PortHolder::from).collect())
     }
 
     fn read_pid(&self) -> Option<i32> {
-        self.inner.read_pid()
+        self.server().read_pid()
     }
 
     fn write_pid(&self, py: Python<'_>) -> PyResult<bool> {
-        let s = self.inner.clone();
+        let s = self.server();
         run(py, move |_| s.write_pid())
     }
 
     fn cleanup_pid(&self) {
-        self.inner.cleanup_pid()
+        self.server().cleanup_pid()
     }
 
     /// Supervises the server from this process (`run` with a restart
@@ -269,9 +385,10 @@ impl Core {
         }
         // SAFETY: the caller hands this descriptor over (documented above).
         let events = unsafe { std::os::fd::OwnedFd::from_raw_fd(events_fd) };
+        self.refresh_workers(py)?;
         self.redirect_output
             .store(redirect_output, Ordering::Relaxed);
-        let s = self.inner.clone();
+        let s = self.server();
         run(py, move |tick| {
             s.supervise_here(redirect_output, force, control_fd, events, tick)
         })
@@ -281,109 +398,150 @@ impl Core {
     /// events pipe as a descriptor the caller now owns); once.
     fn take_supervisor_link(&self) -> Option<(i32, i32)> {
         use std::os::fd::IntoRawFd;
-        self.inner
+        self.server()
             .take_supervisor_link()
             .map(|l| (l.pid, l.events.into_raw_fd()))
     }
 
     #[getter]
     fn restart_policy(&self) -> &'static str {
-        self.inner.config().supervision.policy.restart.as_str()
+        self.server().config().supervision.policy.restart.as_str()
     }
 
     fn child_pid(&self) -> Option<i32> {
-        self.inner.child_pid()
+        self.server().child_pid()
     }
 
     fn child_poll(&self) -> Option<i32> {
-        self.inner.child_poll()
+        self.server().child_poll()
+    }
+
+    /// `poll()` of our child `pid`: None while it runs, its exit code once
+    /// it ended; `unknown` when this manager let go of it (`_process = None`).
+    #[pyo3(signature = (pid, unknown=None))]
+    fn poll_pid(&self, pid: i32, unknown: Option<i32>) -> Option<i32> {
+        self.server().poll_pid(pid).unwrap_or(unknown)
+    }
+
+    /// `wait(timeout)` for our child `pid` (seconds; None: as long as it
+    /// takes), GIL released, Ctrl-C checked: its exit code, or None when the
+    /// timeout passed first.
+    #[pyo3(signature = (pid, timeout=None))]
+    fn wait_pid(&self, py: Python<'_>, pid: i32, timeout: Option<f64>) -> PyResult<Option<i32>> {
+        let timeout = timeout.map(|t| std::time::Duration::from_secs_f64(t.clamp(0.0, 1e9)));
+        let s = self.server();
+        run(py, move |tick| s.wait_pid(pid, timeout, tick))
+    }
+
+    /// `send_signal(sig)` to our child `pid` through its pidfd; False (and
+    /// nothing sent) once it ended or when it is not ours.
+    fn signal_pid(&self, py: Python<'_>, pid: i32, sig: i32) -> PyResult<bool> {
+        self.server().signal_pid(pid, sig).map_err(|e| to_py(py, e))
+    }
+
+    /// The command line of our child `pid` while it is unreaped.
+    fn child_cmdline(&self, pid: i32) -> Option<Vec<String>> {
+        self.server().child_cmdline(pid)
+    }
+
+    /// Whether `pid` (an overridden `_read_pid`'s answer) is our server, alive.
+    fn pid_is_ours(&self, py: Python<'_>, pid: i32) -> bool {
+        let s = self.server();
+        py.detach(move || s.pid_is_ours(pid))
+    }
+
+    /// Stops `pid` (an overridden `_read_pid`'s answer) if it is our server.
+    fn stop_pid(&self, py: Python<'_>, pid: i32) -> PyResult<bool> {
+        let s = self.server();
+        run(py, move |tick| s.stop_pid(pid, tick))
     }
 
     fn forget_child(&self) {
-        self.inner.forget_child()
+        self.server().forget_child()
     }
 
     /// A snapshot of state and resources.
     fn status(&self, py: Python<'_>) -> ServerStatus {
-        let s = self.inner.clone();
+        let s = self.server();
+        let server = s.clone();
         let st = py.detach(move || s.status());
-        let c = self.inner.config();
-        ServerStatus::from_core(&c.name, &c.host, self.inner.port(), st)
+        let c = server.config();
+        ServerStatus::from_core(&c.name, &c.host, server.port(), st)
     }
 
     /// CPU seconds used so far by the server and its workers, or None.
     fn cpu_time(&self, py: Python<'_>) -> Option<f64> {
-        let s = self.inner.clone();
+        let s = self.server();
         py.detach(move || s.cpu_seconds())
     }
 
     /// (stdout log, stderr log) for redirected output.
     fn log_paths(&self) -> (PathBuf, PathBuf) {
-        let l = self.inner.log_paths();
+        let l = self.server().log_paths();
         (l.stdout, l.stderr)
     }
 
     // ---- the configuration, owned here ------------------------------------------
 
     #[getter]
-    fn app_path(&self) -> &str {
-        &self.inner.config().app_path
+    fn app_path(&self) -> String {
+        self.server().config().app_path.clone()
     }
     #[getter]
-    fn host(&self) -> &str {
-        &self.inner.config().host
+    fn host(&self) -> String {
+        self.server().config().host.clone()
     }
     #[getter]
     fn port(&self) -> u16 {
-        self.inner.port()
+        self.server().port()
     }
     #[getter]
     fn hold_socket(&self) -> bool {
-        self.inner.config().hold_socket
+        self.server().config().hold_socket
     }
     #[getter]
     fn warm(&self) -> bool {
-        self.inner.config().warm
+        self.server().config().warm
     }
     #[getter]
     fn preload(&self) -> Vec<String> {
-        self.inner.config().preload.clone()
+        self.server().config().preload.clone()
     }
     #[getter]
-    fn name(&self) -> &str {
-        &self.inner.config().name
+    fn name(&self) -> String {
+        self.server().config().name.clone()
     }
     #[getter]
     fn workers(&self) -> u32 {
-        self.inner.config().workers
+        self.server().config().workers
     }
     #[getter]
     fn log_dir(&self) -> PathBuf {
-        self.inner.config().log_dir.clone()
+        self.server().config().log_dir.clone()
     }
     #[getter]
     fn pid_dir(&self) -> PathBuf {
-        self.inner.config().pid_dir.clone()
+        self.server().config().pid_dir.clone()
     }
     #[getter]
     fn cwd(&self) -> Option<PathBuf> {
-        self.inner.config().cwd.clone()
+        self.server().config().cwd.clone()
     }
     #[getter]
     fn env(&self) -> Vec<(String, String)> {
-        self.inner.config().env.clone()
+        self.server().config().env.clone()
     }
     #[getter]
     fn start_timeout(&self) -> f64 {
-        self.inner.config().start_timeout.as_secs_f64()
+        self.server().config().start_timeout.as_secs_f64()
     }
     #[getter]
     fn stop_timeout(&self) -> f64 {
-        self.inner.config().stop_timeout.as_secs_f64()
+        self.server().config().stop_timeout.as_secs_f64()
     }
     #[getter]
     fn uvicorn_args(&self) -> Vec<String> {
-        self.inner.config().uvicorn_args.clone()
+        self.server().config().uvicorn_args.clone()
     }
     #[getter]
     fn redirect_output(&self) -> bool {
@@ -391,14 +549,14 @@ impl Core {
     }
     #[getter]
     fn pid_file(&self) -> PathBuf {
-        self.inner.paths().pid_file.clone()
+        self.server().paths().pid_file.clone()
     }
     #[getter]
     fn id_file(&self) -> PathBuf {
-        self.inner.paths().id_file.clone()
+        self.server().paths().id_file.clone()
     }
     #[getter]
     fn lock_file(&self) -> PathBuf {
-        self.inner.paths().lock_file.clone()
+        self.server().paths().lock_file.clone()
     }
 }

@@ -48,6 +48,21 @@ pub fn type_error(arg: &str, what: &str, got: &Bound<'_, PyAny>) -> PyErr {
     PyTypeError::new_err(format!("{arg} must be {what}, got {got}"))
 }
 
+/// A `ServerManagerError` with this message (for the binding's own refusals).
+pub fn manager_error(py: Python<'_>, msg: String) -> PyErr {
+    let made = || -> PyResult<PyErr> {
+        if CLASSES.get(py).is_none() {
+            init(py)?;
+        }
+        let cls = &CLASSES
+            .get(py)
+            .expect("initialised above")
+            .server_manager_error;
+        Ok(PyErr::from_value(cls.bind(py).call1((msg.clone(),))?))
+    };
+    made().unwrap_or_else(|e| e)
+}
+
 /// Builds the Python exception for a core error. OS errors keep their
 /// errno, as the exception's `errno` attribute and as an `OSError` cause.
 pub fn to_py(py: Python<'_>, err: Error) -> PyErr {
@@ -114,6 +129,7 @@ fn build(py: Python<'_>, err: &Error) -> PyResult<PyErr> {
         | Error::NameTaken { .. }
         | Error::LockTimeout { .. }
         | Error::NotRunning { .. }
+        | Error::Running { .. }
         | Error::NoHeldSocket { .. }
         | Error::Supervisor { .. } => instance(&classes.server_manager_error, None)?,
     })

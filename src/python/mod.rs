@@ -116,6 +116,7 @@ fn identity_dict<'py>(
             }
             cd.set_item("warm", c.warm)?;
             cd.set_item("preload", c.preload)?;
+            cd.set_item("history", c.history)?;
             Some(cd)
         }
         None => None,

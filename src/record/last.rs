@@ -64,6 +64,18 @@ impl End {
         matches!(self, End::Stopped | End::StoppedKilled)
     }
 
+    /// Whether the run ended as asked, not by a failure: a stop, or an exit
+    /// with code 0 or by a signal a stop sends (the supervisor's rule,
+    /// `supervise::policy::RunEnd::clean`). A library manager keeps only the other
+    /// ends on disk, unless history was asked for.
+    pub fn is_clean(self) -> bool {
+        match self {
+            End::Stopped => true,
+            End::Exited(c) => crate::supervise::policy::RunEnd::Exited(Some(c)).clean(),
+            _ => false,
+        }
+    }
+
     /// The exit code, when known.
     pub fn exit_code(self) -> Option<i32> {
         match self {
@@ -180,5 +192,16 @@ mod tests {
             "failed: restarts gave up (last run exited with code 1)"
         );
         assert_eq!(unescape(&escape("a\\n\nb\r")), "a\\n\nb\r");
+    }
+
+    #[test]
+    fn clean_ends_are_stops_and_the_signals_a_stop_sends() {
+        assert!(End::Stopped.is_clean());
+        assert!(End::Exited(0).is_clean());
+        assert!(End::Exited(-15).is_clean());
+        assert!(!End::Exited(1).is_clean());
+        assert!(!End::Exited(-9).is_clean());
+        assert!(!End::Died.is_clean());
+        assert!(!End::FailedToStart(Some(0)).is_clean());
     }
 }

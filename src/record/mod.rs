@@ -41,12 +41,28 @@ const SUP_SUFFIX: &str = "_server.sup";
 impl Paths {
     /// Paths for `name` in `pid_dir`; `name` must already be validated.
     pub fn new(pid_dir: &Path, name: &str) -> Self {
+        Self::for_pid_file(&pid_dir.join(format!("{PREFIX}{name}{PID_SUFFIX}")))
+    }
+
+    /// Paths beside a PID file the program chose (the original's assignable
+    /// `_pid_file`): `X.pid` has `X.id`, `X.lock`, ... beside it; a name
+    /// without `.pid` gets the suffixes appended.
+    pub fn for_pid_file(pid_file: &Path) -> Self {
+        use std::os::unix::ffi::{OsStrExt, OsStringExt};
+        let bytes = pid_file.as_os_str().as_bytes();
+        let stem = bytes.strip_suffix(b".pid").unwrap_or(bytes);
+        let sibling = |ext: &str| {
+            let mut v = stem.to_vec();
+            v.push(b'.');
+            v.extend_from_slice(ext.as_bytes());
+            PathBuf::from(std::ffi::OsString::from_vec(v))
+        };
         Self {
-            pid_file: pid_dir.join(format!("{PREFIX}{name}{PID_SUFFIX}")),
-            id_file: pid_dir.join(format!("{PREFIX}{name}_server.id")),
-            lock_file: pid_dir.join(format!("{PREFIX}{name}_server.lock")),
-            last_file: pid_dir.join(format!("{PREFIX}{name}{LAST_SUFFIX}")),
-            sup_file: pid_dir.join(format!("{PREFIX}{name}{SUP_SUFFIX}")),
+            pid_file: pid_file.to_path_buf(),
+            id_file: sibling("id"),
+            lock_file: sibling("lock"),
+            last_file: sibling("last"),
+            sup_file: sibling("sup"),
         }
     }
 }
@@ -354,6 +370,7 @@ mod tests {
             uvicorn_args: vec!["--log-level".into(), "a\\nb".into()],
             python: "/usr/bin/python3".into(),
             hold_socket: true,
+            history: true,
             supervision: crate::supervise::Supervision {
                 policy: crate::supervise::Policy {
                     restart: crate::supervise::Restart::OnFailure,
@@ -458,5 +475,18 @@ mod tests {
         fs::write(&paths.pid_file, "1".repeat(1 << 20)).unwrap();
         assert_eq!(read_pid(&paths, 1 << 22), None);
         fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn paths_beside_a_chosen_pid_file() {
+        let d = Path::new("/d");
+        let named = Paths::new(d, "api");
+        assert_eq!(named.pid_file, Path::new("/d/.upsonic_api_server.pid"));
+        assert_eq!(named.id_file, Path::new("/d/.upsonic_api_server.id"));
+        assert_eq!(named.last_file, Path::new("/d/.upsonic_api_server.last"));
+        let chosen = Paths::for_pid_file(Path::new("/run/api"));
+        assert_eq!(chosen.pid_file, Path::new("/run/api"));
+        assert_eq!(chosen.lock_file, Path::new("/run/api.lock"));
+        assert_eq!(chosen.sup_file, Path::new("/run/api.sup"));
     }
 }

@@ -24,6 +24,10 @@ pub struct SavedConfig {
     pub warm: bool,
     /// The preloader's extra modules.
     pub preload: Vec<String>,
+    /// Whether how each run ended is kept on disk, clean stops included
+    /// (`ServerManager(history=True)`, the CLI's starts; a supervised
+    /// server always keeps it).
+    pub history: bool,
 }
 
 /// Escapes a value for one `key=value` line.
@@ -81,6 +85,9 @@ impl SavedConfig {
         for m in &self.preload {
             t.push_str(&format!("preload={}\n", escape(m)));
         }
+        if self.history {
+            t.push_str("history=1\n");
+        }
         t
     }
 
@@ -101,6 +108,7 @@ impl SavedConfig {
             "arg" => self.uvicorn_args.push(unescape(v)),
             "warm" => self.warm = v == "1",
             "preload" => self.preload.push(unescape(v)),
+            "history" => self.history = v == "1",
             _ => return self.supervision.take(k, v),
         }
         Some(true)

@@ -83,7 +83,8 @@ impl Server {
     pub(super) fn forget_exited_child(&self) {
         let mut guard = self.launched.lock();
         if let Some(l) = guard.as_mut() {
-            if l.poll().is_some() {
+            if let Some(code) = l.poll() {
+                *self.reaped.lock() = Some((l.identity.pid, code));
                 *guard = None;
             }
         }
@@ -104,7 +105,8 @@ impl Server {
             if pidfd.has_exited() || stopped {
                 l.reap();
             }
-            if l.exit.is_some() {
+            if let Some(code) = l.exit {
+                *self.reaped.lock() = Some((l.identity.pid, code));
                 *guard = None;
             }
         }

@@ -69,6 +69,7 @@ impl Server {
             supervision: self.cfg.supervision.clone(),
             warm: self.cfg.warm,
             preload: self.cfg.preload.clone(),
+            history: self.cfg.history,
         }
     }
 

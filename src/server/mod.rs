@@ -67,6 +67,15 @@ pub struct Config {
     pub warm: bool,
     /// Modules the preloader imports besides its defaults.
     pub preload: Vec<String>,
+    /// The PID file's path, when the program chose one (the original's
+    /// assignable `_pid_file`); the other files go beside it. `None`:
+    /// `{pid_dir}/.upsonic_{name}_server.pid`.
+    pub pid_file: Option<PathBuf>,
+    /// Keep how every run ended on disk (`.last`), clean stops included:
+    /// operators asked for it (the CLI's starts). A supervised server always
+    /// does; otherwise only runs that failed are kept there, and this
+    /// manager remembers its own last run in memory.
+    pub history: bool,
 }
 
 impl Config {
@@ -108,6 +117,22 @@ impl Config {
             validate::env_entry(k, v)?;
         }
         validate::preload(&self.preload)?;
+        if let Some(f) = &self.pid_file {
+            if f.as_os_str().is_empty() || f.file_name().is_none() {
+                return Err(Error::invalid(
+                    "_pid_file",
+                    Some(format!("{:?}", f.display().to_string())),
+                    "must name a file",
+                ));
+            }
+            if self.supervision.is_supervised() {
+                return Err(Error::invalid(
+                    "_pid_file",
+                    None,
+                    "cannot be combined with a restart policy (a supervisor and the CLI find the server by its name in pid_dir)",
+                ));
+            }
+        }
         Ok(addrs)
     }
 }
@@ -145,13 +170,21 @@ pub struct Server {
     /// The port of the socket handed to our supervisor (0: none), which
     /// holds it from then on (port 0: the kernel's choice).
     handed_port: std::sync::atomic::AtomicU16,
+    /// The PID and exit code of the last child of ours that was reaped
+    /// (what `_process.poll()` still answers once it is stopped).
+    reaped: Mutex<Option<(i32, i32)>>,
+    /// How the last run this manager saw ended, kept on disk or not.
+    last_run: Mutex<Option<LastRun>>,
 }
 
 impl Server {
     /// Validates the configuration; fails fast, touching nothing on disk.
     pub fn new(cfg: Config) -> Result<Self> {
         let addrs = cfg.validate()?;
-        let paths = Paths::new(&cfg.pid_dir, &cfg.name);
+        let paths = match &cfg.pid_file {
+            Some(f) => Paths::for_pid_file(f),
+            None => Paths::new(&cfg.pid_dir, &cfg.name),
+        };
         Ok(Self {
             cfg,
             addrs,
@@ -161,7 +194,48 @@ impl Server {
             held: Mutex::new(None),
             supervisor: Mutex::new(None),
             handed_port: std::sync::atomic::AtomicU16::new(0),
+            reaped: Mutex::new(None),
+            last_run: Mutex::new(None),
         })
+    }
+
+    /// This server under a new configuration (a program assigned `port`,
+    /// `host`, `app_path`, `name` or `_pid_file`, as the original allows),
+    /// validated as at construction. Refused while it runs: the new values
+    /// take effect at the next `start()`. What this manager knows carries
+    /// over: a child that has exited (its exit code), how its last run
+    /// ended, and a held socket still bound where the new one listens.
+    /// `what` names the change in the error.
+    pub fn replaced(&self, cfg: Config, what: &str) -> Result<Self> {
+        let new = Self::new(cfg)?;
+        let own = self.own_child();
+        let running = match &own {
+            Some((fd, _, None)) if !fd.has_exited() => Some(fd.pid()),
+            _ if self.supervised_now() => Some(0),
+            _ => self
+                .find_recorded()
+                .filter(|f| f.info.is_alive())
+                .map(|f| f.pid),
+        };
+        if let Some(pid) = running {
+            return Err(Error::Running {
+                name: self.cfg.name.clone(),
+                pid: (pid > 0).then_some(pid),
+                what: what.to_owned(),
+            });
+        }
+        *new.launched.lock() = self.launched.lock().take();
+        *new.reaped.lock() = self.reaped.lock().take();
+        *new.supervisor.lock() = self.supervisor.lock().take();
+        if new.paths.pid_file == self.paths.pid_file {
+            *new.last_run.lock() = self.last_run.lock().take();
+        }
+        let same_socket =
+            new.cfg.hold_socket && new.cfg.host == self.cfg.host && new.cfg.port == self.cfg.port;
+        if same_socket {
+            *new.held.lock() = self.held.lock().take();
+        }
+        Ok(new)
     }
 
     /// The configuration this server was built with.
@@ -211,7 +285,12 @@ impl Server {
     /// The server the PID record names, if it is ours and alive, pinned
     /// with a pidfd so that it can be signalled safely.
     pub fn find_recorded(&self) -> Option<Found> {
-        let rec = self.read_record()?;
+        self.pin_if_ours(self.read_record()?)
+    }
+
+    /// `rec`'s process, if `claim` says it is our server, pinned with a
+    /// pidfd (checked to be the process judged).
+    fn pin_if_ours(&self, rec: Recorded) -> Option<Found> {
         let facts = Live::new();
         let seen = facts.stat(rec.pid)?;
         let Claim::Ours { legacy } = self.claim_of(&rec, &facts) else {
@@ -298,8 +377,12 @@ impl Server {
         record::remove(&self.paths);
     }
 
-    /// Keeps how a run of ours ended (`record::write_last`); failing to
-    /// write it loses only history, never a server.
+    /// Keeps how a run of ours ended: in memory for this manager's
+    /// `status()`, and on disk (`record::write_last`) when history was asked
+    /// for (ours, or the run's own recorded configuration: the CLI's starts,
+    /// supervised servers) or the run failed. A clean stop on the library's
+    /// default path leaves no file, as the original leaves none. Failing to
+    /// write loses only history, never a server.
     fn note_end(&self, identity: &Identity, end: End) {
         let last = LastRun {
             identity: identity.clone(),
@@ -307,7 +390,26 @@ impl Server {
             ended_ms: launch::now_ms(),
             restarts: self.supervisor_restarts(),
         };
-        let _ = record::write_last(&self.paths, &last);
+        let asked = |c: &record::SavedConfig| c.history || c.supervision.is_supervised();
+        let keep = !end.is_clean()
+            || self.cfg.history
+            || self.cfg.supervision.is_supervised()
+            || identity.config.as_ref().is_some_and(asked);
+        if keep {
+            let _ = record::write_last(&self.paths, &last);
+        }
+        *self.last_run.lock() = Some(last);
+    }
+
+    /// How the last run ended: the newer of what is kept on disk (by any
+    /// process) and what this manager saw itself.
+    pub(crate) fn last_run(&self) -> Option<LastRun> {
+        let disk = record::read_last(&self.paths);
+        let mine = self.last_run.lock().clone();
+        match (disk, mine) {
+            (Some(d), Some(m)) => Some(if m.ended_ms > d.ended_ms { m } else { d }),
+            (d, m) => d.or(m),
+        }
     }
 
     /// Forgets a server that is not running: its stale record and how its
@@ -320,6 +422,7 @@ impl Server {
         self.remove_stale_record();
         self.remove_dead_supervisor_state();
         record::remove_last(&self.paths);
+        *self.last_run.lock() = None;
         if !self.paths.pid_file.exists() {
             lock.release_and_remove();
         }
@@ -391,6 +494,7 @@ impl Server {
             return Err(e);
         }
         record::remove_last(&self.paths);
+        *self.last_run.lock() = None;
         Ok(true)
     }
 
@@ -456,5 +560,69 @@ impl Server {
             lock.release_and_remove();
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &std::path::Path) -> Config {
+        Config {
+            app_path: "m:app".into(),
+            host: "127.0.0.1".into(),
+            port: 8123,
+            name: "api".into(),
+            workers: 1,
+            log_dir: dir.join("logs"),
+            pid_dir: dir.to_path_buf(),
+            cwd: None,
+            env: Vec::new(),
+            start_timeout: Duration::from_secs(30),
+            stop_timeout: Duration::from_secs(5),
+            uvicorn_args: Vec::new(),
+            python: "python3".into(),
+            hold_socket: false,
+            lifeline: None,
+            supervision: crate::supervise::Supervision::default(),
+            warm: false,
+            preload: Vec::new(),
+            pid_file: None,
+            history: false,
+        }
+    }
+
+    #[test]
+    fn a_replaced_configuration_is_validated_and_keeps_the_last_run() {
+        let dir = std::env::temp_dir().join(format!("usm-replaced-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let old = Server::new(config(&dir)).unwrap();
+        let last = LastRun {
+            identity: Identity::default(),
+            end: End::Stopped,
+            ended_ms: 1,
+            restarts: 0,
+        };
+        *old.last_run.lock() = Some(last.clone());
+        let mut bad = config(&dir);
+        bad.port = 0; // without hold_socket
+        assert!(matches!(
+            old.replaced(bad, "port"),
+            Err(Error::InvalidArgument { arg: "port", .. })
+        ));
+        let mut moved = config(&dir);
+        moved.port = 8124;
+        let new = old.replaced(moved, "port").unwrap();
+        assert_eq!(new.port(), 8124);
+        assert_eq!(new.last_run(), Some(last));
+        // A chosen PID file takes the other files beside it; a supervisor
+        // would not find it, so the two are refused together.
+        let mut chosen = config(&dir);
+        chosen.pid_file = Some(dir.join("api.pid"));
+        let moved = new.replaced(chosen.clone(), "_pid_file").unwrap();
+        assert_eq!(moved.paths().lock_file, dir.join("api.lock"));
+        chosen.supervision.policy.restart = crate::supervise::Restart::Always;
+        assert!(Server::new(chosen).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::platform;
-use crate::record::{self, End, LastRun};
+use crate::record::{End, LastRun};
 use crate::spawn::LogPaths;
 use crate::supervise::state::{self as sup_state, Phase, SupState};
 
@@ -192,10 +192,7 @@ impl Server {
         let child_exit = self.launched.lock().as_mut().and_then(|l| l.poll());
         let sup = sup_state::live(&self.paths);
         // How the last run ended matters only when none runs now.
-        let last = found
-            .is_none()
-            .then(|| record::read_last(&self.paths))
-            .flatten();
+        let last = found.is_none().then(|| self.last_run()).flatten();
         let policy = self.recorded_policy(found.as_ref(), last.as_ref());
         let Some(f) = found else {
             let mut base = Status::not_running(self.read_pid(), child_exit, last.clone());

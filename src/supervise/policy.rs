@@ -96,7 +96,7 @@ pub enum RunEnd {
 }
 
 impl RunEnd {
-    fn clean(self) -> bool {
+    pub fn clean(self) -> bool {
         const SIGINT: i32 = 2;
         const SIGHUP: i32 = 1;
         const SIGPIPE: i32 = 13;

@@ -82,6 +82,10 @@ impl Order {
             supervision: Supervision::default(),
             warm: false,
             preload: Vec::new(),
+            // A supervised server keeps its history and its default PID
+            // file (a chosen one is refused with a policy).
+            pid_file: None,
+            history: false,
         };
         let (mut redirect_output, mut socket_fd, mut attach) = (false, false, None);
         for line in text.lines() {
@@ -163,6 +167,8 @@ mod tests {
                 supervision: sup,
                 warm: true,
                 preload: vec!["numpy".into()],
+                pid_file: None,
+                history: false,
             },
             redirect_output: true,
             attach: Some(4242),
