@@ -654,7 +654,8 @@ class ServerManager(_StopsOnExit):
                 results["process_cmdline"] = info["cmdline"]
         probe(
             "port_holders",
-            lambda: [h._asdict() for h in self.port_holders()],
+            # The tuple's fields, and the managed server a holder belongs to.
+            lambda: [{**h._asdict(), "server": h.server} for h in self.port_holders()],
             [],
         )
         results["system_info"] = {

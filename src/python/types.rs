@@ -258,14 +258,12 @@ impl PortHolder {
         (a, b, c, d, e, f)
     }
 
-    /// The fields as a dict, plus `server` (the managed server it belongs
-    /// to, or None), which is not part of the tuple.
+    /// The fields as a dict.
     fn _asdict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new(py);
         for (k, v) in HOLDER_FIELDS.iter().zip(self.as_tuple(py)?.iter()) {
             d.set_item(k, v)?;
         }
-        d.set_item("server", self.server.clone())?;
         Ok(d)
     }
 
