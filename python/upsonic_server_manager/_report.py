@@ -17,6 +17,7 @@ own error line in it. A failure is: importing or loading the app failed
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -64,7 +65,9 @@ def report_failure(exc: BaseException | None = None, text: str | None = None) ->
     if text:
         parts.append(text)
     if exc is not None and not isinstance(exc, SystemExit):
-        parts.append("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip())
+        parts.append(
+            "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip()
+        )
     if not parts and isinstance(exc, SystemExit):
         parts.append(f"it exited with code {exc.code}")
     body = "\n".join(parts).encode(errors="backslashreplace")[-LIMIT:]
@@ -120,3 +123,29 @@ def install() -> None:
     config_cls.configure_logging = configure_logging  # type: ignore[method-assign]
     config_cls.load = load_or_report  # type: ignore[method-assign]
     uvicorn.server.Server.startup = startup_or_report  # type: ignore[method-assign]
+    _into_workers()
+
+
+def _into_workers() -> None:
+    """uvicorn's workers are fresh interpreters: their target goes through
+    `_worker`, which installs this module there too (the launcher's workers
+    import it anyway; a warm child running uvicorn's own module needs it)."""
+    try:
+        import uvicorn.supervisors.multiprocess as mp
+    except ImportError:
+        return
+    spawn = mp.get_subprocess
+
+    def get_subprocess(config, target, sockets):  # type: ignore[no-untyped-def]
+        return spawn(config=config, target=functools.partial(_worker, target), sockets=sockets)
+
+    mp.get_subprocess = get_subprocess  # type: ignore[assignment]
+
+
+def _worker(target, sockets=None):  # type: ignore[no-untyped-def]
+    """A worker's target, in the worker: reports on, then uvicorn's."""
+    install()
+    log = logging.getLogger("uvicorn.error")  # its logging is set up already
+    if not any(isinstance(h, _Keep) for h in log.handlers):
+        log.addHandler(_Keep())
+    target(sockets=sockets)

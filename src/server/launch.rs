@@ -306,6 +306,11 @@ impl Server {
         // reports there only why it failed.
         let held = ready.filter(|_| self.cfg.hold_socket);
         let mut failure: Option<(i32, String)> = None;
+        // uvicorn's workers on its own socket (nothing of ours inside them):
+        // one that ends before the server is ready failed (uvicorn would
+        // start it again, failing the same way, until start_timeout).
+        let mut workers = WorkerWatch::default();
+        let watch_workers = held.is_none() && self.cfg.workers > 1;
         loop {
             let exited = match held {
                 None => pidfd.wait_exit(READY_STEP),
@@ -324,9 +329,17 @@ impl Server {
                     None => {}
                 }
             }
-            if exited || failure.is_some() {
+            let mut dead_worker = None;
+            if watch_workers && !exited && failure.is_none() {
+                dead_worker = workers.check(pidfd.pid());
+            }
+            if exited || failure.is_some() || dead_worker.is_some() {
                 let leader = pidfd.pid();
-                let worker = failure.as_ref().map(|f| f.0).filter(|p| *p != leader);
+                let worker = failure
+                    .as_ref()
+                    .map(|f| f.0)
+                    .filter(|p| *p != leader)
+                    .or(dead_worker);
                 if !exited && worker.is_none() {
                     // Its main process failed and is exiting: its exit code
                     // completes the story.
@@ -386,6 +399,34 @@ impl Server {
                 tick()?;
             }
         }
+    }
+}
+
+/// The worker processes (children) of a uvicorn main process, looked at
+/// every `WORKER_STEP` while it starts.
+#[derive(Default)]
+struct WorkerWatch {
+    seen: std::collections::HashSet<i32>,
+    last: Option<Instant>,
+}
+
+const WORKER_STEP: Duration = Duration::from_millis(50);
+
+impl WorkerWatch {
+    /// A worker seen before that has ended (gone, or a zombie), if any.
+    fn check(&mut self, leader: i32) -> Option<i32> {
+        let now = Instant::now();
+        if self.last.is_some_and(|t| now - t < WORKER_STEP) {
+            return None;
+        }
+        self.last = Some(now);
+        let alive: std::collections::HashSet<i32> = platform::children(leader)
+            .into_iter()
+            .filter(|p| platform::state_and_start(*p).is_some_and(|(st, _)| st != 'Z'))
+            .collect();
+        let dead = self.seen.iter().copied().find(|p| !alive.contains(p));
+        self.seen.extend(alive);
+        dead
     }
 }
 
