@@ -236,6 +236,22 @@ mod tests {
     }
 
     #[test]
+    fn tls_to_a_server_that_does_not_speak_it_fails_with_a_reason() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            if let Ok((mut c, _)) = l.accept() {
+                let mut hello = [0u8; 512];
+                let _ = c.read(&mut hello);
+                let _ = c.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n");
+            }
+        });
+        let e = probe(addr, "localhost", "/", Duration::from_secs(2), true).unwrap_err();
+        assert!(e.starts_with("receive") || e.starts_with("send"), "{e}");
+        assert!(tls_config().is_ok());
+    }
+
+    #[test]
     fn wildcards_are_probed_on_loopback() {
         assert_eq!(
             target("0.0.0.0".parse().unwrap(), 80),
