@@ -11,7 +11,8 @@ python -m pip install -q "maturin>=1.7,<2"
 # Runtime + test dependencies, then upsonic 0.45.0 itself (for the
 # compatibility tests; --no-deps because only its server_manager is used).
 python -m pip install -q "uvicorn>=0.29" "fastapi>=0.110" "httpx>=0.27" "pytest>=8" \
-    "pytest-timeout>=2.3" "pytest-xdist>=3.5" "psutil>=5.9" "ruff>=0.6" "mypy>=1.10"
+    "pytest-timeout>=2.3" "pytest-xdist>=3.5" "psutil>=5.9" "ruff>=0.6" "mypy>=1.10" \
+    "cryptography>=42"
 python -m pip install -q --no-deps "upsonic==0.45.0"
 maturin develop --release -q
 

@@ -21,6 +21,156 @@ const FLAGS: &[&str] = &[
     "--help",
 ];
 
+/// uvicorn's options that change where or how the server listens and that
+/// the manager does not manage: given in `uvicorn_args`, each is refused at
+/// once (before anything launches), with why. The one list.
+pub const REFUSED: &[(&str, &str)] = &[
+    (
+        "--host",
+        "the manager binds and watches the address: give it as host",
+    ),
+    (
+        "--port",
+        "the manager binds and watches the port: give it as port",
+    ),
+    (
+        "--workers",
+        "the manager counts and watches the workers: give them as workers",
+    ),
+    (
+        "--uds",
+        "a unix socket is not managed: the manager serves and watches TCP on host and port",
+    ),
+    (
+        "--fd",
+        "the manager hands the listening socket over itself (hold_socket=True)",
+    ),
+    (
+        "--reload",
+        "uvicorn's file watcher is not managed: use reload() or restart() (the CLI's reload)",
+    ),
+    (
+        "--reload-dir",
+        "uvicorn's file watcher is not managed: use reload() or restart()",
+    ),
+    (
+        "--reload-include",
+        "uvicorn's file watcher is not managed: use reload() or restart()",
+    ),
+    (
+        "--reload-exclude",
+        "uvicorn's file watcher is not managed: use reload() or restart()",
+    ),
+    (
+        "--reload-delay",
+        "uvicorn's file watcher is not managed: use reload() or restart()",
+    ),
+    (
+        "--version",
+        "uvicorn would print its version and exit instead of serving",
+    ),
+    (
+        "--help",
+        "uvicorn would print its help and exit instead of serving",
+    ),
+];
+
+/// The environment variables (uvicorn reads `UVICORN_<OPTION>`) that would
+/// do what a refused option does. `UVICORN_HOST`/`_PORT` are overridden by
+/// the command line the manager gives, so they do no harm.
+const REFUSED_ENV: &[&str] = &[
+    "UVICORN_WORKERS",
+    "UVICORN_UDS",
+    "UVICORN_FD",
+    "UVICORN_RELOAD",
+    "UVICORN_RELOAD_DIR",
+    "UVICORN_RELOAD_INCLUDE",
+    "UVICORN_RELOAD_EXCLUDE",
+    "UVICORN_RELOAD_DELAY",
+];
+
+/// How a server started with some uvicorn arguments and environment speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Speaks {
+    /// TLS (`--ssl-certfile`/`--ssl-keyfile`, or their `UVICORN_` variables):
+    /// `https://`, and a health probe over TLS.
+    pub tls: bool,
+}
+
+/// An argument the manager refuses: what was given, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// `"uvicorn_args"` or `"env"`.
+    pub arg: &'static str,
+    /// The option or variable as given.
+    pub given: String,
+    pub why: &'static str,
+}
+
+/// Reads how the server will listen from the uvicorn arguments the manager
+/// appends to its own command line and the extra environment; refuses any
+/// that changes where or how it listens and is not managed (`REFUSED`).
+pub fn speaks(uvicorn_args: &[String], env: &[(String, String)]) -> Result<Speaks, Refused> {
+    let mut out = Speaks::default();
+    let mut rest = uvicorn_args.iter();
+    while let Some(a) = rest.next() {
+        let Some(opt) = a.strip_prefix("--") else {
+            continue;
+        };
+        let (key, inline) = match opt.split_once('=') {
+            Some((k, v)) => (k, Some(v.to_owned())),
+            None => (opt, None),
+        };
+        let option = format!("--{key}");
+        if let Some((_, why)) = REFUSED.iter().find(|(o, _)| *o == option) {
+            return Err(Refused {
+                arg: "uvicorn_args",
+                given: option,
+                why,
+            });
+        }
+        if inline.is_none() && FLAGS.contains(&a.as_str()) {
+            continue;
+        }
+        let value = inline.or_else(|| rest.next().cloned()).unwrap_or_default();
+        if matches!(key, "ssl-certfile" | "ssl-keyfile") && !value.is_empty() {
+            out.tls = true;
+        }
+    }
+    for (k, v) in env {
+        if REFUSED_ENV.contains(&k.as_str()) {
+            let option = format!(
+                "--{}",
+                k["UVICORN_".len()..].to_ascii_lowercase().replace('_', "-")
+            );
+            let why = REFUSED
+                .iter()
+                .find(|(o, _)| *o == option)
+                .map_or("it changes how the server listens", |(_, w)| w);
+            return Err(Refused {
+                arg: "env",
+                given: k.clone(),
+                why,
+            });
+        }
+        if matches!(k.as_str(), "UVICORN_SSL_CERTFILE" | "UVICORN_SSL_KEYFILE") && !v.is_empty() {
+            out.tls = true;
+        }
+    }
+    Ok(out)
+}
+
+impl Speaks {
+    /// `"https"` or `"http"`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls {
+            "https"
+        } else {
+            "http"
+        }
+    }
+}
+
 /// What a uvicorn command line says it serves.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Uvicorn {
@@ -138,6 +288,53 @@ mod tests {
             "m:app",
             None
         ));
+    }
+
+    #[test]
+    fn how_it_listens_and_what_is_refused() {
+        let args = |s: &str| -> Vec<String> { s.split(' ').map(str::to_owned).collect() };
+        let none: &[(String, String)] = &[];
+        assert_eq!(speaks(&[], none), Ok(Speaks { tls: false }));
+        let tls = speaks(
+            &args("--log-level error --ssl-keyfile k.pem --ssl-certfile=c.pem --no-access-log"),
+            none,
+        )
+        .unwrap();
+        assert!(tls.tls);
+        assert_eq!(tls.scheme(), "https");
+        // A value is not an option: "--root-path --uds" would be odd, but
+        // "--log-level" takes the next word whatever it is.
+        assert!(
+            !speaks(&args("--root-path /api --proxy-headers"), none)
+                .unwrap()
+                .tls
+        );
+        for (given, option) in [
+            ("--uds /tmp/s", "--uds"),
+            ("--fd=3", "--fd"),
+            ("--log-level error --port 9000", "--port"),
+            ("--host=0.0.0.0", "--host"),
+            ("--workers 4", "--workers"),
+            ("--reload", "--reload"),
+            ("--reload-dir src", "--reload-dir"),
+            ("--version", "--version"),
+        ] {
+            let r = speaks(&args(given), none).unwrap_err();
+            assert_eq!(
+                (r.arg, r.given.as_str()),
+                ("uvicorn_args", option),
+                "{given}"
+            );
+            assert!(!r.why.is_empty());
+        }
+        let env = vec![("UVICORN_SSL_CERTFILE".to_owned(), "c.pem".to_owned())];
+        assert!(speaks(&[], &env).unwrap().tls);
+        let env = vec![("UVICORN_UDS".to_owned(), "/tmp/s".to_owned())];
+        let r = speaks(&[], &env).unwrap_err();
+        assert_eq!((r.arg, r.given.as_str()), ("env", "UVICORN_UDS"));
+        assert!(r.why.contains("unix socket"));
+        let env = vec![("UVICORN_PORT".to_owned(), "1".to_owned())];
+        assert!(speaks(&[], &env).is_ok());
     }
 
     #[test]

@@ -31,14 +31,22 @@ pub enum Error {
     },
 
     /// The server exited (or could not be spawned) before it was ready.
-    #[error("{}", start_failed(name, *exit_code, address, stderr_tail.as_deref(), *output_captured))]
+    #[error("{}", start_failed(self))]
     StartFailed {
         name: String,
         address: String,
+        /// uvicorn's exit code (None: unknown, or it still ran: a worker failed).
         exit_code: Option<i32>,
+        /// Its error output, led by `reason` (`crate::why::tail_led_by`).
         stderr_tail: Option<String>,
         /// False when the output went to the caller's terminal.
         output_captured: bool,
+        /// The server's own error (`crate::why::reason`), e.g.
+        /// `ModuleNotFoundError: No module named 'x'`.
+        reason: Option<String>,
+        /// The worker that failed, when it was not uvicorn's main process
+        /// (the start failed at once; the rest was stopped).
+        worker: Option<i32>,
     },
 
     /// `app_path` is not uvicorn's `module:attribute` form; nothing was launched.
@@ -46,7 +54,7 @@ pub enum Error {
     AppTarget { name: String, app_path: String },
 
     /// The server did not listen within `start_timeout`; it was stopped.
-    #[error("Failed to start {name} server: not listening on port {port} after {:.1} s (start_timeout); it was stopped, with {:.1} s to exit. If it needs longer to start, raise start_timeout", timeout.as_secs_f64(), grace.as_secs_f64())]
+    #[error("Failed to start {name} server: not listening on port {port} after {:.1} s (start_timeout); it was stopped, with {:.1} s to exit. If it needs longer to start, raise start_timeout{}", timeout.as_secs_f64(), grace.as_secs_f64(), reason.as_ref().map(|r| format!(". Its last error: {r}")).unwrap_or_default())]
     StartTimeout {
         name: String,
         port: u16,
@@ -54,6 +62,8 @@ pub enum Error {
         /// How long it was then given to exit before SIGKILL.
         grace: Duration,
         stderr_tail: Option<String>,
+        /// The last error in its output, if any (`crate::why::reason`).
+        reason: Option<String>,
     },
 
     /// A file system operation failed on `path`.
@@ -185,31 +195,49 @@ fn who(holders: &[Holder]) -> String {
     names.join("; ")
 }
 
-fn start_failed(
-    name: &str,
-    exit_code: Option<i32>,
-    address: &str,
-    tail: Option<&str>,
-    output_captured: bool,
-) -> String {
-    let mut message = format!(
-        "Failed to start {name} server: uvicorn exited with code {} before listening on {address}",
-        exit_code.map_or("unknown".to_owned(), |c| c.to_string()),
-    );
-    match tail {
-        Some(t) => {
-            // The last line is usually the exception: put it first, then the
-            // lines before it, unless that was all it wrote.
-            let last = t.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
-            message.push_str(&format!(": {}", last.trim()));
-            if t.trim() != last.trim() {
-                message.push_str(&format!("\n--- the last lines of its stderr ---\n{t}"));
-            }
-        }
-        None if !output_captured => message.push_str(
-            " (its output went to the terminal; start(redirect_output=True) captures it)",
+fn start_failed(e: &Error) -> String {
+    let Error::StartFailed {
+        name,
+        address,
+        exit_code,
+        stderr_tail,
+        output_captured,
+        reason,
+        worker,
+    } = e
+    else {
+        return String::new();
+    };
+    let cause = match worker {
+        Some(pid) => format!(
+            "its worker pid {pid} failed before serving on {address}; the server was stopped"
         ),
-        None => {}
+        None => format!(
+            "uvicorn exited with code {} before listening on {address}",
+            exit_code.map_or("unknown".to_owned(), |c| c.to_string()),
+        ),
+    };
+    // The server's own error first, then how it ended.
+    let mut message = match reason {
+        Some(r) => format!("Failed to start {name} server: {r} ({cause})"),
+        None if !output_captured && stderr_tail.is_none() => format!(
+            "Failed to start {name} server: {cause} (its output went to the terminal; start(redirect_output=True) captures it)"
+        ),
+        None => format!("Failed to start {name} server: {cause}"),
+    };
+    // Output that went to the terminal was seen there: only captured
+    // output is repeated in the message.
+    if let Some(t) = stderr_tail.as_ref().filter(|_| *output_captured) {
+        // The tail leads with the reason: show the lines behind it, unless
+        // that was all there was.
+        let rest = match (reason, t.split_once('\n')) {
+            (Some(r), Some((first, rest))) if first.trim() == r.trim() => rest,
+            (Some(r), None) if t.trim() == r.trim() => "",
+            _ => t.as_str(),
+        };
+        if !rest.trim().is_empty() && rest.trim() != reason.as_deref().unwrap_or("").trim() {
+            message.push_str(&format!("\n--- the last lines of its stderr ---\n{rest}"));
+        }
     }
     message
 }
@@ -278,12 +306,28 @@ mod tests {
             name: "api".into(),
             address: "127.0.0.1:80".into(),
             exit_code: Some(1),
-            stderr_tail: Some("Traceback\nImportError: x".into()),
+            stderr_tail: Some("ImportError: x\nTraceback\nImportError: x".into()),
             output_captured: true,
+            reason: Some("ImportError: x".into()),
+            worker: None,
         };
-        assert!(e
-            .to_string()
-            .contains("code 1 before listening on 127.0.0.1:80: ImportError: x"));
+        assert!(e.to_string().starts_with(
+            "Failed to start api server: ImportError: x (uvicorn exited with code 1 before listening on 127.0.0.1:80)\n"
+        ));
+        assert!(e.to_string().ends_with("---\nTraceback\nImportError: x"));
+        let e = Error::StartFailed {
+            name: "api".into(),
+            address: "127.0.0.1:80".into(),
+            exit_code: None,
+            stderr_tail: Some("RuntimeError: boom".into()),
+            output_captured: false,
+            reason: Some("RuntimeError: boom".into()),
+            worker: Some(12),
+        };
+        assert_eq!(
+            e.to_string(),
+            "Failed to start api server: RuntimeError: boom (its worker pid 12 failed before serving on 127.0.0.1:80; the server was stopped)"
+        );
         let e = Error::os("x", std::io::Error::from_raw_os_error(libc::EACCES));
         assert_eq!(e.errno(), Some(libc::EACCES));
         let e = Error::LockTimeout {

@@ -18,6 +18,7 @@ pub mod supervise;
 pub mod terminate;
 pub mod validate;
 pub mod warm;
+pub mod why;
 
 mod fuzz;
 

@@ -30,6 +30,9 @@ pub struct LaunchSpec<'a> {
     /// `HELD_FD` to our launcher (which gives it to uvicorn), with the name
     /// of the socket readiness is reported on.
     pub held: Option<(RawFd, &'a str)>,
+    /// The ready socket's name when there is no held socket (a warm
+    /// server): our code in the server reports there why it failed.
+    pub report: Option<&'a str>,
     /// The read end of a pipe, handed over as `LIFELINE_FD`: when every
     /// write end is closed (its holder died), our launcher stops the server.
     pub lifeline: Option<RawFd>,
@@ -193,6 +196,7 @@ mod tests {
             env: &[],
             launch_id: "x",
             held: None,
+            report: None,
             lifeline: None,
         }
     }

@@ -42,7 +42,14 @@ class PortInUseError(ServerManagerError):
 
 
 class StartError(ServerManagerError):
-    """The server exited (or could not be launched) before it was ready."""
+    """The server exited (or could not be launched) before it was ready.
+
+    ``reason`` is the server's own error (``"ModuleNotFoundError: No module
+    named 'x'"``, the exception behind a lifespan failure), which the
+    message leads with; None when nothing said why. ``stderr_tail`` is its
+    last error output (the log file's, or what it reported when its output
+    went to the terminal), led by ``reason``; ``exit_code`` is uvicorn's,
+    None when unknown or when a worker failed while uvicorn still ran."""
 
     def __init__(
         self,
@@ -50,14 +57,18 @@ class StartError(ServerManagerError):
         *,
         exit_code: Optional[int] = None,
         stderr_tail: Optional[str] = None,
+        reason: Optional[str] = None,
     ) -> None:
         super().__init__(message)
         self.exit_code = exit_code
         self.stderr_tail = stderr_tail
+        self.reason = reason
 
 
 class StartTimeoutError(StartError, TimeoutError):
     """The server did not listen within ``start_timeout``; it was stopped."""
 
-    def __init__(self, message: str, *, stderr_tail: Optional[str] = None) -> None:
-        super().__init__(message, exit_code=None, stderr_tail=stderr_tail)
+    def __init__(
+        self, message: str, *, stderr_tail: Optional[str] = None, reason: Optional[str] = None
+    ) -> None:
+        super().__init__(message, exit_code=None, stderr_tail=stderr_tail, reason=reason)

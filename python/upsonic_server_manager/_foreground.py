@@ -121,8 +121,7 @@ def run_foreground(m: ServerManager, redirect_output: bool, force: bool, out: Te
         if pid is None:
             raise RuntimeError(f"{m.name}: the server exited right after it became ready")
         sd_notify(f"READY=1\nMAINPID={os.getpid()}\nSTATUS=serving on {m.host}:{m.port}")
-        host = f"[{m.host}]" if ":" in m.host else m.host
-        out.write(f"{m.name}: pid {pid} serving on http://{host}:{m.port}\n")
+        out.write(f"{m.name}: pid {pid} serving on {m.url}\n")
         out.flush()
         _wait_for_exit(m, out)
         # The server died on its own: say how ("killed by SIGKILL") and exit
@@ -172,7 +171,6 @@ def run_supervised(m: ServerManager, redirect_output: bool, force: bool, out: Te
     # While Rust waits, signals only write their number to the control pipe.
     old = {s: signal.signal(s, lambda *_: None) for s in signals}
     old_fd = signal.set_wakeup_fd(control_w)
-    host = f"[{m.host}]" if ":" in m.host else m.host
 
     def relay() -> None:
         with open(events_r, "rb", buffering=0) as pipe:
@@ -183,7 +181,7 @@ def run_supervised(m: ServerManager, redirect_output: bool, force: bool, out: Te
                     sd_notify(
                         f"READY=1\nMAINPID={os.getpid()}\nSTATUS=serving on {m.host}:{m.port}"
                     )
-                    out.write(f"{m.name}: pid {pid} serving on http://{host}:{m.port}\n")
+                    out.write(f"{m.name}: pid {pid} serving on {m.url}\n")
                 elif kind == "log":
                     out.write(f"{text}\n")
                 out.flush()

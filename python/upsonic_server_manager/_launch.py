@@ -21,8 +21,12 @@ import uvicorn.config
 import uvicorn.server
 from uvicorn.main import main as uvicorn_command
 
-READY_ENV = "UPSONIC_READY_SOCKET"
-LAUNCH_ENV = "UPSONIC_SERVER_LAUNCH_ID"
+from . import _report
+from ._report import LAUNCH_ENV, READY_ENV
+
+# Why a process fails to start goes to the manager (before `startup` is
+# wrapped again below, for readiness).
+_report.install()
 
 _held: socket.socket | None = None
 _startup = uvicorn.server.Server.startup
@@ -148,7 +152,14 @@ def main(argv: list[str]) -> None:
     _watch_lifeline()
     uvicorn.server.Server.run = _run_on_held  # type: ignore[method-assign]
     uvicorn.config.Config.bind_socket = _bind_held  # type: ignore[method-assign]
-    uvicorn_command.main(args=argv[2:], prog_name="uvicorn")
+    try:
+        uvicorn_command.main(args=argv[2:], prog_name="uvicorn")
+    except BaseException as e:
+        # What escaped uvicorn (a failure it did not log) goes to the manager
+        # too; a usage error is reported by click itself as exit code 2.
+        if _report._failed_exit(e):
+            _report.report_failure(e)
+        raise
 
 
 if __name__ == "__main__":

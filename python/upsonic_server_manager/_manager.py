@@ -295,9 +295,10 @@ class ServerManager(_StopsOnExit):
 
     @property
     def url(self) -> str:
-        """``http://HOST:PORT`` (brackets around an IPv6 host)."""
+        """``http://HOST:PORT``, or ``https://`` when ``uvicorn_args`` give
+        it TLS (``--ssl-certfile``); brackets around an IPv6 host."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{self._core.scheme}://{host}:{self.port}"
 
     @property
     def restart_policy(self) -> str:

@@ -50,6 +50,7 @@ BASE_MODULES = (
     "uvicorn.protocols.websockets.auto",
     "uvicorn.middleware.proxy_headers",
     "upsonic_server_manager",
+    "upsonic_server_manager._report",
 )
 #: Imported when installed.
 OPTIONAL_MODULES = (
@@ -253,6 +254,11 @@ def run_server(req: Request) -> None:
         # writes to their pages, which stay shared with the preloader.
         import runpy
 
+        if req.env.get(b"UPSONIC_READY_SOCKET"):
+            # Why it fails to start goes to the manager, whatever the output.
+            from upsonic_server_manager import _report
+
+            _report.install()
         runpy.run_module(module, run_name="__main__", alter_sys=True)
         code = 0
     except SystemExit as e:
@@ -267,11 +273,13 @@ def run_server(req: Request) -> None:
         _finish()
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGINT)
-    except BaseException:  # noqa: BLE001 - as the interpreter reports it
+    except BaseException as e:  # noqa: BLE001 - as the interpreter reports it
         import traceback
 
         traceback.print_exc()
         code = 1
+        if "upsonic_server_manager._report" in sys.modules:
+            sys.modules["upsonic_server_manager._report"].report_failure(e)
     _finish()
     os._exit(code)
 

@@ -17,6 +17,7 @@ from . import (
     ServerManager,
     ServerManagerError,
     ServerStatus,
+    StartError,
     list_records,
     log_files,
 )
@@ -414,7 +415,7 @@ def cmd_start(args: argparse.Namespace, out: TextIO) -> int:
     )
     st = m.status()
     verb = "already running" if already else f"started in {took * 1000:.0f} ms"
-    out.write(f"{m.name}: pid {st.pid} on http://{fmt_address(m.host, m.port)} {verb}\n")
+    out.write(f"{m.name}: pid {st.pid} on {m.url} {verb}\n")
     return EXIT_OK
 
 
@@ -529,7 +530,11 @@ def cmd_restart(args: argparse.Namespace, out: TextIO) -> int:
     if m.status().supervisor_pid is not None:
         # Its supervisor replaces the run on the socket it holds (a new
         # generation that fails leaves the old one serving).
-        took = run_with_spinner(f"restarting {m.name}", m.restart, out, spin=m.redirect_output)
+        old = m.status().pid
+        try:
+            took = run_with_spinner(f"restarting {m.name}", m.restart, out, spin=m.redirect_output)
+        except StartError as e:
+            raise _not_replaced(m, "restarted", old, e) from None
         pid = m.status().pid
         out.write(f"{m.name}: restarted by its supervisor, pid {pid} in {took * 1000:.0f} ms\n")
         return EXIT_OK
@@ -539,11 +544,30 @@ def cmd_restart(args: argparse.Namespace, out: TextIO) -> int:
         raise ServerManagerError(f"{m.name}: not restarted ({state}): {why}")
     # from_record restores how it was started, output mode included.
     m.stop()
-    took = run_with_spinner(
-        f"starting {m.name}", lambda: m.start(m.redirect_output), out, spin=m.redirect_output
-    )
+    try:
+        took = run_with_spinner(
+            f"starting {m.name}", lambda: m.start(m.redirect_output), out, spin=m.redirect_output
+        )
+    except StartError as e:
+        raise ServerManagerError(
+            f"{m.name}: the server is now down (it was stopped for the restart, then failed "
+            f"to start again; `restart {m.name}` tries again): {e}"
+        ) from None
     out.write(f"{m.name}: restarted, pid {m.status().pid} in {took * 1000:.0f} ms\n")
     return EXIT_OK
+
+
+def _not_replaced(m: ServerManager, done: str, old: Optional[int], e: StartError) -> Exception:
+    """A new generation failed and was stopped: say that the old one still
+    serves (when it does), and why the new one failed."""
+    pid = m.status().pid
+    if pid is not None and pid == old:
+        state = f"the old generation (pid {pid}) still serves"
+    elif pid is not None:
+        state = f"pid {pid} serves"
+    else:
+        state = "the server is now down"
+    return ServerManagerError(f"{m.name}: not {done}, {state}: the new generation failed: {e}")
 
 
 def cmd_reload(args: argparse.Namespace, out: TextIO) -> int:
@@ -551,7 +575,10 @@ def cmd_reload(args: argparse.Namespace, out: TextIO) -> int:
     if m is None:
         raise ServerManagerError(f"{args.name}: its record names no app to reload")
     old = m.status().pid
-    took = run_with_spinner(f"reloading {m.name}", m.reload, out, spin=m.redirect_output)
+    try:
+        took = run_with_spinner(f"reloading {m.name}", m.reload, out, spin=m.redirect_output)
+    except StartError as e:
+        raise _not_replaced(m, "reloaded", old, e) from None
     out.write(f"{m.name}: reloaded, pid {old} -> {m.status().pid} in {took * 1000:.0f} ms\n")
     return EXIT_OK
 

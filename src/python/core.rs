@@ -543,6 +543,11 @@ impl Core {
     fn uvicorn_args(&self) -> Vec<String> {
         self.server().config().uvicorn_args.clone()
     }
+    /// "https" when uvicorn's arguments give it TLS, else "http".
+    #[getter]
+    fn scheme(&self) -> &'static str {
+        self.inner.config().speaks().scheme()
+    }
     #[getter]
     fn redirect_output(&self) -> bool {
         self.redirect_output.load(Ordering::Relaxed)

@@ -98,11 +98,13 @@ fn build(py: Python<'_>, err: &Error) -> PyResult<PyErr> {
         Error::StartFailed {
             exit_code,
             stderr_tail,
+            reason,
             ..
         } => {
             let kw = PyDict::new(py);
             kw.set_item("exit_code", exit_code)?;
             kw.set_item("stderr_tail", stderr_tail)?;
+            kw.set_item("reason", reason)?;
             instance(&classes.start_error, Some(kw))?
         }
         Error::AppTarget { .. } => {
@@ -110,9 +112,14 @@ fn build(py: Python<'_>, err: &Error) -> PyResult<PyErr> {
             kw.set_item("exit_code", py.None())?;
             instance(&classes.start_error, Some(kw))?
         }
-        Error::StartTimeout { stderr_tail, .. } => {
+        Error::StartTimeout {
+            stderr_tail,
+            reason,
+            ..
+        } => {
             let kw = PyDict::new(py);
             kw.set_item("stderr_tail", stderr_tail)?;
+            kw.set_item("reason", reason)?;
             instance(&classes.start_timeout, Some(kw))?
         }
         Error::Path { source, .. } | Error::Os { source, .. } => {

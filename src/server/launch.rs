@@ -9,6 +9,7 @@ use crate::platform::{self, PidFd};
 use crate::port;
 use crate::record::{self, End, Identity, SavedConfig};
 use crate::spawn::{self, LaunchSpec, LogPaths};
+use crate::why::{self, Report};
 
 use super::child::{Launched, Proc};
 use super::{Server, Tick};
@@ -100,12 +101,15 @@ impl Server {
         } else {
             None
         };
-        let ready = match &held {
-            Some(_) => Some(
+        // Where our code inside the server (the launcher, the warm child)
+        // reports readiness and, whatever the output mode, why it failed.
+        let ready = if held.is_some() || self.cfg.warm {
+            Some(
                 platform::ReadySocket::bind(&launch_id)
                     .map_err(|e| Error::os("opening the ready socket", e))?,
-            ),
-            None => None,
+            )
+        } else {
+            None
         };
         let port = self.port();
         let spec = LaunchSpec {
@@ -123,6 +127,7 @@ impl Server {
                 .as_ref()
                 .zip(ready.as_ref())
                 .map(|(h, r)| (h.raw_fd(), r.name())),
+            report: ready.as_ref().map(|r| r.name()),
             lifeline: self.cfg.lifeline,
         };
         let started_ms = now_ms();
@@ -297,45 +302,97 @@ impl Server {
             .filter(|l| l.pidfd.pid() == pidfd.pid())
             .map(|l| l.identity.launch_id.clone())
             .unwrap_or_default();
+        // Readiness comes from the ready socket only with a held socket
+        // (which listens from the start); a warm server on its own socket
+        // reports there only why it failed.
+        let held = ready.filter(|_| self.cfg.hold_socket);
+        let mut failure: Option<(i32, String)> = None;
+        // uvicorn's workers on its own socket (nothing of ours inside them):
+        // one that ends before the server is ready failed (uvicorn would
+        // start it again, failing the same way, until start_timeout).
+        let mut workers = WorkerWatch::default();
+        let watch_workers = held.is_none() && self.cfg.workers > 1;
         loop {
-            let exited = match ready {
+            let exited = match held {
                 None => pidfd.wait_exit(READY_STEP),
                 Some(r) => platform::pidfd::wait_exit_or_readable(pidfd, r.raw_fd(), TICK_EVERY),
             }
             .map_err(|e| Error::os("waiting for the server", e))?;
-            if exited {
+            while let Some(msg) = ready.and_then(|r| r.try_recv()) {
+                match Report::parse(&msg) {
+                    Some(r) if r.launch() != token => {}
+                    Some(Report::Ready { pid, .. }) => {
+                        reported.insert(pid);
+                    }
+                    Some(Report::Failed { pid, text, .. }) => {
+                        failure.get_or_insert((pid, text));
+                    }
+                    None => {}
+                }
+            }
+            let mut dead_worker = None;
+            if watch_workers && !exited && failure.is_none() {
+                dead_worker = workers.check(pidfd.pid());
+            }
+            if exited || failure.is_some() || dead_worker.is_some() {
+                let leader = pidfd.pid();
+                let worker = failure
+                    .as_ref()
+                    .map(|f| f.0)
+                    .filter(|p| *p != leader)
+                    .or(dead_worker);
+                if !exited && worker.is_none() {
+                    // Its main process failed and is exiting: its exit code
+                    // completes the story.
+                    let _ = pidfd.wait_exit(self.never_ready_grace());
+                }
+                let exit_code = match worker {
+                    Some(_) if !pidfd.has_exited() => None,
+                    _ => self.reap_child(),
+                };
+                let (reported_text, log) = (
+                    failure.map(|f| f.1),
+                    read_stderr(logs, err_offset).unwrap_or_default(),
+                );
+                // What it reported, else what its log says.
+                let reason = reported_text
+                    .as_deref()
+                    .and_then(why::reason)
+                    .or_else(|| why::reason(&log));
+                let source = if err_offset.is_some() {
+                    log
+                } else {
+                    reported_text.unwrap_or_default()
+                };
                 return Err(Error::StartFailed {
                     name: self.cfg.name.clone(),
                     address: port::format_addr(self.addrs[0], self.port()),
-                    exit_code: self.reap_child(),
-                    stderr_tail: stderr_tail(logs, err_offset),
+                    exit_code,
+                    stderr_tail: why::tail_led_by(reason.as_deref(), &source, TAIL_LINES),
                     output_captured: err_offset.is_some(),
+                    reason,
+                    worker,
                 });
             }
-            let is_ready = match ready {
+            let is_ready = match held {
                 None => self.our_group_listens_with(&mut diag, pidfd.pid()),
-                Some(r) => {
-                    while let Some(msg) = r.try_recv() {
-                        // "ready LAUNCH_ID PID", from a process of this launch.
-                        let mut words = msg.split(' ');
-                        if words.next() == Some("ready") && words.next() == Some(token.as_str()) {
-                            reported.extend(words.next().and_then(|p| p.parse::<i32>().ok()));
-                        }
-                    }
-                    reported.len() >= self.cfg.workers as usize
-                }
+                Some(_) => reported.len() >= self.cfg.workers as usize,
             };
             if is_ready {
                 return Ok(());
             }
             let now = Instant::now();
             if now >= deadline {
+                let log = read_stderr(logs, err_offset).unwrap_or_default();
+                let reason = why::reason(&log)
+                    .filter(|_| log.contains("ERROR") || log.contains("Traceback"));
                 return Err(Error::StartTimeout {
                     name: self.cfg.name.clone(),
                     port: self.port(),
                     timeout: self.cfg.start_timeout,
                     grace: self.never_ready_grace(),
                     stderr_tail: stderr_tail(logs, err_offset),
+                    reason,
                 });
             }
             if now - last_tick >= TICK_EVERY {
@@ -346,9 +403,48 @@ impl Server {
     }
 }
 
+/// The worker processes (children) of a uvicorn main process, looked at
+/// every `WORKER_STEP` while it starts.
+#[derive(Default)]
+struct WorkerWatch {
+    seen: std::collections::HashSet<i32>,
+    last: Option<Instant>,
+}
+
+const WORKER_STEP: Duration = Duration::from_millis(50);
+
+impl WorkerWatch {
+    /// A worker seen before that has ended (gone, or a zombie), if any.
+    fn check(&mut self, leader: i32) -> Option<i32> {
+        let now = Instant::now();
+        if self.last.is_some_and(|t| now - t < WORKER_STEP) {
+            return None;
+        }
+        self.last = Some(now);
+        let alive: std::collections::HashSet<i32> = platform::children(leader)
+            .into_iter()
+            .filter(|p| platform::state_and_start(*p).is_some_and(|(st, _)| st != 'Z'))
+            .collect();
+        let dead = self.seen.iter().copied().find(|p| !alive.contains(p));
+        self.seen.extend(alive);
+        dead
+    }
+}
+
+/// How many lines of its error output a start failure carries.
+const TAIL_LINES: usize = 30;
+
 /// The last lines this run wrote to the stderr log (from `offset`, where the
 /// run began), at most 30 lines of the last 8 KiB.
 fn stderr_tail(logs: &LogPaths, offset: Option<u64>) -> Option<String> {
+    let text = read_stderr(logs, offset)?;
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n");
+    (!tail.trim().is_empty()).then_some(tail)
+}
+
+/// What this run wrote to the stderr log (from `offset`), its last 8 KiB.
+fn read_stderr(logs: &LogPaths, offset: Option<u64>) -> Option<String> {
     use std::io::{Read, Seek, SeekFrom};
     let offset = offset?;
     let mut f = std::fs::File::open(&logs.stderr).ok()?;
@@ -357,10 +453,7 @@ fn stderr_tail(logs: &LogPaths, offset: Option<u64>) -> Option<String> {
     f.seek(SeekFrom::Start(from)).ok()?;
     let mut buf = Vec::new();
     f.take(8192).read_to_end(&mut buf).ok()?;
-    let text = String::from_utf8_lossy(&buf);
-    let lines: Vec<&str> = text.lines().collect();
-    let tail = lines[lines.len().saturating_sub(30)..].join("\n");
-    (!tail.trim().is_empty()).then_some(tail)
+    Some(String::from_utf8_lossy(&buf).into_owned())
 }
 
 #[cfg(test)]

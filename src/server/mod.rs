@@ -133,7 +133,20 @@ impl Config {
                 ));
             }
         }
+        crate::cmdline::speaks(&self.uvicorn_args, &self.env).map_err(|r| {
+            Error::invalid(
+                r.arg,
+                Some(format!("{:?}", r.given)),
+                format!("is refused: {}", r.why),
+            )
+        })?;
         Ok(addrs)
+    }
+
+    /// How the server speaks, from its uvicorn arguments (`cmdline::speaks`;
+    /// validated, so refusals cannot occur here).
+    pub fn speaks(&self) -> crate::cmdline::Speaks {
+        crate::cmdline::speaks(&self.uvicorn_args, &self.env).unwrap_or_default()
     }
 }
 

@@ -207,34 +207,41 @@ pub fn encode_error(e: &Error) -> String {
             exit_code,
             stderr_tail,
             output_captured,
+            reason,
+            worker,
             ..
         } => format!(
-            "failed\t{}\t{}\t{}\t{}",
+            "failed\t{}\t{}\t{}\t{}\t{}\t{}",
             escape(address),
             exit_code.map(|c| c.to_string()).unwrap_or_default(),
-            stderr_tail
-                .as_deref()
-                .map(escape)
-                .unwrap_or_else(|| "\u{0}".into()),
-            u8::from(*output_captured)
+            opt(stderr_tail),
+            u8::from(*output_captured),
+            opt(reason),
+            worker.map(|c| c.to_string()).unwrap_or_default(),
         ),
         Error::StartTimeout {
             port,
             timeout,
             grace,
             stderr_tail,
+            reason,
             ..
         } => format!(
-            "timeout\t{port}\t{}\t{}\t{}",
+            "timeout\t{port}\t{}\t{}\t{}\t{}",
             timeout.as_millis(),
             grace.as_millis(),
-            stderr_tail
-                .as_deref()
-                .map(escape)
-                .unwrap_or_else(|| "\u{0}".into()),
+            opt(stderr_tail),
+            opt(reason),
         ),
         other => format!("other\t{}", escape(&other.to_string())),
     }
+}
+
+/// An optional text field: NUL for none.
+fn opt(text: &Option<String>) -> String {
+    text.as_deref()
+        .map(escape)
+        .unwrap_or_else(|| "\u{0}".into())
 }
 
 /// The error `encode_error` described.
@@ -249,6 +256,8 @@ pub fn decode_error(line: &str, name: &str) -> Error {
             exit_code: f.get(2).and_then(|c| c.parse().ok()),
             stderr_tail: tail(f.get(3)),
             output_captured: f.get(4) == Some(&"1"),
+            reason: tail(f.get(5)),
+            worker: f.get(6).and_then(|c| c.parse().ok()),
         },
         Some("timeout") => Error::StartTimeout {
             name: name.to_owned(),
@@ -256,6 +265,7 @@ pub fn decode_error(line: &str, name: &str) -> Error {
             timeout: ms(f.get(2)),
             grace: ms(f.get(3)),
             stderr_tail: tail(f.get(4)),
+            reason: tail(f.get(5)),
         },
         _ => Error::Supervisor {
             name: name.to_owned(),
@@ -302,6 +312,8 @@ mod tests {
             exit_code: Some(1),
             stderr_tail: Some("Traceback\n\tboom".into()),
             output_captured: true,
+            reason: Some("RuntimeError: boom".into()),
+            worker: Some(7),
         };
         let back = decode_error(&encode_error(&e), "api");
         assert_eq!(back.to_string(), e.to_string());
@@ -311,6 +323,7 @@ mod tests {
             timeout: Duration::from_millis(1500),
             grace: Duration::from_secs(1),
             stderr_tail: None,
+            reason: Some("x".into()),
         };
         assert_eq!(
             decode_error(&encode_error(&e), "api").to_string(),

@@ -373,7 +373,8 @@ fn check_health(
         return None;
     }
     let to = health::target(server.addr(), server.port());
-    let result = health::probe(to, &server.config().host, &h.path, h.timeout);
+    let tls = server.config().speaks().tls;
+    let result = health::probe(to, &server.config().host, &h.path, h.timeout, tls);
     // A fixed cadence from when each probe was due (its timeout included),
     // so that failures in a row take `failures x interval`, not more.
     r.next_health = Some((due + h.interval).max(Instant::now()));

@@ -135,7 +135,7 @@ pub fn fork(
 ) -> Result<(Forked, Arc<PidFd>), Failed> {
     let mut launch_vars = vec![(spawn::LAUNCH_ENV, spec.launch_id)];
     let lifeline_fd = spawn::LIFELINE_FD.to_string();
-    if let Some((_, ready)) = spec.held {
+    if let Some(ready) = spec.held.map(|h| h.1).or(spec.report) {
         launch_vars.push((spawn::READY_ENV, ready));
     }
     if spec.lifeline.is_some() {

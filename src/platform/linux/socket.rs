@@ -83,7 +83,8 @@ impl ReadySocket {
 
     /// The next report, if one is waiting.
     pub fn try_recv(&self) -> Option<String> {
-        let mut buf = [0u8; 256];
+        // A failure report carries its error text (`why::REPORT_LIMIT`).
+        let mut buf = vec![0u8; 16 * 1024 + 256];
         let n = self.sock.recv(&mut buf).ok()?;
         Some(String::from_utf8_lossy(&buf[..n]).into_owned())
     }

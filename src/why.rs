@@ -1,0 +1,213 @@
+//! WHY A START FAILED: the server's own error, found in what it reported
+//! over the ready socket (our launcher, the warm child: `_report.py`) or in
+//! what it wrote to its error log. Pure text handling, no I/O.
+//!
+//! A report is one datagram on the ready socket:
+//! `ready LAUNCH PID` once a process serves, or `failed LAUNCH PID\nTEXT`
+//! when a process of the launch failed before serving, TEXT being its
+//! error records and traceback as its stderr would show them.
+
+/// The largest report the manager reads (bytes); `_report.py` sends at most
+/// this much, keeping the end of its text (where the exception line is).
+pub const REPORT_LIMIT: usize = 16 * 1024;
+
+/// One message from a process of a launch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Report {
+    /// The process finished uvicorn's startup and serves.
+    Ready { launch: String, pid: i32 },
+    /// The process failed before serving; `text` is its error output.
+    Failed {
+        launch: String,
+        pid: i32,
+        text: String,
+    },
+}
+
+impl Report {
+    /// Parses a datagram; None for anything else.
+    pub fn parse(msg: &str) -> Option<Report> {
+        let (head, text) = msg.split_once('\n').unwrap_or((msg, ""));
+        let mut words = head.split(' ');
+        let kind = words.next()?;
+        let launch = words.next()?.to_owned();
+        let pid = words.next()?.parse().ok()?;
+        match kind {
+            "ready" => Some(Report::Ready { launch, pid }),
+            "failed" => Some(Report::Failed {
+                launch,
+                pid,
+                text: text.to_owned(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// The launch it came from.
+    pub fn launch(&self) -> &str {
+        match self {
+            Report::Ready { launch, .. } | Report::Failed { launch, .. } => launch,
+        }
+    }
+}
+
+/// uvicorn's lines that follow the real error and say nothing of it.
+const FOLLOW_ONS: &[&str] = &[
+    "Application startup failed. Exiting.",
+    "Child process [",
+    "Stopping parent process",
+    "Started parent process",
+    "Waiting for ",
+    "Finished server process",
+    "Terminated child process",
+];
+
+/// A log line without uvicorn's level prefix (`ERROR:    `).
+fn unprefixed(line: &str) -> &str {
+    for level in ["CRITICAL:", "ERROR:", "WARNING:", "INFO:", "DEBUG:"] {
+        if let Some(rest) = line.strip_prefix(level) {
+            return rest.trim_start();
+        }
+    }
+    line
+}
+
+/// The server's own error in `text` (a report, or the tail of its error
+/// log): the exception line of the last traceback (`RuntimeError: boom`),
+/// else the last error line that is not one of uvicorn's follow-ons
+/// ("Application startup failed. Exiting."), else the last line.
+pub fn reason(text: &str) -> Option<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    if let Some(at) = lines
+        .iter()
+        .rposition(|l| l.contains("Traceback (most recent call last):"))
+    {
+        // Frames are indented; the first line after them that is not is
+        // the exception (its first line, for a message of several).
+        if let Some(line) = lines[at + 1..]
+            .iter()
+            .find(|l| !l.is_empty() && !l.starts_with([' ', '\t', '|', '+']))
+        {
+            return Some(unprefixed(line).trim().to_owned());
+        }
+    }
+    let meaningful = |l: &&&str| {
+        let u = unprefixed(l).trim();
+        !u.is_empty() && !FOLLOW_ONS.iter().any(|f| u.starts_with(f))
+    };
+    let errors = lines
+        .iter()
+        .rev()
+        .filter(|l| {
+            ["ERROR:", "CRITICAL:", "Error:"]
+                .iter()
+                .any(|p| l.starts_with(p))
+        })
+        .find(meaningful);
+    errors
+        .or_else(|| lines.iter().rev().find(meaningful))
+        .or_else(|| lines.iter().rev().find(|l| !l.trim().is_empty()))
+        .map(|l| unprefixed(l).trim().to_owned())
+}
+
+/// The last `max` lines of `text`, led by `reason` when it does not lead
+/// already (the error first, then the lines it came from).
+pub fn tail_led_by(reason: Option<&str>, text: &str, max: usize) -> Option<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = lines[lines.len().saturating_sub(max)..].join("\n");
+    if tail.trim().is_empty() {
+        return reason.map(str::to_owned);
+    }
+    match reason {
+        Some(r) if tail.lines().next().map(str::trim) != Some(r) => Some(format!("{r}\n{tail}")),
+        _ => Some(tail),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIFESPAN: &str = "INFO:     Waiting for application startup.
+ERROR:    Traceback (most recent call last):
+  File \"/x/starlette/routing.py\", line 661, in lifespan
+    async with self.lifespan_context(app) as maybe_state:
+  File \"/app/a.py\", line 6, in lifespan
+    raise RuntimeError(\"database unreachable\")
+RuntimeError: database unreachable
+
+ERROR:    Application startup failed. Exiting.";
+
+    #[test]
+    fn reports_parse() {
+        assert_eq!(
+            Report::parse("ready L 12"),
+            Some(Report::Ready {
+                launch: "L".into(),
+                pid: 12
+            })
+        );
+        let r = Report::parse("failed L 13\nA\nB").unwrap();
+        assert_eq!(
+            r,
+            Report::Failed {
+                launch: "L".into(),
+                pid: 13,
+                text: "A\nB".into()
+            }
+        );
+        assert_eq!(r.launch(), "L");
+        assert_eq!(Report::parse("failed L x"), None);
+        assert_eq!(Report::parse("hello"), None);
+    }
+
+    #[test]
+    fn the_exception_behind_a_lifespan_failure() {
+        assert_eq!(
+            reason(LIFESPAN).as_deref(),
+            Some("RuntimeError: database unreachable")
+        );
+    }
+
+    #[test]
+    fn the_last_traceback_wins_and_its_first_line() {
+        let t = "Traceback (most recent call last):\n  File \"a\", line 1\nKeyError: 'a'\n\n\
+                 During handling of the above exception, another exception occurred:\n\n\
+                 Traceback (most recent call last):\n  File \"b\", line 2\n    x()\n    ^^^\n\
+                 ModuleNotFoundError: No module named 'x'\nmore text";
+        assert_eq!(
+            reason(t).as_deref(),
+            Some("ModuleNotFoundError: No module named 'x'")
+        );
+    }
+
+    #[test]
+    fn without_a_traceback_the_last_real_error_line() {
+        let t = "ERROR:    Error loading ASGI app. Could not import module \"nosuch\".\n\
+                 ERROR:    Child process [15397] failed to start, stopping the parent process.\n\
+                 INFO:     Stopping parent process [1]";
+        assert_eq!(
+            reason(t).as_deref(),
+            Some("Error loading ASGI app. Could not import module \"nosuch\".")
+        );
+        assert_eq!(
+            reason("Usage: uvicorn [OPTIONS] APP\nError: No such option: --nope").as_deref(),
+            Some("Error: No such option: --nope")
+        );
+        assert_eq!(
+            reason("ERROR:    Application startup failed. Exiting.").as_deref(),
+            Some("Application startup failed. Exiting.")
+        );
+        assert_eq!(reason("plain words\n\n").as_deref(), Some("plain words"));
+        assert_eq!(reason("  \n"), None);
+    }
+
+    #[test]
+    fn tails_lead_with_the_reason() {
+        let t = tail_led_by(Some("RuntimeError: database unreachable"), LIFESPAN, 30).unwrap();
+        assert!(t.starts_with("RuntimeError: database unreachable\nINFO:"));
+        assert_eq!(tail_led_by(Some("x"), "x\ny", 30).as_deref(), Some("x\ny"));
+        assert_eq!(tail_led_by(Some("x"), "", 30).as_deref(), Some("x"));
+        assert_eq!(tail_led_by(None, "a\nb\nc", 2).as_deref(), Some("b\nc"));
+    }
+}
