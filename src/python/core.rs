@@ -546,7 +546,7 @@ impl Core {
     /// "https" when uvicorn's arguments give it TLS, else "http".
     #[getter]
     fn scheme(&self) -> &'static str {
-        self.inner.config().speaks().scheme()
+        self.server().config().speaks().scheme()
     }
     #[getter]
     fn redirect_output(&self) -> bool {
