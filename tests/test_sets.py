@@ -51,7 +51,7 @@ def test_up_in_order_no_op_restart_only_the_changed_down_dependents_first(
     text = (
         _member("tools", tools, events)
         + _member("api", api, events, needs=[tools], USM_MARKER="${MARK:-one}")
-        + 'depends_on = ["tools"]\n'
+        + 'depends_on = ["tools"]\nhold_socket = true\n'
         + _member("other", other, events)
     )
     (Path.cwd() / "upsonic-servers.toml").write_text(text)
@@ -72,7 +72,7 @@ def test_up_in_order_no_op_restart_only_the_changed_down_dependents_first(
     changed = cli("up", home=home, timeout=120, env={"MARK": "two"})
     assert changed.returncode == 0, changed.stderr
     lines = _lines(changed)
-    assert "restarted" in lines["api"] and "env changed" in lines["api"], changed.stdout
+    assert "restarted (env changed; reloaded on its socket)" in lines["api"], changed.stdout
     assert "unchanged" in lines["tools"] and "unchanged" in lines["other"]
     assert get(api)["marker"] == "two"
     assert _pid("api") != pids["api"]
@@ -182,3 +182,34 @@ def test_a_bad_file_exits_2_names_the_path_and_starts_nothing(home: Path, case: 
         assert "upsonic-servers.toml" in r.stderr
     assert not port_in_use(good)
     assert list_records(stopped=True) == []
+
+
+def test_up_supervised_and_port_0_servers(home: Path, tmp_path: Path, stop_set) -> None:
+    """A supervised server's record keeps its supervision settings, port 0
+    matches the port it got, and a change without a held socket is a stop
+    and a start."""
+    events = tmp_path / "events"
+    text = (
+        _member("sup", free_port(), events, USM_MARKER="${MARK:-one}")
+        + 'restart = "on-failure"\nmax_memory = "1GiB"\nlog_dir = "../sup-logs"\n'
+        + _member("anyport", 0, events)
+    )
+    (Path.cwd() / "upsonic-servers.toml").write_text(text)
+    assert cli("up", home=home, timeout=120).returncode == 0
+    sup, anyport = _pid("sup"), _pid("anyport")
+    port = ServerManager.from_record("anyport").port
+    assert port != 0 and get(port)["name"] == "anyport"
+    assert (tmp_path / "sup-logs" / "sup_server.log").exists()  # relative to the file
+
+    again = cli("up", home=home, timeout=120)
+    assert all("unchanged" in line for line in _lines(again).values()), again.stdout
+    status = cli("status", "-f", "upsonic-servers.toml", home=home)
+    assert f"127.0.0.1:{port}" in status.stdout and "supervised" in status.stdout, status.stdout
+
+    changed = cli("up", "sup", home=home, timeout=120, env={"MARK": "two"})
+    lines = _lines(changed)
+    assert list(lines) == ["sup"], changed.stdout  # only what was named (and its deps)
+    assert "restarted (env changed), pid" in lines["sup"], changed.stdout
+    assert _pid("sup") != sup and _pid("anyport") == anyport
+    stop = cli("stop", "-f", "upsonic-servers.toml", home=home, timeout=120)
+    assert stop.returncode == 0 and stop.stdout.count("stopped") == 2, stop.stdout

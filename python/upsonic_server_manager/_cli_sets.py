@@ -303,10 +303,14 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
     import json
 
     from ._cli_output import columns, render_table, status_row
+    from ._manager import ServerManager
 
     s = _load(args)
     names = s.names([args.name] if args.name else [])
-    statuses = [s[n].status() for n in names]
+    # The record knows what runs (the port picked for port 0); the file, the
+    # rest (a server never started).
+    found = [ServerManager.from_record(n, os.fspath(s[n]._core.pid_dir)) or s[n] for n in names]
+    statuses = [m.status() for m in found]
     if args.json:
         out.write(json.dumps([st.as_dict() for st in statuses], indent=2) + "\n")
     else:

@@ -723,6 +723,8 @@ class ServerSet(ServerGroup):
         same_place = old.app_path == m.app_path and old.host == m.host
         same_place = same_place and spec.kwargs["port"] in (0, old.port)
         if old.hold_socket and m.hold_socket and same_place and not supervised:
+            # reload() reuses the manager's output mode: this one never started.
+            m._core.remember_output(redirect)
             m.reload()
             took = time.monotonic() - t0
             detail = f"{what}; reloaded on its socket"
