@@ -582,7 +582,10 @@ def _in_order(
 ) -> list[Outcome]:
     """Runs ``act`` for each name in a thread that first waits for its
     dependencies (``reverse``: its dependents) among ``names``; one whose
-    dependency failed is not run (its outcome names the failed one)."""
+    dependency failed is not run (its outcome names the failed one).
+
+    Ctrl-C (in the main thread) lets what is under way finish, runs nothing
+    more (those not reached fail as interrupted), then is raised."""
     wanted = set(names)
     if reverse:
         after = {n: [m for m in names if n in graph[m]] for n in names}
@@ -591,34 +594,51 @@ def _in_order(
     done = {n: threading.Event() for n in names}
     results: dict[str, Outcome] = {}
     lock = threading.Lock()
+    interrupted = threading.Event()
+
+    def outcome(n: str) -> Outcome:
+        for d in after[n]:
+            done[d].wait()
+        if interrupted.is_set():
+            return Outcome(n, "failed", error=KeyboardInterrupt("interrupted: not done"))
+        blocked = [d for d in after[n] if results[d].failed]
+        if blocked and not reverse:
+            return Outcome(
+                n,
+                "failed",
+                error=ServerManagerError(
+                    f"not started: {', '.join(blocked)} (which {n} depends on) failed"
+                ),
+            )
+        try:
+            return act(n)
+        except Exception as e:  # noqa: BLE001 - reported as its outcome
+            return Outcome(n, "failed", error=e)
 
     def run(n: str) -> None:
+        out = Outcome(n, "failed", error=ServerManagerError("internal error"))
         try:
-            for d in after[n]:
-                done[d].wait()
-            blocked = [d for d in after[n] if results[d].failed]
-            if blocked and not reverse:
-                why = ServerManagerError(
-                    f"not started: {', '.join(blocked)} (which {n} depends on) failed"
-                )
-                out = Outcome(n, "failed", error=why)
-            else:
-                try:
-                    out = act(n)
-                except Exception as e:  # noqa: BLE001 - reported as its outcome
-                    out = Outcome(n, "failed", error=e)
-            with lock:
-                results[n] = out
-                if report is not None:
-                    report(out)
+            out = outcome(n)
         finally:
-            done[n].set()
+            try:
+                with lock:
+                    results[n] = out
+                    if report is not None:
+                        report(out)
+            finally:
+                done[n].set()
 
     threads = [threading.Thread(target=run, args=(n,), name=f"set-{n}") for n in names]
     for t in threads:
         t.start()
-    for t in threads:
-        t.join()
+    try:
+        for t in threads:
+            t.join()
+    except KeyboardInterrupt:
+        interrupted.set()
+        for t in threads:
+            t.join()
+        raise
     return [results[n] for n in names]
 
 
