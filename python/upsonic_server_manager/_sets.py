@@ -24,7 +24,6 @@ from ._manager import ServerManager
 TYPE_CHECKING = False
 
 if TYPE_CHECKING:
-    import inspect
     from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 #: The CLI's default host (a file without ``host`` binds here, as `start` does).
@@ -46,36 +45,44 @@ class SetFileError(ValueError):
 # ---- the keys, from ServerManager's signature ------------------------------------------
 
 
-_PARAMETERS: dict[str, Any] = {}
+_NO_DEFAULT = object()
+
+# name -> (default or _NO_DEFAULT, annotation text), in the signature's order.
+_PARAMETERS: dict[str, tuple[Any, str]] = {}
 
 
-def _parameters() -> dict[str, inspect.Parameter]:
-    """``ServerManager.__init__``'s parameters, but ``self``, ``name`` and
-    ``lifeline`` (read once; inspect is imported on first use, as `status`
-    should start quickly)."""
+def _parameters() -> dict[str, tuple[Any, str]]:
+    """``ServerManager.__init__``'s parameters but ``self``, ``name`` and
+    ``lifeline``: each one's default and annotation. Read once from the
+    function itself (what inspect.signature reads, without importing
+    inspect: `upsonic-server up` should start quickly)."""
     if not _PARAMETERS:
-        import inspect
-
-        sig = inspect.signature(ServerManager.__init__)
-        _PARAMETERS.update((n, p) for n, p in sig.parameters.items() if n not in _NOT_IN_FILE)
+        fn = ServerManager.__init__
+        code = fn.__code__
+        names = code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]
+        positional = code.co_varnames[: code.co_argcount]
+        given = dict(
+            zip(positional[len(positional) - len(fn.__defaults__ or ()) :], fn.__defaults__ or ())
+        )
+        given.update(fn.__kwdefaults__ or {})
+        notes = fn.__annotations__
+        for n in names:
+            if n not in _NOT_IN_FILE:
+                ann = notes.get(n, "")
+                text = ann if isinstance(ann, str) else getattr(ann, "__name__", str(ann))
+                _PARAMETERS[n] = (given.get(n, _NO_DEFAULT), text)
     return _PARAMETERS
-
-
-def _empty() -> Any:
-    import inspect
-
-    return inspect.Parameter.empty
 
 
 def defaults() -> dict[str, Any]:
     """Every key a server table may hold with its default (the CLI's host);
     keys without one (``app_path``, ``port``) are required."""
     out: dict[str, Any] = {}
-    for n, p in _parameters().items():
+    for n, (default, _) in _parameters().items():
         if n == "host":
             out[n] = DEFAULT_HOST
-        elif p.default is not _empty():
-            out[n] = p.default
+        elif default is not _NO_DEFAULT:
+            out[n] = default
     return out
 
 
@@ -89,8 +96,7 @@ def required_keys() -> list[str]:
 
 
 def _annotation(key: str) -> str:
-    a = _parameters()[key].annotation
-    return a if isinstance(a, str) else getattr(a, "__name__", str(a))
+    return _parameters()[key][1]
 
 
 # ---- ${VAR} and ${VAR:-default} ---------------------------------------------------------
