@@ -118,6 +118,11 @@ env = { MODE = "prod" }
     assert prod.specs["api"].kwargs["port"] == 9000
     assert prod.specs["tools"].kwargs["env"] == {"MODE": "prod"}
 
+    # --pid-dir is relative to where the command runs, not to the file.
+    assert load(path, environ={}, pid_dir="recs").specs["api"].kwargs["pid_dir"] == os.path.abspath(
+        "recs"
+    )
+
 
 @pytest.mark.parametrize(
     "extra, env, words",
@@ -156,6 +161,7 @@ env = { MODE = "prod" }
             "depends on itself",
         ),
         ("[server.b]\n", None, "unknown table 'server'"),
+        ("[environments]\nprod = 3\n", None, "environments.prod: must be a table"),
     ],
 )
 def test_errors_name_the_path(tmp_path: Path, extra: str, env, words: str) -> None:

@@ -224,9 +224,10 @@ def _parse(path: str) -> dict[str, Any]:
         raise SetFileError(f"{path}: TOML syntax error: {e}") from None
 
 
-def _table(value: Any, path: str) -> dict[str, Any]:
+def _table(value: Any, path: str, where: str) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise SetFileError(f"{path}: must be a table ([{path}]), got {type(value).__name__}")
+        kind = type(value).__name__
+        raise SetFileError(f"{where}: {path}: must be a table ([{path}]), got {kind}")
     return value
 
 
@@ -255,10 +256,10 @@ def load(
                 f"{where}: unknown table {key!r} (a server file has [servers.NAME] "
                 "and [environments.ENV.NAME])"
             )
-    servers = _table(doc.get("servers", {}), "servers")
+    servers = _table(doc.get("servers", {}), "servers", where)
     if not servers:
         raise SetFileError(f"{where}: no servers (add a [servers.NAME] table)")
-    envs = _table(doc.get("environments", {}), "environments")
+    envs = _table(doc.get("environments", {}), "environments", where)
     overlay: dict[str, Any] = {}
     if env is not None:
         if env not in envs:
@@ -266,22 +267,22 @@ def load(
             raise SetFileError(
                 f"{where}: no environment {env!r} (environments in the file: {known})"
             )
-        overlay = _table(envs[env], f"environments.{env}")
+        overlay = _table(envs[env], f"environments.{env}", where)
     for e, tables in envs.items():
-        for name in _table(tables, f"environments.{e}"):
+        for name in _table(tables, f"environments.{e}", where):
             if name not in servers:
                 raise SetFileError(
                     f"{where}: environments.{e}.{name}: no server {name!r} to overlay "
                     f"(servers: {', '.join(servers)})"
                 )
-            _table(tables[name], f"environments.{e}.{name}")
+            _table(tables[name], f"environments.{e}.{name}", where)
     allowed = allowed_keys()
     specs: dict[str, ServerSpec] = {}
     for name, table in servers.items():
         tpath = f"servers.{name}"
         raw: dict[str, Any] = {}
         origin: dict[str, str] = {}
-        layers = [(tpath, _table(table, tpath))]
+        layers = [(tpath, _table(table, tpath, where))]
         if name in overlay:
             layers.append((f"environments.{env}.{name}", overlay[name]))
         for lpath, layer in layers:
@@ -332,12 +333,13 @@ def _spec(
     kwargs = {k: merged[k] for k in _parameters() if k in merged}
     if kwargs.get("cwd") is None:
         kwargs["cwd"] = base
-    if pid_dir is not None and "pid_dir" not in raw:
-        kwargs["pid_dir"] = pid_dir
     for key in _PATH_KEYS:
         v = kwargs.get(key)
-        if isinstance(v, str):
+        if isinstance(v, str) and (key in raw or key == "log_dir"):
             kwargs[key] = os.path.normpath(os.path.join(base, os.path.expanduser(v)))
+    if pid_dir is not None and "pid_dir" not in raw:
+        # --pid-dir: relative to where the command runs, as for every command.
+        kwargs["pid_dir"] = os.path.abspath(pid_dir)
     spec = ServerSpec(name, kwargs, list(dict.fromkeys(depends)), origin)
     try:
         spec.manager()
