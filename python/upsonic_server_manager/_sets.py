@@ -547,8 +547,10 @@ def changes(spec: ServerSpec, running: ServerManager, record: Mapping[str, Any])
 
 class Outcome:
     """What `up` or `down` did to one server: ``action`` is ``started``,
-    ``unchanged``, ``restarted``, ``reloaded``, ``stopped``, ``not running``
-    or ``failed``; ``detail`` says more; ``error`` is the exception."""
+    ``unchanged``, ``restarted`` (``detail`` names what changed, and says
+    when it was a reload on the held socket), ``stopped``, ``not running``
+    or ``failed`` (``error`` says why); ``pid`` (and ``old_pid``), ``took``
+    in seconds."""
 
     def __init__(
         self,
