@@ -24,7 +24,7 @@ from ._manager import ServerManager
 TYPE_CHECKING = False
 
 if TYPE_CHECKING:
-    from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
+    from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
 #: The CLI's default host (a file without ``host`` binds here, as `start` does).
 DEFAULT_HOST = "127.0.0.1"
@@ -589,10 +589,12 @@ def _in_order(
     act: Callable[[str], Outcome],
     report: Optional[Callable[[Outcome], None]],
     reverse: bool = False,
+    decided: Optional[Mapping[str, Outcome]] = None,
 ) -> list[Outcome]:
     """Runs ``act`` for each name in a thread that first waits for its
     dependencies (``reverse``: its dependents) among ``names``; one whose
-    dependency failed is not run (its outcome names the failed one).
+    dependency failed is not run (its outcome names the failed one). Names
+    in ``decided`` already have their outcome: reported first, no thread.
 
     Ctrl-C (in the main thread) lets what is under way finish, runs nothing
     more (those not reached fail as interrupted), then is raised."""
@@ -638,7 +640,14 @@ def _in_order(
             finally:
                 done[n].set()
 
-    threads = [threading.Thread(target=run, args=(n,), name=f"set-{n}") for n in names]
+    for n, out in (decided or {}).items():
+        results[n] = out
+        if report is not None:
+            report(out)
+        done[n].set()
+    threads = [
+        threading.Thread(target=run, args=(n,), name=f"set-{n}") for n in names if n not in results
+    ]
     for t in threads:
         t.start()
     try:
@@ -730,23 +739,42 @@ class ServerSet(ServerGroup):
         (reloads it on its socket when it holds one). ``report`` gets each
         outcome as it happens."""
         targets = closure(self.graph, self.names(names))
-        return _in_order(self.graph, targets, lambda n: self._up_one(n, redirect_output), report)
+        # What runs unchanged is known here, without a thread (the common
+        # case, and the one `up` should answer at once); threads act on the rest.
+        plans = {n: self._plan(n) for n in targets}
+        decided = {n: p for n, p in plans.items() if isinstance(p, Outcome)}
 
-    def _up_one(self, name: str, redirect: bool) -> Outcome:
-        spec = self.specs[name]
+        def act(n: str) -> Outcome:
+            return self._up_one(n, plans[n], redirect_output)  # type: ignore[arg-type]
+
+        return _in_order(self.graph, targets, act, report, decided=decided)
+
+    def _plan(self, name: str) -> Union[Outcome, tuple[Optional[ServerManager], list[str]]]:
+        """``unchanged`` for a server running as the file says, else (the
+        recorded manager if it runs, the keys that changed)."""
         m = self._by_name[name]
         pid_dir = os.fspath(m._core.pid_dir)
-        t0 = time.monotonic()
         record = _core.read_record(pid_dir, name)
         old = ServerManager.from_record(name, pid_dir) if record else None
         if old is None or not old.is_running():
             if old is not None:
                 old.stop()  # a stale record, or a dead launch's rest
-            m.start(redirect)
-            return Outcome(name, "started", pid=m.status().pid, took=time.monotonic() - t0)
-        diff = changes(spec, old, record or {})
+            return None, []
+        diff = changes(self.specs[name], old, record or {})
         if not diff:
             return Outcome(name, "unchanged", pid=record.get("pid") if record else None)
+        return old, diff
+
+    def _up_one(
+        self, name: str, plan: tuple[Optional[ServerManager], list[str]], redirect: bool
+    ) -> Outcome:
+        spec = self.specs[name]
+        m = self._by_name[name]
+        t0 = time.monotonic()
+        old, diff = plan
+        if old is None:
+            m.start(redirect)
+            return Outcome(name, "started", pid=m.status().pid, took=time.monotonic() - t0)
         what = f"{', '.join(diff)} changed"
         before = old.status().pid
         supervised = old.restart_policy != "no" or m.restart_policy != "no"
