@@ -206,6 +206,10 @@ def test_up_supervised_and_port_0_servers(home: Path, tmp_path: Path, stop_set) 
     status = cli("status", "-f", "upsonic-servers.toml", home=home)
     assert f"127.0.0.1:{port}" in status.stdout and "supervised" in status.stdout, status.stdout
 
+    logs = cli("-f", "upsonic-servers.toml", "logs", "sup", home=home)
+    assert logs.returncode == 0, logs.stderr  # its log files, found in the file's log_dir
+    assert cli("logs", "--file", "upsonic-servers.toml", "nope", home=home).returncode == 2
+
     changed = cli("up", "sup", home=home, timeout=120, env={"MARK": "two"})
     lines = _lines(changed)
     assert list(lines) == ["sup"], changed.stdout  # only what was named (and its deps)
