@@ -182,7 +182,7 @@ def test_config_reads_back_as_the_same_servers(tmp_path: Path) -> None:
         tmp_path,
         '[servers.tools]\napp_path = "tools:app"\nport = "${P:-8001}"\nenv = { "A B" = "x\\"y" }\n'
         '[servers.api]\napp_path = "api:app"\nport = 8000\ndepends_on = ["tools"]\n'
-        'restart = "on-failure"\nrestart_limit = 3\n',
+        'restart = "on-failure"\nrestart_limit = "none"\nworkers = "${W:-}"\n',
     )
     s = load(path, environ={})
     again = load(_write(tmp_path, render(s), "resolved.toml"), environ={})
@@ -190,6 +190,8 @@ def test_config_reads_back_as_the_same_servers(tmp_path: Path) -> None:
     def norm(kw: dict) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in kw.items()}
 
+    assert s.specs["api"].kwargs["restart_limit"] is None  # never give up
+    assert s.specs["api"].kwargs["workers"] is None  # an empty variable: the default
     assert list(again.specs) == list(s.specs)
     for name in s.specs:
         assert norm(again.specs[name].kwargs) == norm(s.specs[name].kwargs)

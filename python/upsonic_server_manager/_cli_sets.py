@@ -145,9 +145,13 @@ def _key(k: str) -> str:
 
 
 def render(s: ServerSet) -> str:
-    """The resolved file as TOML: every key of every server (None values,
-    which TOML cannot write, left out), variables expanded, the overlay
-    applied, paths absolute. Read back, it describes the same servers."""
+    """The resolved file as TOML: every key of every server (a None that is
+    the default left out, another written "none": TOML has no null),
+    variables expanded, the overlay applied, paths absolute. Read back, it
+    describes the same servers."""
+    from ._sets import defaults
+
+    d = defaults()
     env = f" --env {s.env}" if s.env else ""
     lines = [f"# {s.path}{env}, resolved: levels {s.levels()}"]
     for name, spec in s.specs.items():
@@ -158,6 +162,8 @@ def render(s: ServerSet) -> str:
         for k, v in spec.kwargs.items():
             if v is not None:
                 lines.append(f"{k} = {_toml(v)}")
+            elif d.get(k) is not None:
+                lines.append(f'{k} = "none"')  # TOML has no null
     return "\n".join(lines) + "\n"
 
 
@@ -198,8 +204,8 @@ def _run_arguments(spec: Any) -> list[str]:
             )
         flag = max(action.option_strings, key=len)
         if value is None:
-            if action.type is not None and action.dest == "restart_limit":
-                argv += [flag, "none"]
+            # Not the default, so the option reads "none" (--restart-limit).
+            argv += [flag, "none"]
             continue
         if isinstance(value, bool):
             if value:

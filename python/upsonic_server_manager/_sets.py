@@ -157,6 +157,10 @@ def _convert(key: str, value: Any, path: str) -> Any:
         raise SetFileError(f"{path}: expected a number, got {str(value).lower()}")
     if not isinstance(value, str):
         return value
+    if re.search(r"\b(Optional|None)\b", ann) and value.strip().lower() in ("", "none"):
+        # TOML has no null: "none" (or a variable that is empty) is None,
+        # e.g. restart_limit = "none" (never give up), workers = "${WORKERS:-}".
+        return None
     if numeric:
         text = value.strip()
         try:
