@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import atexit
+import os
 import signal
 import sys
 import threading
@@ -77,6 +78,19 @@ class ServerGroup(_StopsOnExit):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"managers must have distinct names; repeated: {', '.join(dupes)}")
+
+    @classmethod
+    def from_file(
+        cls, path: Union[str, os.PathLike[str]] = "upsonic-servers.toml", env: Optional[str] = None
+    ) -> ServerGroup:
+        """The servers an ``upsonic-servers.toml`` file describes (see
+        docs/SETS.md), with the overlays of environment ``env``: a group
+        whose ``start()`` starts each server once those it ``depends_on``
+        are ready and whose ``stop()`` stops dependents first. Raises
+        ``ValueError`` (``SetFileError``) naming the file and the key."""
+        from ._sets import load
+
+        return load(os.fspath(path), env)
 
     def _items(self) -> list[Stoppable]:
         return list(self.managers) if self._members is None else list(self._members)

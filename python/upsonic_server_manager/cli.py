@@ -18,6 +18,7 @@ from . import (
     ServerManagerError,
     ServerStatus,
     StartError,
+    _cli_sets,
     list_records,
     log_files,
 )
@@ -286,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--pid-dir", default=None, help="where PID records live (default: your home directory)"
     )
     parser.add_argument("--version", action="version", version=f"upsonic-server {__version__}")
+    parser.add_argument("-f", "--file", default=None, metavar="FILE", help=_cli_sets.FILE_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
@@ -301,6 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("stop", "stop a server (or every recorded one, concurrently)")
     p.add_argument("name", metavar="NAME", nargs="?", help="the server's name")
+    _cli_sets.add_file_option(p)
     p.add_argument("--all", action="store_true", help="every recorded server, concurrently")
 
     p = command("restart", "stop a server and start it again as it was started")
@@ -313,6 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("status", "show servers as a table (exit 3 if NAME is not running)")
     p.add_argument("name", metavar="NAME", nargs="?", help="only this server")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _cli_sets.add_file_option(p)
 
     p = command("logs", "print servers' output, stdout and stderr, each line marked")
     p.add_argument("name", metavar="NAME", nargs="?", help="only this server (default: all)")
@@ -323,6 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "-n", "--lines", type=int, default=20, metavar="LINES", help="lines of history per file"
     )
+    _cli_sets.add_file_option(p, short=False)  # -f is --follow here
 
     p = command("diagnose", "print the diagnosis of a server as JSON")
     p.add_argument("name", metavar="NAME", help="the server's name")
@@ -340,6 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--user", default=None, help="the User= of the unit (default: you)")
 
     command("demo", "start the bundled demo app, request it, show status, stop it")
+    _cli_sets.add_commands(command)  # up, down, config, export (docs/SETS.md)
     return parser
 
 
@@ -871,7 +877,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args: Optional[argparse.Namespace] = None
     try:
         args = build_parser().parse_args(argv)
-        return COMMANDS[args.command](args, out)
+        return (_cli_sets.dispatch(args) or COMMANDS[args.command])(args, out)
     except UsageError as e:
         if e.usage:
             print(e.usage, file=sys.stderr)
