@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 from _helpers import cli, free_port, get
-from test_warm import warm_dir  # noqa: F401 - the fixture
 from upsonic_server_manager import ServerManager, StartError
 
 IMPORT_ERROR = "ModuleNotFoundError: No module named 'usm_this_module_does_not_exist'"
