@@ -98,3 +98,44 @@ def warm_dir(home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         for f in os.listdir(d):
             os.unlink(os.path.join(d, f))
         os.rmdir(d)
+
+
+@pytest.fixture(scope="session")
+def cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """(key file, certificate file): self-signed, for a name that is not
+    the address the server is reached at (a health probe must not care)."""
+    import datetime
+
+    x509 = pytest.importorskip("cryptography.x509", reason="the test extra installs cryptography")
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "usm-test.invalid")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("usm-test.invalid")]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    d = tmp_path_factory.mktemp("tls")
+    key_file, cert_file = d / "key.pem", d / "cert.pem"
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    return str(key_file), str(cert_file)

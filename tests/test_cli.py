@@ -220,7 +220,7 @@ def test_systemd_unit(home):
         f"WorkingDirectory={os.getcwd()}",
         "User=upsonic",
         'Environment="A=b c"',
-        " run usm_hello:app --host 0.0.0.0 --port 7541 --name main",
+        " run usm_hello:app --name main --host 0.0.0.0 --port 7541",
         "systemctl daemon-reload",
         "[Install]",
     ):

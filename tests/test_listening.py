@@ -3,11 +3,10 @@ item 5): TLS (``--ssl-certfile``/``--ssl-keyfile``) gives an ``https://``
 url and a health probe that speaks TLS, so a healthy supervised TLS server
 is never replaced; arguments that change where or how the server listens
 and that the manager does not manage are refused at once, naming the
-option. Real TLS servers with a self-signed certificate made here."""
+option. Real TLS servers with a self-signed certificate made by the `cert` fixture (conftest)."""
 
 from __future__ import annotations
 
-import datetime
 import time
 from pathlib import Path
 
@@ -16,46 +15,6 @@ import pytest
 from _helpers import free_port
 from upsonic_server_manager import ServerManager
 from upsonic_server_manager._manager import DEFAULT_UVICORN_ARGS
-
-x509 = pytest.importorskip("cryptography.x509", reason="the test extra installs cryptography")
-
-
-@pytest.fixture(scope="module")
-def cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
-    """(key file, certificate file): self-signed, for a name that is not
-    the address the server is reached at (the probe must not care)."""
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "usm-test.invalid")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("usm-test.invalid")]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    d = tmp_path_factory.mktemp("tls")
-    key_file, cert_file = d / "key.pem", d / "cert.pem"
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    return str(key_file), str(cert_file)
 
 
 def tls_args(cert: tuple[str, str]) -> list[str]:

@@ -249,8 +249,10 @@ def test_export_systemd(tmp_path: Path, home: Path) -> None:
     assert v.returncode == 0, v.stderr
 
 
-def test_export_refuses_what_run_cannot_carry(tmp_path: Path, home: Path) -> None:
+def test_export_carries_uvicorn_args_after_dashes(tmp_path: Path, home: Path) -> None:
     _write(tmp_path, '[servers.a]\napp_path = "a:app"\nport = 8000\nuvicorn_args = ["--x"]\n')
     r = cli("export", "systemd", "-o", str(tmp_path / "u"), home=home, cwd=tmp_path)
-    assert r.returncode == 2 and "Traceback" not in r.stderr
-    assert "servers.a.uvicorn_args: `upsonic-server run` has no option" in r.stderr
+    assert r.returncode == 0, r.stderr
+    unit = next((tmp_path / "u").glob("*a.service")).read_text()
+    exec_start = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
+    assert exec_start.endswith(" --redirect-output -- --x"), exec_start

@@ -12,7 +12,7 @@ TYPE_CHECKING = False
 
 if TYPE_CHECKING:
     import argparse
-    from typing import Any, Callable, Optional, TextIO
+    from typing import Any, Callable, Optional, Sequence, TextIO
 
     from ._sets import Outcome, ServerSet
 
@@ -176,11 +176,12 @@ def cmd_config(args: argparse.Namespace, out: TextIO) -> int:
 # ---- export systemd ---------------------------------------------------------------------
 
 
-def _run_arguments(spec: Any) -> list[str]:
+def run_arguments(spec: Any, extra: Sequence[str] = ()) -> list[str]:
     """The `run` options that give a server its file's configuration. Each
     non-default key maps to the `run` option whose destination is its name
     (found in the CLI's own parser); one `run` has no option for is an
-    error naming it."""
+    error naming it. ``extra`` options go last before uvicorn's own
+    arguments (which follow ``--``)."""
     from ._sets import SetFileError, defaults
     from .cli import build_parser
 
@@ -190,9 +191,14 @@ def _run_arguments(spec: Any) -> list[str]:
     by_dest = {a.dest: a for a in run._actions}
     d = defaults()
     argv = [spec.kwargs["app_path"], "--name", spec.name]
+    uvicorn: list[str] = []
     for key, value in spec.kwargs.items():
         if key in ("app_path", "cwd", "env", "pid_dir", "log_dir"):
             continue  # WorkingDirectory=, Environment=, and the unit's directories
+        if key == "uvicorn_args":
+            if list(value) != list(d.get(key, ())):
+                uvicorn = ["--", *value]  # run takes them after --
+            continue
         if key in d and value == d[key] and key != "host":
             continue
         action = by_dest.get(key)
@@ -216,7 +222,7 @@ def _run_arguments(spec: Any) -> list[str]:
                 argv += [flag, str(v)]
             continue
         argv += [flag, str(value)]
-    return argv
+    return argv + list(extra) + uvicorn
 
 
 def _unit_name(app: str, name: str) -> str:
@@ -246,8 +252,7 @@ def cmd_export(args: argparse.Namespace, out: TextIO) -> int:
             pid_dir = f"/run/{unit}"
             directories += f"RuntimeDirectory={unit}\n"
         run = [sys.executable, "-m", "upsonic_server_manager", "--pid-dir", pid_dir, "run"]
-        run += _run_arguments(spec)
-        run += ["--log-dir", spec.kwargs["log_dir"], "--redirect-output"]
+        run += run_arguments(spec, ["--log-dir", spec.kwargs["log_dir"], "--redirect-output"])
         env = [("PYTHONUNBUFFERED", "1"), *(spec.kwargs.get("env") or {}).items()]
         env_lines = "".join(
             f"Environment={_systemd_quote(f'{k}={v}', dollars=False)}\n" for k, v in env

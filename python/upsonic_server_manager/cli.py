@@ -37,7 +37,7 @@ TYPE_CHECKING = False
 
 if TYPE_CHECKING:
     from pathlib import Path
-    from typing import Callable, Optional, Sequence, TextIO
+    from typing import Any, Callable, Optional, Sequence, TextIO
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -342,6 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("systemd-unit", "print a systemd unit that uses `run`")
     _add_server_args(p, log_dir=None)
+    _add_start_args(p)
     p.add_argument("--user", default=None, help="the User= of the unit (default: you)")
 
     command("demo", "start the bundled demo app, request it, show status, stop it")
@@ -354,6 +355,27 @@ def _name_of(args: argparse.Namespace) -> str:
     return args.name or args.app.split(":", 1)[0]
 
 
+def _manager_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """ServerManager's keywords as the options of start, run and
+    systemd-unit give them (uvicorn's own arguments come after ``--``)."""
+    kw: dict[str, Any] = dict(
+        workers=args.workers,
+        log_dir=args.log_dir or "logs",
+        pid_dir=args.pid_dir,
+        cwd=args.cwd,
+        env=dict(args.env),
+        start_timeout=args.start_timeout,
+        stop_timeout=args.stop_timeout,
+        hold_socket=getattr(args, "hold_socket", None),
+        **_supervision_kwargs(args),
+        warm=getattr(args, "warm", False),
+        preload=getattr(args, "preload", None),
+    )
+    if getattr(args, "uvicorn_args", None) is not None:
+        kw["uvicorn_args"] = args.uvicorn_args
+    return kw
+
+
 def _manager_from_args(args: argparse.Namespace) -> ServerManager:
     """The manager the arguments describe; a rejected value is a usage error."""
     try:
@@ -362,17 +384,7 @@ def _manager_from_args(args: argparse.Namespace) -> ServerManager:
             args.host,
             args.port,
             _name_of(args),
-            workers=args.workers,
-            log_dir=args.log_dir or "logs",
-            pid_dir=args.pid_dir,
-            cwd=args.cwd,
-            env=dict(args.env),
-            start_timeout=args.start_timeout,
-            stop_timeout=args.stop_timeout,
-            hold_socket=getattr(args, "hold_socket", None),
-            **_supervision_kwargs(args),  # type: ignore[arg-type]
-            warm=getattr(args, "warm", False),
-            preload=getattr(args, "preload", None),
+            **_manager_kwargs(args),
             # An operator's server keeps how each run ended (status lists it).
             history=True,
         )
@@ -773,12 +785,23 @@ def cmd_systemd_unit(args: argparse.Namespace, out: TextIO) -> int:
     else:
         log_dir = f"/var/log/upsonic-{name}"
         directories += f"LogsDirectory=upsonic-{name}\n"
-    run = [sys.executable, "-m", "upsonic_server_manager", "--pid-dir", pid_dir]
-    run += ["run", args.app, "--host", args.host, "--port", str(args.port), "--name", name]
-    if args.workers:
-        run += ["--workers", str(args.workers)]
-    run += ["--log-dir", log_dir, "--redirect-output"]
-    run += ["--start-timeout", str(args.start_timeout), "--stop-timeout", str(args.stop_timeout)]
+    # Every option given reaches `run`, spelled as `run` spells it (derived
+    # from the parser, as `export systemd` does for a file's servers).
+    from types import SimpleNamespace
+
+    kw = {
+        k: v
+        for k, v in _manager_kwargs(args).items()
+        if k not in ("pid_dir", "log_dir", "cwd", "env")  # the unit's own lines
+    }
+    spec = SimpleNamespace(
+        name=name,
+        origin={},
+        kwargs={"app_path": args.app, "host": args.host, "port": args.port, **kw},
+    )
+    run = [sys.executable, "-m", "upsonic_server_manager", "--pid-dir", pid_dir, "run"]
+    extra = ["--log-dir", log_dir, "--redirect-output"] + (["--force"] if args.force else [])
+    run += _cli_sets.run_arguments(spec, extra)
     env_lines = "".join(
         f"Environment={_systemd_quote(f'{k}={v}', dollars=False)}\n"
         for k, v in [("PYTHONUNBUFFERED", "1")] + args.env
@@ -872,11 +895,33 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO], int]] = {
 }
 
 
+# The commands that start a server take uvicorn's own arguments after `--`
+# (ServerManager's uvicorn_args; given, they replace the defaults).
+_TAKE_UVICORN_ARGS = ("start", "run", "systemd-unit")
+
+
+def _parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    words = list(sys.argv[1:] if argv is None else argv)
+    rest: Optional[list[str]] = None
+    if "--" in words:
+        at = words.index("--")
+        words, rest = words[:at], words[at + 1 :]
+    args = build_parser().parse_args(words)
+    if rest is not None:
+        if args.command not in _TAKE_UVICORN_ARGS:
+            raise UsageError(
+                f"{args.command} takes no uvicorn arguments after --; "
+                f"only {', '.join(_TAKE_UVICORN_ARGS)} do"
+            )
+        args.uvicorn_args = rest
+    return args
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     out = sys.stdout
     args: Optional[argparse.Namespace] = None
     try:
-        args = build_parser().parse_args(argv)
+        args = _parse(argv)
         return (_cli_sets.dispatch(args) or COMMANDS[args.command])(args, out)
     except UsageError as e:
         if e.usage:
