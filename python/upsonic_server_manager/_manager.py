@@ -88,6 +88,13 @@ class ServerManager(_StopsOnExit):
     PID file is ``{pid_dir}/.upsonic_{name}_server.pid`` (``pid_dir``
     defaults to the home directory) and redirected logs go to
     ``{log_dir}/{name}_server.log`` and ``{log_dir}/{name}_server_error.log``.
+
+    ``stop_with_caller`` (bool, default False): when True, the server, its
+    workers and its supervisor stop when the process that called
+    ``start()`` ends, however it ends (normal exit, an exception, SIGTERM,
+    SIGKILL, Ctrl-C), within about a second plus ``stop_timeout``. With a
+    restart policy, the supervisor keeps the server up while that process
+    lives and ends supervision when it ends. See docs/OWNER.md.
     """
 
     def __init__(
@@ -106,7 +113,7 @@ class ServerManager(_StopsOnExit):
         stop_timeout: float = 5.0,
         uvicorn_args: Sequence[str] = DEFAULT_UVICORN_ARGS,
         hold_socket: Optional[bool] = None,
-        lifeline: Optional[int] = None,
+        stop_with_caller: bool = False,
         restart: str = "no",
         restart_delay: float = 0.1,
         restart_max_delay: float = 30.0,
@@ -137,7 +144,7 @@ class ServerManager(_StopsOnExit):
             uvicorn_args=uvicorn_args,
             python=sys.executable,
             hold_socket=hold_socket,
-            lifeline=lifeline,
+            stop_with_caller=stop_with_caller,
             restart=restart,
             restart_delay=restart_delay,
             restart_max_delay=restart_max_delay,

@@ -78,7 +78,7 @@ pub struct Core {
 #[pymethods]
 impl Core {
     #[new]
-    #[pyo3(signature = (app_path, host, port, name, *, workers, log_dir, pid_dir, cwd, env, start_timeout, stop_timeout, uvicorn_args, python, hold_socket=None, lifeline=None, restart=None, restart_delay=None, restart_max_delay=None, restart_limit=None, stable_after=None, health_check=None, health_interval=None, health_timeout=None, health_failures=None, max_memory=None, warm=None, preload=None))]
+    #[pyo3(signature = (app_path, host, port, name, *, workers, log_dir, pid_dir, cwd, env, start_timeout, stop_timeout, uvicorn_args, python, hold_socket=None, stop_with_caller=None, restart=None, restart_delay=None, restart_max_delay=None, restart_limit=None, stable_after=None, health_check=None, health_interval=None, health_timeout=None, health_failures=None, max_memory=None, warm=None, preload=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -96,7 +96,7 @@ impl Core {
         uvicorn_args: &Bound<'_, PyAny>,
         python: PathBuf,
         hold_socket: Option<bool>,
-        lifeline: Option<i32>,
+        stop_with_caller: Option<&Bound<'_, PyAny>>,
         restart: Option<&Bound<'_, PyAny>>,
         restart_delay: Option<&Bound<'_, PyAny>>,
         restart_max_delay: Option<&Bound<'_, PyAny>>,
@@ -114,11 +114,13 @@ impl Core {
         // The defaults live here, with the policy's own (see `supervise::Policy`).
         let none = py.None().into_bound(py);
         let num = |f: f64| pyo3::types::PyFloat::new(py, f).into_any();
-        let warm = match warm.filter(|w| !w.is_none()) {
-            None => false,
-            Some(w) if w.is_instance_of::<pyo3::types::PyBool>() => w.extract()?,
-            Some(w) => return Err(super::errors::type_error("warm", "True or False", w)),
+        let flag = |name: &str, v: Option<&Bound<'_, PyAny>>| match v.filter(|w| !w.is_none()) {
+            None => Ok(false),
+            Some(w) if w.is_instance_of::<pyo3::types::PyBool>() => w.extract(),
+            Some(w) => Err(super::errors::type_error(name, "True or False", w)),
         };
+        let warm = flag("warm", warm)?;
+        let stop_with_caller = flag("stop_with_caller", stop_with_caller)?;
         let supervision = args::SupervisionArgs {
             restart: &or(restart, pyo3::types::PyString::new(py, "no").into_any()),
             restart_delay: &or(restart_delay, num(0.1)),
@@ -151,7 +153,7 @@ impl Core {
             // the socket's queue instead of being refused, and nobody can
             // take the port between two runs).
             hold_socket: hold_socket.unwrap_or(port == 0 || supervision.is_supervised()),
-            lifeline,
+            stop_with_caller,
             supervision: supervision.clone(),
             warm,
             preload: args::preload(preload)?,

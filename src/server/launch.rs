@@ -122,7 +122,11 @@ impl Server {
                 .as_ref()
                 .zip(ready.as_ref())
                 .map(|(h, r)| (h.raw_fd(), r.name())),
-            lifeline: self.cfg.lifeline,
+            lifeline: if self.cfg.stop_with_caller {
+                Some(crate::lifeline::read_end()?)
+            } else {
+                None
+            },
         };
         let started_ms = now_ms();
         let (child, pidfd) = self.spawn_process(&spec, files, tick)?;

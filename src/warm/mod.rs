@@ -133,13 +133,13 @@ pub fn fork(
     opts: &Options<'_>,
     tick: &mut dyn FnMut() -> crate::Result<()>,
 ) -> Result<(Forked, Arc<PidFd>), Failed> {
-    let mut launch_vars = vec![(spawn::LAUNCH_ENV, spec.launch_id)];
-    let lifeline_fd = spawn::LIFELINE_FD.to_string();
+    let mut launch_vars = vec![(crate::protocol::LAUNCH_ENV, spec.launch_id)];
+    let lifeline_fd = crate::protocol::LIFELINE_FD.to_string();
     if let Some((_, ready)) = spec.held {
-        launch_vars.push((spawn::READY_ENV, ready));
+        launch_vars.push((crate::protocol::READY_ENV, ready));
     }
     if spec.lifeline.is_some() {
-        launch_vars.push((spawn::LIFELINE_ENV, lifeline_fd.as_str()));
+        launch_vars.push((crate::protocol::LIFELINE_ENV, lifeline_fd.as_str()));
     }
     let env = request::server_env(std::env::vars_os(), spec.env, &launch_vars);
     let here = std::env::current_dir().map_err(|e| Failed::Reason(e.to_string()))?;
