@@ -165,6 +165,7 @@ port, chained = int(sys.argv[1]), sys.argv[2]
 if chained == "1":
     def mine(signum, frame):
         print("own handler", signum, flush=True)
+        sys.exit(3)
     signal.signal(signal.SIGTERM, mine)
     signal.signal(signal.SIGHUP, mine)
 m = ServerManager("usm_hello:app", "127.0.0.1", port, "soe")
@@ -173,6 +174,21 @@ stop_on_exit(m)
 print(m.status().pid, flush=True)
 time.sleep(600)
 """
+
+
+def test_a_handler_that_returns_keeps_the_program_and_its_server(home, managers):
+    port = free_port()
+    code = STOP_ON_EXIT.replace("sys.exit(3)", "pass")
+    with running(
+        [sys.executable, "-c", code, str(port), "1"], stdout=subprocess.PIPE, text=True
+    ) as owner:
+        assert owner.stdout is not None
+        pid = int(owner.stdout.readline())
+        owner.send_signal(signal.SIGTERM)
+        assert owner.stdout.readline().startswith("own handler")
+        assert owner.poll() is None
+        assert get(port)["pid"] == pid
+    managers.append(ServerManager("usm_hello:app", "127.0.0.1", port, "soe"))
 
 
 @pytest.mark.parametrize("chained", ["0", "1"])
@@ -189,11 +205,13 @@ def test_stop_on_exit_stops_on_sigterm_and_sighup(sig, chained, home):
         rest = owner.stdout.read()
         assert wait_until(lambda: gone(server), 10)
         assert can_bind("127.0.0.1", port)
-        # It ends as that signal would have ended it, after the program's
-        # own handler ran.
-        assert code == -sig
         if chained == "1":
+            # The program's own handler ran, and its exit stopped the server.
             assert f"own handler {int(sig)}" in rest
+            assert code == 3
+        else:
+            # It ends as that signal would have ended it.
+            assert code == -sig
 
 
 # ---- the CLI's start interrupted by SIGTERM ---------------------------------------------------
