@@ -228,7 +228,7 @@ def test_sigterm_while_the_cli_starts_cleans_up_like_ctrl_c(home):
         code = p.wait(20)
         assert p.stderr is not None
         err = p.stderr.read()
-    assert code == 128 + signal.SIGTERM, err
+    assert code == -signal.SIGTERM, err
     assert "half-started server was stopped" in err
     assert all(wait_until(lambda q=q: gone(q), 10) for q in kids)
     # And it does not come up later.
@@ -290,9 +290,8 @@ def test_the_plain_library_start_still_shares_the_callers_terminal(home, manager
     code = textwrap.dedent(
         f"""
         from upsonic_server_manager import ServerManager
-        m = ServerManager(
-            "usm_hello:app", "127.0.0.1", {free_port()}, "shared", uvicorn_args=["--log-level", "info"]
-        )
+        args = ["--log-level", "info"]
+        m = ServerManager("usm_hello:app", "127.0.0.1", {free_port()}, "shared", uvicorn_args=args)
         m.start()
         m.stop()
         """
