@@ -23,6 +23,16 @@ __all__ = [
     "memory_size",
     "_panic_for_tests",
     "_supervisor_main",
+    "hand_over_fds",
+    "EVENTS_FD",
+    "HELD_FD",
+    "LAUNCHER_MODULE",
+    "LAUNCH_ENV",
+    "LIFELINE_ENV",
+    "LIFELINE_FD",
+    "NO_HELD_FD",
+    "READY_ENV",
+    "SUPERVISOR_LIFELINE_FD",
 ]
 
 _Path = str | PathLike[str]
