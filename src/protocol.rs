@@ -19,6 +19,15 @@ pub const EVENTS_FD: RawFd = 4;
 /// supervision and stops the server.
 pub const SUPERVISOR_LIFELINE_FD: RawFd = 5;
 
+/// What the manager calls each descriptor it sends a warm-start preloader
+/// (`warm/request.rs`), and the number it has in the server forked.
+pub const WARM_FDS: [(&str, RawFd); 4] = [
+    ("stdout", 1),
+    ("stderr", 2),
+    ("held", HELD_FD),
+    ("lifeline", LIFELINE_FD),
+];
+
 // ---- environment variables ------------------------------------------------------
 
 /// Marks every process of one launch (its value: the launch id), so that

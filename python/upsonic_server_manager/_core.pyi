@@ -33,6 +33,7 @@ __all__ = [
     "NO_HELD_FD",
     "READY_ENV",
     "SUPERVISOR_LIFELINE_FD",
+    "WARM_FDS",
 ]
 
 _Path = str | PathLike[str]
@@ -361,3 +362,4 @@ READY_ENV: Final[str]
 LIFELINE_ENV: Final[str]
 LAUNCHER_MODULE: Final[str]
 NO_HELD_FD: Final[str]
+WARM_FDS: Final[dict[str, int]]

@@ -33,13 +33,7 @@ import struct
 import sys
 import time
 
-from upsonic_server_manager._core import (
-    HELD_FD,
-    LAUNCH_ENV,
-    LAUNCHER_MODULE,
-    LIFELINE_FD,
-    hand_over_fds,
-)
+from upsonic_server_manager._core import LAUNCH_ENV, LAUNCHER_MODULE, WARM_FDS, hand_over_fds
 
 VERSION = "usm-warm 1"
 #: Always imported: what every server runs before it imports the app.
@@ -196,11 +190,10 @@ def _rewrite_cmdline(argv: list[bytes]) -> None:
 def _place_fds(fds: dict[str, int]) -> None:
     """The server's descriptors where a cold start puts them, through the
     same hand-over routine (``_core.hand_over_fds``): stdin from /dev/null,
-    stdout 1, stderr 2, the held socket and the lifeline at their numbers;
+    each descriptor the manager sent at its number (``_core.WARM_FDS``);
     every other descriptor closed."""
-    targets = {"stdout": 1, "stderr": 2, "held": HELD_FD, "lifeline": LIFELINE_FD}
     null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-    hand_over_fds([(0, null), *((targets[name], fd) for name, fd in fds.items())])
+    hand_over_fds([(0, null), *((WARM_FDS[name], fd) for name, fd in fds.items())])
 
 
 def _fresh_stdio(env: dict[bytes, bytes]) -> None:

@@ -272,5 +272,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     for (name, value) in crate::protocol::NAMES {
         m.add(name, value)?;
     }
+    m.add(
+        "WARM_FDS",
+        PyDict::from_sequence(&crate::protocol::WARM_FDS.into_pyobject(m.py())?)?,
+    )?;
     Ok(())
 }

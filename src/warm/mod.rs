@@ -181,16 +181,17 @@ pub fn fork(
         Some((o, e)) => vec![o.as_fd(), e.as_fd()],
         None => vec![out, err],
     };
-    let mut names = vec!["stdout", "stderr"];
+    let [stdout, stderr, held, lifeline] = crate::protocol::WARM_FDS.map(|(name, _)| name);
+    let mut names = vec![stdout, stderr];
     if let Some((fd, _)) = spec.held {
         // SAFETY: the held socket is open while the spec borrows it.
         fds.push(unsafe { BorrowedFd::borrow_raw(fd) });
-        names.push("held");
+        names.push(held);
     }
     if let Some(fd) = spec.lifeline {
         // SAFETY: the lifeline is open for the manager's lifetime.
         fds.push(unsafe { BorrowedFd::borrow_raw(fd) });
-        names.push("lifeline");
+        names.push(lifeline);
     }
     let argv = spawn::uvicorn_argv(spec);
     let req = Request {
