@@ -143,6 +143,59 @@ def test_the_server_ends_with_its_owner(config, ending, home, warm_dir):
         assert wait_until(lambda: can_bind("127.0.0.1", info["port"]), 10)
 
 
+LAYOUT = """
+import json, os, sys, time
+from upsonic_server_manager import ServerManager
+# The caller's stdin closed and 3 and 4 free: what the manager opens (the
+# lock, the socket, the lifeline) lands on the numbers the server's
+# descriptors must have.
+for fd in (0, 3, 4):
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+b = ServerManager("usm_hello:app", "127.0.0.1", 0, "b", stop_with_caller=True, workers=2)
+b.start(redirect_output=True)
+print(json.dumps([b.status().pid, b.port]), flush=True)
+time.sleep(600)
+"""
+
+
+def pipe_of(pid: int, fd: int) -> str:
+    """What descriptor `fd` of `pid` is ("" if it closed meanwhile)."""
+    try:
+        return os.readlink(f"/proc/{pid}/fd/{fd}")
+    except OSError:
+        return ""
+
+
+def test_a_caller_with_stdin_closed_hands_over_whole_descriptors(home):
+    with running([sys.executable, "-c", LAYOUT], stdout=subprocess.PIPE, text=True) as owner:
+        assert owner.stdout is not None
+        b, b_port = json.loads(owner.stdout.readline())
+        assert pipe_of(b, 0) == "/dev/null"
+        assert pipe_of(b, 3).startswith("socket:")
+        lifeline = pipe_of(b, 4)
+        assert lifeline.startswith("pipe:")
+        # The very pipe the owner holds (its write end is the owner's alone).
+        owner_pipes = [pipe_of(owner.pid, int(f)) for f in os.listdir(f"/proc/{owner.pid}/fd")]
+        assert owner_pipes.count(lifeline) == 2, owner_pipes
+        # Nothing else of the owner's: none of the server's other
+        # descriptors is one the owner has (its stdout pipe, its files).
+        mine = {pipe_of(owner.pid, int(f)) for f in os.listdir(f"/proc/{owner.pid}/fd")}
+        rest = {pipe_of(b, int(f)) for f in os.listdir(f"/proc/{b}/fd") if int(f) > 4}
+        shared = {x for x in mine & rest if x.startswith(("pipe:", "socket:"))}
+        assert not shared, shared
+        assert wait_until(lambda: len(psutil.Process(b).children()) >= 2, 30)
+        procs = group_of(b)
+        assert get(b_port)["hello"] == "world"
+        owner.kill()
+        owner.wait(10)
+        assert all(wait_until(lambda q=q: gone(q), 20) for q in procs), [
+            q.pid for q in procs if not gone(q)
+        ]
+
+
 def test_without_stop_with_caller_the_server_outlives_a_sigkilled_owner(home, managers):
     # The control: the original's behaviour is kept by default.
     port = free_port()
