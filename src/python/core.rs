@@ -167,8 +167,10 @@ impl Core {
 
     /// Starts the server unless it already runs; True if it launched one.
     fn start(&self, py: Python<'_>, redirect_output: bool, force: bool) -> PyResult<bool> {
-        self.redirect_output
-            .store(redirect_output, Ordering::Relaxed);
+        // A supervised server's output always goes to its log files (it
+        // outlives the caller: docs/OWNER.md).
+        let redirected = redirect_output || self.inner.config().supervision.is_supervised();
+        self.redirect_output.store(redirected, Ordering::Relaxed);
         let s = self.inner.clone();
         run(py, move |tick| s.start(redirect_output, force, tick))
     }
