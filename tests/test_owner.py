@@ -146,15 +146,20 @@ def test_the_server_ends_with_its_owner(config, ending, home, warm_dir):
 LAYOUT = """
 import json, os, sys, time
 from upsonic_server_manager import ServerManager
-# The caller's stdin closed and 3 and 4 free: what the manager opens (the
-# lock, the socket, the lifeline) lands on the numbers the server's
-# descriptors must have.
-for fd in (0, 3, 4):
+# The caller's 3 and 4 free (and stdin closed): what the manager opens lands
+# on the numbers the server's descriptors must have. The lifeline is made
+# with the first manager that asks for it: its read end takes 3, the held
+# socket's target, and the socket (bound at start) comes above it. Set one
+# at a time, the socket overwrote the lifeline: 3 and 4 were both the socket.
+# With stdin closed too, the lifeline's read end takes 0, which /dev/null
+# overwrote (the server then read end-of-file at once and stopped).
+for fd in json.loads(sys.argv[1]):
     try:
         os.close(fd)
     except OSError:
         pass
 b = ServerManager("usm_hello:app", "127.0.0.1", 0, "b", stop_with_caller=True, workers=2)
+assert os.readlink("/proc/self/fd/3").startswith("pipe:")
 b.start(redirect_output=True)
 print(json.dumps([b.status().pid, b.port]), flush=True)
 time.sleep(600)
@@ -169,8 +174,10 @@ def pipe_of(pid: int, fd: int) -> str:
         return ""
 
 
-def test_a_caller_with_stdin_closed_hands_over_whole_descriptors(home):
-    with running([sys.executable, "-c", LAYOUT], stdout=subprocess.PIPE, text=True) as owner:
+@pytest.mark.parametrize("closed", [[3, 4], [0, 3, 4]], ids=["3-4-free", "stdin-closed"])
+def test_the_callers_layout_never_mixes_up_the_servers_descriptors(closed, home):
+    argv = [sys.executable, "-c", LAYOUT, json.dumps(closed)]
+    with running(argv, stdout=subprocess.PIPE, text=True) as owner:
         assert owner.stdout is not None
         b, b_port = json.loads(owner.stdout.readline())
         assert pipe_of(b, 0) == "/dev/null"

@@ -136,6 +136,10 @@ impl Server {
     /// Validates the configuration; fails fast, touching nothing on disk.
     pub fn new(cfg: Config) -> Result<Self> {
         let addrs = cfg.validate()?;
+        if cfg.stop_with_caller {
+            // Made now, so that a process that cannot have one learns it here.
+            crate::lifeline::read_end()?;
+        }
         let paths = Paths::new(&cfg.pid_dir, &cfg.name);
         Ok(Self {
             cfg,
