@@ -175,16 +175,21 @@ mod tests {
             f();
             return;
         }
-        let status = Command::new(std::env::current_exe().unwrap())
+        let out = Command::new(std::env::current_exe().unwrap())
             .args([
                 &format!("handover::tests::{name}"),
                 "--exact",
                 "--test-threads=1",
             ])
             .env(INNER, name)
-            .status()
+            .output()
             .unwrap();
-        assert!(status.success(), "{name} failed in its own process");
+        assert!(
+            out.status.success(),
+            "{name} failed in its own process:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Puts `fd` at exactly number `at` in this process (close-on-exec).
