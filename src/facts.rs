@@ -3,7 +3,7 @@
 
 use crate::claim::{Facts, Me, Stat};
 use crate::platform;
-use crate::spawn::LAUNCH_ENV;
+use crate::protocol::LAUNCH_ENV;
 
 /// Facts read from the running system.
 #[derive(Debug)]

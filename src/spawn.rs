@@ -2,16 +2,14 @@
 //! session, and where its output goes.
 
 use std::fs::{self, File, OpenOptions};
-use std::os::fd::RawFd;
+use std::os::fd::{BorrowedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 
 use crate::error::{Error, Result};
-
-/// The environment variable that marks every process of one launch, so that
-/// descendants which leave the process group can still be found at stop.
-pub const LAUNCH_ENV: &str = "UPSONIC_SERVER_LAUNCH_ID";
+use crate::handover::Handover;
+use crate::protocol;
 
 /// What to launch.
 #[derive(Debug, Clone)]
@@ -27,26 +25,17 @@ pub struct LaunchSpec<'a> {
     pub env: &'a [(String, String)],
     pub launch_id: &'a str,
     /// A listening socket the manager holds, handed over as descriptor
-    /// `HELD_FD` to our launcher (which gives it to uvicorn), with the name
+    /// `protocol::HELD_FD` to our launcher (which gives it to uvicorn), with the name
     /// of the socket readiness is reported on.
     pub held: Option<(RawFd, &'a str)>,
     /// The ready socket's name when there is no held socket (a warm
     /// server): our code in the server reports there why it failed.
     pub report: Option<&'a str>,
-    /// The read end of a pipe, handed over as `LIFELINE_FD`: when every
-    /// write end is closed (its holder died), our launcher stops the server.
+    /// The read end of a pipe, handed over as `protocol::LIFELINE_FD`:
+    /// when every write end is closed (its holder died), our launcher stops
+    /// the server.
     pub lifeline: Option<RawFd>,
 }
-
-/// The descriptor number a lifeline has in the launched server.
-pub const LIFELINE_FD: RawFd = 4;
-/// The environment variable that tells the launcher about the lifeline.
-pub const LIFELINE_ENV: &str = "UPSONIC_LIFELINE_FD";
-
-/// The descriptor number a held socket has in the launched server.
-pub const HELD_FD: RawFd = 3;
-/// The environment variable naming the ready socket (see `_launch.py`).
-pub const READY_ENV: &str = "UPSONIC_READY_SOCKET";
 
 /// The log files of a redirected server.
 #[derive(Debug, Clone)]
@@ -66,15 +55,20 @@ impl LogPaths {
 }
 
 /// The argument vector after the interpreter: the original's exact
-/// `-m uvicorn APP --host H --port P ...`, or, with a held socket, the same
-/// uvicorn arguments behind our launcher.
+/// `-m uvicorn APP --host H --port P ...`, or, with a held socket or a
+/// lifeline, the same uvicorn arguments behind our launcher.
 pub fn uvicorn_argv(spec: &LaunchSpec<'_>) -> Vec<String> {
-    let mut argv = match spec.held {
+    let held = match spec.held {
+        Some(_) => Some(protocol::HELD_FD.to_string()),
+        None if spec.lifeline.is_some() => Some(protocol::NO_HELD_FD.to_owned()),
+        None => None,
+    };
+    let mut argv = match held {
         None => vec!["-m".to_owned(), "uvicorn".to_owned()],
-        Some(_) => vec![
+        Some(fd) => vec![
             "-m".to_owned(),
-            "upsonic_server_manager._launch".to_owned(),
-            HELD_FD.to_string(),
+            protocol::LAUNCHER_MODULE.to_owned(),
+            fd,
             "--".to_owned(),
         ],
     };
@@ -124,34 +118,37 @@ pub fn open_logs(logs: &LogPaths) -> Result<(File, File, u64)> {
     Ok((out, err, offset))
 }
 
-/// Spawns the server in a new session (its own process group). `logs`, if
-/// given, become its stdout and stderr; they are moved in and closed here
-/// once the child has them, so the caller keeps no copy.
+/// Spawns the server in a new session (its own process group), through
+/// the one hand-over (`crate::handover`): stdin from /dev/null, `logs` (if
+/// given, else our own stdout and stderr), the held socket and the
+/// lifeline, and nothing else of ours. The logs are closed here once the
+/// child has them, so the caller keeps no copy.
 pub fn spawn(spec: &LaunchSpec<'_>, logs: Option<(File, File)>) -> Result<Child> {
     let mut cmd = Command::new(spec.python);
     cmd.args(uvicorn_argv(spec));
-    cmd.stdin(Stdio::null());
     if let Some(dir) = spec.cwd {
         cmd.current_dir(dir);
     }
     for (k, v) in spec.env {
         cmd.env(k, v);
     }
-    cmd.env(LAUNCH_ENV, spec.launch_id);
+    cmd.env(protocol::LAUNCH_ENV, spec.launch_id);
+    let mut fds = Handover::new().stdin_null()?.output(logs)?;
     if let Some((fd, ready)) = spec.held {
-        cmd.env(READY_ENV, ready);
-        crate::platform::hand_over_fd(&mut cmd, fd, HELD_FD);
+        cmd.env(protocol::READY_ENV, ready);
+        // SAFETY: the held socket is open while the spec borrows it.
+        fds = fds.borrowed(protocol::HELD_FD, unsafe { BorrowedFd::borrow_raw(fd) })?;
     }
     if let Some(fd) = spec.lifeline {
-        cmd.env(LIFELINE_ENV, LIFELINE_FD.to_string());
-        crate::platform::hand_over_fd(&mut cmd, fd, LIFELINE_FD);
+        cmd.env(protocol::LIFELINE_ENV, protocol::LIFELINE_FD.to_string());
+        // SAFETY: the lifeline is open for this process's lifetime.
+        fds = fds.borrowed(protocol::LIFELINE_FD, unsafe { BorrowedFd::borrow_raw(fd) })?;
     }
-    if let Some((out, err)) = logs {
-        cmd.stdout(Stdio::from(out));
-        cmd.stderr(Stdio::from(err));
-    }
+    fds.apply(&mut cmd);
     crate::platform::in_new_session(&mut cmd);
-    cmd.spawn().map_err(|e| {
+    let spawned = cmd.spawn();
+    drop(fds);
+    spawned.map_err(|e| {
         if let (Some(dir), std::io::ErrorKind::NotFound) = (spec.cwd, e.kind()) {
             if !dir.is_dir() {
                 return Error::path("cannot start the server in", dir, e);
@@ -218,6 +215,12 @@ mod tests {
             ["-m", "upsonic_server_manager._launch", "3", "--", "m:app"]
         );
         assert_eq!(&with_socket[4..], &argv[2..]);
+        let mut tied = spec(&args);
+        tied.lifeline = Some(9);
+        assert_eq!(
+            &uvicorn_argv(&tied)[..4],
+            ["-m", protocol::LAUNCHER_MODULE, "-", "--"]
+        );
         let args = vec!["--timeout-graceful-shutdown=1".to_owned()];
         let argv = uvicorn_argv(&spec(&args));
         assert_eq!(

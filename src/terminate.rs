@@ -237,7 +237,7 @@ mod sweep {
             .into_iter()
             .filter(|&p| claim::may_signal(p, platform::owner_uid(p), &me))
             .filter_map(|pid| {
-                let launch_id = platform::environ_value(pid, crate::spawn::LAUNCH_ENV)?;
+                let launch_id = platform::environ_value(pid, crate::protocol::LAUNCH_ENV)?;
                 let start_ticks = platform::proc_info(pid)?.start_ticks;
                 Some(Marked {
                     pid,
@@ -280,7 +280,7 @@ mod tests {
     fn sweeps_find_marked_processes_and_share_walks() {
         let mut child = Command::new("sleep")
             .arg("30")
-            .env(crate::spawn::LAUNCH_ENV, "sweep-test-launch")
+            .env(crate::protocol::LAUNCH_ENV, "sweep-test-launch")
             .spawn()
             .unwrap();
         let pid = child.id() as i32;

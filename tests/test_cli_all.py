@@ -11,12 +11,17 @@ def test_stop_all_and_restart_all(home, managers):
     ports = [free_port() for _ in range(3)]
     names = ["a1", "a2", "a3"]
     for name, port in zip(names, ports):
+        m = ServerManager("usm_hello:app", "127.0.0.1", port, name)
+        managers.append(m)
+        if name == "a3":
+            # The CLI's start always redirects (docs/OWNER.md): a record
+            # without redirection comes from the library.
+            m.start()
+            continue
         with open(home / f"{name}.out", "w") as out:
-            redirect = ["--redirect-output"] if name != "a3" else []
-            args = ["start", "usm_hello:app", "--port", str(port), "--name", name, *redirect]
+            args = ["start", "usm_hello:app", "--port", str(port), "--name", name]
             r = cli(*args, home=home, out=out)
         assert r.returncode == 0, (home / f"{name}.out").read_text()
-        managers.append(ServerManager("usm_hello:app", "127.0.0.1", port, name))
     pids = [get(p)["pid"] for p in ports]
 
     with open(home / "restart.out", "w") as out:

@@ -338,7 +338,6 @@ def test_a_first_start_that_fails_raises_and_leaves_nothing(home: Path, managers
         ({"restart": "always", "restart_limit": 0}, "restart_limit"),
         ({"restart": "always", "health_check": "/h", "health_failures": 0}, "health_failures"),
         ({"restart": "always", "restart_delay": 5, "restart_max_delay": 1}, "restart_max_delay"),
-        ({"restart": "always", "lifeline": 0, "hold_socket": True}, "lifeline"),
     ],
 )
 def test_bad_supervision_settings_name_the_argument(kw: dict, needle: str) -> None:

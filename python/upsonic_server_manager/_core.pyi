@@ -3,7 +3,7 @@
 from collections.abc import Iterator, Mapping, Sequence
 from os import PathLike
 from pathlib import Path
-from typing import Any, ClassVar, Optional, Union, final
+from typing import Any, ClassVar, Final, Optional, Union, final
 
 __all__ = [
     "Core",
@@ -24,6 +24,17 @@ __all__ = [
     "memory_size",
     "_panic_for_tests",
     "_supervisor_main",
+    "hand_over_fds",
+    "EVENTS_FD",
+    "HELD_FD",
+    "LAUNCHER_MODULE",
+    "LAUNCH_ENV",
+    "LIFELINE_ENV",
+    "LIFELINE_FD",
+    "NO_HELD_FD",
+    "READY_ENV",
+    "SUPERVISOR_LIFELINE_FD",
+    "WARM_FDS",
 ]
 
 _Path = str | PathLike[str]
@@ -188,7 +199,7 @@ class Core:
         uvicorn_args: Sequence[str],
         python: _Path,
         hold_socket: Optional[bool] = None,
-        lifeline: Optional[int] = None,
+        stop_with_caller: Optional[bool] = None,
         restart: Optional[str] = None,
         restart_delay: Optional[float] = None,
         restart_max_delay: Optional[float] = None,
@@ -364,3 +375,18 @@ def _supervisor_main(control_fd: int) -> int:
 
 def _panic_for_tests(message: str) -> None:
     """Panic in Rust on purpose (tests check it surfaces as PanicException)."""
+
+def hand_over_fds(pairs: Sequence[tuple[int, int]]) -> None:
+    """(target, source) pairs; every other descriptor from 3 up is closed."""
+
+# The names and descriptor numbers shared between our processes (src/protocol.rs).
+HELD_FD: Final[int]
+LIFELINE_FD: Final[int]
+EVENTS_FD: Final[int]
+SUPERVISOR_LIFELINE_FD: Final[int]
+LAUNCH_ENV: Final[str]
+READY_ENV: Final[str]
+LIFELINE_ENV: Final[str]
+LAUNCHER_MODULE: Final[str]
+NO_HELD_FD: Final[str]
+WARM_FDS: Final[dict[str, int]]

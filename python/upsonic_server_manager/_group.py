@@ -288,10 +288,72 @@ def _stop_at_exit(items: Sequence[Stoppable], order: str) -> None:
         print(f"upsonic-server-manager: {e}", file=sys.stderr)
 
 
+#: Signals that end a program by default and after which ``stop_on_exit``
+#: stops its servers: systemd, Docker, CI runners and ``kill`` send SIGTERM;
+#: a closed terminal or ssh session SIGHUP.
+EXIT_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+#: What each of those signals did before ``stop_on_exit`` took it over.
+_previous: dict[int, Handler] = {}
+#: Everything ``stop_on_exit`` was given, as (servers, order).
+_on_exit: list[tuple[Sequence[Stoppable], str]] = []
+
+
+def _stop_registered() -> None:
+    while _on_exit:
+        items, order = _on_exit.pop()
+        _stop_at_exit(items, order)
+
+
+def _on_exit_signal(signum: int, frame: Optional[FrameType]) -> None:
+    previous = _previous.get(signum, signal.SIG_DFL)
+    if callable(previous):
+        # The program's own handler first. If it exits (SystemExit), the
+        # interpreter's exit stops the servers (atexit); if it returns, the
+        # program chose to live on, and so do its servers.
+        previous(signum, frame)
+        return
+    # The default action: the servers stop, then the program ends as that
+    # signal would have ended it (its exit status says so).
+    for s in EXIT_SIGNALS:
+        signal.signal(s, signal.SIG_IGN)  # a second signal must not cut the stop short
+    _stop_registered()
+    for f in (sys.stdout, sys.stderr):
+        try:
+            f.flush()
+        except Exception:  # noqa: BLE001
+            pass
+    signal.signal(signum, signal.SIG_DFL)
+    signal.raise_signal(signum)
+
+
 def stop_on_exit(*managers: Stoppable, order: str = "parallel") -> None:
     """Stop these servers (concurrently, or last first with
-    ``order="reverse"``) when the interpreter exits normally."""
-    atexit.register(_stop_at_exit, managers, _check_order(order))
+    ``order="reverse"``) when the program ends: at a normal interpreter exit
+    (``atexit``) and on SIGTERM or SIGHUP. For those signals a handler the
+    program installed before is called first (if it exits, the servers stop
+    at that exit; if it returns, the program and its servers go on);
+    otherwise the servers stop and the program then ends as the signal
+    would have ended it. A signal the program ignores stays ignored. The
+    signal handlers are installed only from the main thread (elsewhere,
+    only the exit hook). A SIGKILLed program cannot run any of this: use
+    ``ServerManager(..., stop_with_caller=True)``."""
+    entry = (managers, _check_order(order))
+    _on_exit.append(entry)
+    atexit.register(_stop_at_exit_once, entry)
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in EXIT_SIGNALS:
+        current = signal.getsignal(sig)
+        if current is _on_exit_signal or current == signal.SIG_IGN:
+            continue
+        _previous[sig] = current
+        signal.signal(sig, _on_exit_signal)
+
+
+def _stop_at_exit_once(entry: tuple[Sequence[Stoppable], str]) -> None:
+    if entry in _on_exit:
+        _on_exit.remove(entry)
+        _stop_at_exit(*entry)
 
 
 def install_signal_handlers(

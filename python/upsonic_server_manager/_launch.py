@@ -1,5 +1,7 @@
-"""The launcher of servers whose listening socket the manager holds:
-``python -m upsonic_server_manager._launch FD -- APP [uvicorn options]``.
+"""The launcher of servers whose listening socket the manager holds, or
+that stop with their caller:
+``python -m upsonic_server_manager._launch FD -- APP [uvicorn options]``
+(FD ``-``: no held socket, uvicorn binds as usual).
 
 uvicorn's own ``--fd`` wraps the descriptor as AF_UNIX, so TCP_NODELAY is
 never set on its connections; here the inherited descriptor becomes the TCP
@@ -8,6 +10,9 @@ command-line parsing and run() for everything else. Every process that
 serves (the server, or each worker) reports readiness once uvicorn's startup,
 lifespan included, is complete: a datagram to the manager's ready socket,
 named in ``UPSONIC_READY_SOCKET``, carrying the launch marker and its PID.
+With a lifeline (``stop_with_caller``), the server's whole group stops when
+the caller that started it ends. Every name and descriptor number shared
+with the manager comes from ``_core`` (``src/protocol.rs``).
 """
 
 from __future__ import annotations
@@ -21,8 +26,9 @@ import uvicorn.config
 import uvicorn.server
 from uvicorn.main import main as uvicorn_command
 
+from upsonic_server_manager._core import LAUNCH_ENV, LIFELINE_ENV, NO_HELD_FD, READY_ENV
+
 from . import _report
-from ._report import LAUNCH_ENV, READY_ENV
 
 # Why a process fails to start goes to the manager (before `startup` is
 # wrapped again below, for readiness).
@@ -119,7 +125,7 @@ def _watch_lifeline() -> None:
     that wanted this server holds): when it reads end-of-file, that program
     is gone, even SIGKILLed, and this server stops (its whole group: the
     workers too). A thread of this process, which lives as long as it does."""
-    raw = os.environ.pop("UPSONIC_LIFELINE_FD", None)
+    raw = os.environ.pop(LIFELINE_ENV, None)
     if raw is None:
         return
     fd = int(raw)
@@ -129,8 +135,11 @@ def _watch_lifeline() -> None:
         import signal
         import time
 
-        while os.read(fd, 4096):
-            pass
+        try:
+            while os.read(fd, 4096):
+                pass
+        except OSError:
+            pass  # not readable as a lifeline: never outlive the owner unnoticed
         os.killpg(0, signal.SIGTERM)
         time.sleep(5)
         os.killpg(0, signal.SIGKILL)
@@ -144,14 +153,14 @@ def main(argv: list[str]) -> None:
     global _held
     if len(argv) < 3 or argv[1] != "--":
         sys.exit("usage: python -m upsonic_server_manager._launch FD -- APP [uvicorn options]")
-    fd = int(argv[0])
-    # socket(fileno=...) reads the family and type from the descriptor: TCP
-    # over IPv4 or IPv6, so asyncio sets TCP_NODELAY on each connection.
-    _held = socket.socket(fileno=fd)
-    _held.set_inheritable(False)
     _watch_lifeline()
-    uvicorn.server.Server.run = _run_on_held  # type: ignore[method-assign]
-    uvicorn.config.Config.bind_socket = _bind_held  # type: ignore[method-assign]
+    if argv[0] != NO_HELD_FD:
+        # socket(fileno=...) reads the family and type from the descriptor:
+        # TCP over IPv4 or IPv6, so asyncio sets TCP_NODELAY on each connection.
+        _held = socket.socket(fileno=int(argv[0]))
+        _held.set_inheritable(False)
+        uvicorn.server.Server.run = _run_on_held  # type: ignore[method-assign]
+        uvicorn.config.Config.bind_socket = _bind_held  # type: ignore[method-assign]
     try:
         uvicorn_command.main(args=argv[2:], prog_name="uvicorn")
     except BaseException as e:

@@ -175,6 +175,13 @@ class ServerManager(_StopsOnExit):
     PID file is ``{pid_dir}/.upsonic_{name}_server.pid`` (``pid_dir``
     defaults to the home directory) and redirected logs go to
     ``{log_dir}/{name}_server.log`` and ``{log_dir}/{name}_server_error.log``.
+
+    ``stop_with_caller`` (bool, default False): when True, the server, its
+    workers and its supervisor stop when the process that called
+    ``start()`` ends, however it ends (normal exit, an exception, SIGTERM,
+    SIGKILL, Ctrl-C), within about a second plus ``stop_timeout``. With a
+    restart policy, the supervisor keeps the server up while that process
+    lives and ends supervision when it ends. See docs/OWNER.md.
     """
 
     def __init__(
@@ -193,7 +200,7 @@ class ServerManager(_StopsOnExit):
         stop_timeout: float = 5.0,
         uvicorn_args: Sequence[str] = DEFAULT_UVICORN_ARGS,
         hold_socket: Optional[bool] = None,
-        lifeline: Optional[int] = None,
+        stop_with_caller: bool = False,
         restart: str = "no",
         restart_delay: float = 0.1,
         restart_max_delay: float = 30.0,
@@ -226,7 +233,7 @@ class ServerManager(_StopsOnExit):
             uvicorn_args=uvicorn_args,
             python=sys.executable,
             hold_socket=hold_socket,
-            lifeline=lifeline,
+            stop_with_caller=stop_with_caller,
             restart=restart,
             restart_delay=restart_delay,
             restart_max_delay=restart_max_delay,
@@ -406,7 +413,8 @@ class ServerManager(_StopsOnExit):
         """Pickling and ``copy.deepcopy`` rebuild an equal manager, as the
         original's could be copied, while it has no server of its own
         running. Raises TypeError while it has one (the copy could not own
-        that child) or holds a lifeline descriptor."""
+        that child). A copy with ``stop_with_caller`` stops with the process
+        that unpickled it."""
         pid = self._core.child_pid()
         if pid is not None and self._core.poll_pid(pid) is None:
             raise TypeError(
@@ -416,11 +424,6 @@ class ServerManager(_StopsOnExit):
                 f"ServerManager.from_record({self.name!r})"
             )
         kw = self._core.arguments()
-        if kw.pop("lifeline") is not None:
-            raise TypeError(
-                f"cannot pickle or copy ServerManager {self.name!r}: its lifeline is a "
-                "descriptor of this process"
-            )
         del kw["python"]  # the interpreter of the process that unpickles it
         state = {k: v for k, v in self.__dict__.items() if k not in ("_core", "_process_obj")}
         return (_rebuild, (type(self), kw, self._core.redirect_output), state or None)

@@ -33,7 +33,8 @@ import struct
 import sys
 import time
 
-LAUNCH_ENV = "UPSONIC_SERVER_LAUNCH_ID"
+from upsonic_server_manager._core import LAUNCH_ENV, LAUNCHER_MODULE, WARM_FDS, hand_over_fds
+
 VERSION = "usm-warm 1"
 #: Always imported: what every server runs before it imports the app.
 BASE_MODULES = (
@@ -66,7 +67,7 @@ OPTIONAL_MODULES = (
     "anyio",
 )
 #: The modules a server may be run as (``python -m MODULE``).
-RUNNABLE = ("uvicorn", "upsonic_server_manager._launch")
+RUNNABLE = ("uvicorn", LAUNCHER_MODULE)
 EXIT_REFUSED = 3
 
 
@@ -188,23 +189,12 @@ def _rewrite_cmdline(argv: list[bytes]) -> None:
 
 
 def _place_fds(fds: dict[str, int]) -> None:
-    """The server's descriptors where a cold start puts them: stdin from
-    /dev/null, stdout 1, stderr 2, the held socket 3, the lifeline 4;
+    """The server's descriptors where a cold start puts them, through the
+    same hand-over routine (``_core.hand_over_fds``): stdin from /dev/null,
+    each descriptor the manager sent at its number (``_core.WARM_FDS``);
     every other descriptor closed."""
-    targets = {"stdout": 1, "stderr": 2, "held": 3, "lifeline": 4}
-    high = {name: fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 64) for name, fd in fds.items()}
     null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-    os.dup2(null, 0)
-    for name, fd in high.items():
-        os.dup2(fd, targets[name])
-    for fd in (3, 4):
-        if fd not in (targets[name] for name in fds):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-    limit = os.sysconf("SC_OPEN_MAX")
-    os.closerange(5, limit if limit > 0 else 65536)
+    hand_over_fds([(0, null), *((WARM_FDS[name], fd) for name, fd in fds.items())])
 
 
 def _fresh_stdio(env: dict[bytes, bytes]) -> None:

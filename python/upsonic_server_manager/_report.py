@@ -26,8 +26,8 @@ import traceback
 import uvicorn.config
 import uvicorn.server
 
-READY_ENV = "UPSONIC_READY_SOCKET"
-LAUNCH_ENV = "UPSONIC_SERVER_LAUNCH_ID"
+from upsonic_server_manager._core import LAUNCH_ENV, READY_ENV
+
 #: The most the manager reads of one report (``why::REPORT_LIMIT``).
 LIMIT = 16 * 1024
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 # command that uses it.
 import argparse
 import os
+import signal
 import sys
 import time
 
@@ -425,12 +426,10 @@ def cmd_start(args: argparse.Namespace, out: TextIO) -> int:
     already = m.is_running()
     # The spinner only when the server's output goes to files: otherwise the
     # server writes to this terminal, and the two would run into each other.
-    took = run_with_spinner(
-        f"starting {m.name}",
-        lambda: m.start(args.redirect_output, args.force),
-        out,
-        spin=args.redirect_output,
-    )
+    # The server outlives this command: its output goes to its log files
+    # (`logs NAME`), never to this command's output, which a pipe or $(...)
+    # may be reading until every writer is gone (docs/OWNER.md).
+    took = run_with_spinner(f"starting {m.name}", lambda: m.start(True, args.force), out, spin=True)
     st = m.status()
     verb = "already running" if already else f"started in {took * 1000:.0f} ms"
     out.write(f"{m.name}: pid {st.pid} on {m.url} {verb}\n")
@@ -922,6 +921,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args: Optional[argparse.Namespace] = None
     try:
         args = _parse(argv)
+        if args.command in ("start", "restart", "reload"):
+            # SIGTERM (`timeout`, `kill`, a CI runner) while a server starts
+            # cleans up as Ctrl-C does, instead of leaving it coming up.
+            signal.signal(signal.SIGTERM, _terminated)
         return (_cli_sets.dispatch(args) or COMMANDS[args.command])(args, out)
     except UsageError as e:
         if e.usage:
@@ -937,15 +940,30 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except RuntimeError as e:
         print(f"upsonic-server: {for_the_shell(str(e))}", file=sys.stderr)
         return EXIT_ERROR
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         command = getattr(args, "command", None)
+        word = "terminated" if isinstance(e, _Terminated) else "interrupted"
         if command in ("start", "restart"):
             before = " (the running one had been stopped first)" if command == "restart" else ""
             print(
-                f"\nupsonic-server: interrupted; the half-started server was stopped{before}",
+                f"\nupsonic-server: {word}; the half-started server was stopped{before}",
                 file=sys.stderr,
             )
+        if isinstance(e, _Terminated):
+            # End as SIGTERM would have ended us (the shell sees 143).
+            sys.stderr.flush()
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.raise_signal(signal.SIGTERM)
         return EXIT_INTERRUPTED
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM while a server starts: handled as Ctrl-C is."""
+
+
+def _terminated(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one clean-up is enough
+    raise _Terminated
 
 
 if __name__ == "__main__":

@@ -45,18 +45,14 @@ StartServer = Callable[..., LiveServer]
 
 
 class _Servers:
-    """Every server the fixtures started in this pytest process, the lifeline
-    they watch, and where their records go."""
+    """Every server the fixtures started in this pytest process, and where
+    their records go."""
 
     def __init__(self, base: Path, worker: str) -> None:
         self.base = base
         self.worker = worker
         self.counter = itertools.count(1)
         self.started: list[LiveServer] = []
-        # The servers watch the read end; only this process holds the write
-        # end (not inherited by anything it spawns). When this process dies,
-        # however it dies, the servers see end-of-file and stop.
-        self.lifeline_read, self.lifeline_write = os.pipe()
 
     def start(
         self,
@@ -85,7 +81,9 @@ class _Servers:
             env=env,
             cwd=cwd,
             hold_socket=True,
-            lifeline=self.lifeline_read,
+            # However pytest ends (SIGKILL, SIGTERM, Ctrl-C), its servers and
+            # their supervisors (with restart=...) end with it.
+            stop_with_caller=True,
             **kwargs,
         )
         owner.append(srv)

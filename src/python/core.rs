@@ -111,7 +111,7 @@ impl Core {
 #[pymethods]
 impl Core {
     #[new]
-    #[pyo3(signature = (app_path, host, port, name, *, workers, log_dir, pid_dir, cwd, env, start_timeout, stop_timeout, uvicorn_args, python, hold_socket=None, lifeline=None, restart=None, restart_delay=None, restart_max_delay=None, restart_limit=None, stable_after=None, health_check=None, health_interval=None, health_timeout=None, health_failures=None, max_memory=None, warm=None, preload=None, pid_file=None, history=None))]
+    #[pyo3(signature = (app_path, host, port, name, *, workers, log_dir, pid_dir, cwd, env, start_timeout, stop_timeout, uvicorn_args, python, hold_socket=None, stop_with_caller=None, restart=None, restart_delay=None, restart_max_delay=None, restart_limit=None, stable_after=None, health_check=None, health_interval=None, health_timeout=None, health_failures=None, max_memory=None, warm=None, preload=None, pid_file=None, history=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -129,7 +129,7 @@ impl Core {
         uvicorn_args: &Bound<'_, PyAny>,
         python: PathBuf,
         hold_socket: Option<bool>,
-        lifeline: Option<i32>,
+        stop_with_caller: Option<&Bound<'_, PyAny>>,
         restart: Option<&Bound<'_, PyAny>>,
         restart_delay: Option<&Bound<'_, PyAny>>,
         restart_max_delay: Option<&Bound<'_, PyAny>>,
@@ -149,11 +149,13 @@ impl Core {
         // The defaults live here, with the policy's own (see `supervise::Policy`).
         let none = py.None().into_bound(py);
         let num = |f: f64| pyo3::types::PyFloat::new(py, f).into_any();
-        let warm = match warm.filter(|w| !w.is_none()) {
-            None => false,
-            Some(w) if w.is_instance_of::<pyo3::types::PyBool>() => w.extract()?,
-            Some(w) => return Err(super::errors::type_error("warm", "True or False", w)),
+        let flag = |name: &str, v: Option<&Bound<'_, PyAny>>| match v.filter(|w| !w.is_none()) {
+            None => Ok(false),
+            Some(w) if w.is_instance_of::<pyo3::types::PyBool>() => w.extract(),
+            Some(w) => Err(super::errors::type_error(name, "True or False", w)),
         };
+        let warm = flag("warm", warm)?;
+        let stop_with_caller = flag("stop_with_caller", stop_with_caller)?;
         let supervision = args::SupervisionArgs {
             restart: &or(restart, pyo3::types::PyString::new(py, "no").into_any()),
             restart_delay: &or(restart_delay, num(0.1)),
@@ -188,7 +190,7 @@ impl Core {
             // the socket's queue instead of being refused, and nobody can
             // take the port between two runs).
             hold_socket: hold_socket.unwrap_or(port == 0 || supervision.is_supervised()),
-            lifeline,
+            stop_with_caller,
             supervision: supervision.clone(),
             warm,
             preload: args::preload(preload)?,
@@ -255,7 +257,7 @@ impl Core {
         d.set_item("uvicorn_args", &c.uvicorn_args)?;
         d.set_item("python", &c.python)?;
         d.set_item("hold_socket", c.hold_socket)?;
-        d.set_item("lifeline", c.lifeline)?;
+        d.set_item("stop_with_caller", c.stop_with_caller)?;
         let sup = &c.supervision;
         let p = &sup.policy;
         d.set_item("restart", p.restart.as_str())?;
@@ -280,9 +282,11 @@ impl Core {
     /// Starts the server unless it already runs; True if it launched one.
     fn start(&self, py: Python<'_>, redirect_output: bool, force: bool) -> PyResult<bool> {
         self.refresh_workers(py)?;
-        self.redirect_output
-            .store(redirect_output, Ordering::Relaxed);
         let s = self.server();
+        // A supervised server's output always goes to its log files (it
+        // outlives the caller: docs/OWNER.md).
+        let redirected = redirect_output || s.config().supervision.is_supervised();
+        self.redirect_output.store(redirected, Ordering::Relaxed);
         run(py, move |tick| s.start(redirect_output, force, tick))
     }
 

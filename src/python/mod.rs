@@ -277,6 +277,16 @@ fn memory_size(py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<u64> {
     args::memory(py, value)
 }
 
+/// Makes each `source` descriptor this process's `target` (every source
+/// moved out of the way first), closing every other descriptor from 3 up:
+/// the set-up of a server the warm-start preloader forked (`_preload.py`).
+/// `pairs`: (target, source) tuples. Raises OSError.
+#[pyfunction]
+fn hand_over_fds(pairs: Vec<(i32, i32)>) -> PyResult<()> {
+    crate::handover::place_here(&pairs)
+        .map_err(|e| pyo3::exceptions::PyOSError::new_err(e.to_string()))
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // The exception classes are resolved on first use when the package is
@@ -303,5 +313,18 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;
     m.add_function(wrap_pyfunction!(_supervisor_main, m)?)?;
     m.add_function(wrap_pyfunction!(memory_size, m)?)?;
+    m.add_function(wrap_pyfunction!(hand_over_fds, m)?)?;
+    // The names and descriptor numbers shared between our processes
+    // (`crate::protocol`): Python imports them, never spells them.
+    for (name, value) in crate::protocol::NUMBERS {
+        m.add(name, value)?;
+    }
+    for (name, value) in crate::protocol::NAMES {
+        m.add(name, value)?;
+    }
+    m.add(
+        "WARM_FDS",
+        PyDict::from_sequence(&crate::protocol::WARM_FDS.into_pyobject(m.py())?)?,
+    )?;
     Ok(())
 }

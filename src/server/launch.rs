@@ -128,7 +128,11 @@ impl Server {
                 .zip(ready.as_ref())
                 .map(|(h, r)| (h.raw_fd(), r.name())),
             report: ready.as_ref().map(|r| r.name()),
-            lifeline: self.cfg.lifeline,
+            lifeline: if self.cfg.stop_with_caller {
+                Some(crate::lifeline::read_end()?)
+            } else {
+                None
+            },
         };
         let started_ms = now_ms();
         let (child, pidfd) = self.spawn_process(&spec, files, tick)?;

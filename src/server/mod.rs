@@ -55,10 +55,9 @@ pub struct Config {
     /// Bind and hold the listening socket here and hand it to the server
     /// (required for port 0; makes `reload()` possible).
     pub hold_socket: bool,
-    /// The read end of a pipe: the server stops when its write ends close
-    /// (the program that holds them died). Needs `hold_socket` (our launcher
-    /// watches it).
-    pub lifeline: Option<std::os::fd::RawFd>,
+    /// The server (and its supervisor, if any) stops when the process that
+    /// started it ends, however it ends (`crate::lifeline`).
+    pub stop_with_caller: bool,
     /// Restart policy, health check, memory limit (`crate::supervise`);
     /// the default means no supervisor at all.
     pub supervision: crate::supervise::Supervision,
@@ -94,20 +93,6 @@ impl Config {
         }
         if self.port != 0 {
             validate::port(i64::from(self.port))?;
-        }
-        if self.lifeline.is_some() && !self.hold_socket {
-            return Err(Error::invalid(
-                "lifeline",
-                None,
-                "needs hold_socket=True (the launcher that holds the socket watches it)",
-            ));
-        }
-        if self.lifeline.is_some() && self.supervision.is_supervised() {
-            return Err(Error::invalid(
-                "lifeline",
-                None,
-                "cannot be combined with a restart policy (a supervised server outlives the program that started it)",
-            ));
         }
         validate::supervision(&self.supervision)?;
         validate::workers(i64::from(self.workers))?;
@@ -194,6 +179,10 @@ impl Server {
     /// Validates the configuration; fails fast, touching nothing on disk.
     pub fn new(cfg: Config) -> Result<Self> {
         let addrs = cfg.validate()?;
+        if cfg.stop_with_caller {
+            // Made now, so that a process that cannot have one learns it here.
+            crate::lifeline::read_end()?;
+        }
         let paths = match &cfg.pid_file {
             Some(f) => Paths::for_pid_file(f),
             None => Paths::new(&cfg.pid_dir, &cfg.name),
@@ -596,7 +585,7 @@ mod tests {
             uvicorn_args: Vec::new(),
             python: "python3".into(),
             hold_socket: false,
-            lifeline: None,
+            stop_with_caller: false,
             supervision: crate::supervise::Supervision::default(),
             warm: false,
             preload: Vec::new(),

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::platform;
+use crate::protocol::HELD_FD;
 use crate::record;
-use crate::spawn::HELD_FD;
 
 use super::{Server, Tick};
 

@@ -11,7 +11,6 @@ use crate::facts::Live;
 use crate::platform::{self, PidFd};
 use crate::port;
 use crate::record::{self, End, Identity};
-use crate::spawn;
 use crate::terminate::{self, Victims};
 
 use super::{Server, Tick};
@@ -102,7 +101,7 @@ impl Server {
             if !listeners.is_empty() {
                 let mut late = Victims::default();
                 for h in port::holders_of(&listeners, &[]) {
-                    if platform::environ_has(h.pid, spawn::LAUNCH_ENV, id) {
+                    if platform::environ_has(h.pid, crate::protocol::LAUNCH_ENV, id) {
                         late.add(h.pid);
                     }
                 }

@@ -64,11 +64,22 @@ impl Server {
         if let Some(d) = &cfg.cwd {
             cfg.cwd = Some(std::env::current_dir().unwrap_or_default().join(d));
         }
+        // The supervisor and its server outlive this process: they keep
+        // nothing of ours, so their output goes to the log files whatever
+        // `redirect_output` says (a caller whose output is captured by a
+        // pipe must not wait for them: docs/OWNER.md).
+        let _ = redirect_output;
+        let lifeline = if cfg.stop_with_caller {
+            Some(crate::lifeline::read_end()?)
+        } else {
+            None
+        };
         let order = Order {
             cfg,
-            redirect_output,
+            redirect_output: true,
             attach,
             socket_fd: held.is_some(),
+            lifeline: lifeline.is_some(),
         };
         let socket: Option<OwnedFd> = match &held {
             Some(h) => Some(
@@ -81,22 +92,18 @@ impl Server {
             ),
             None => None,
         };
-        let log = if redirect_output {
+        let log = {
             let dir = &order.cfg.log_dir;
             std::fs::create_dir_all(dir)
                 .map_err(|e| Error::path("cannot create the log directory", dir, e))?;
             let path = dir.join(format!("{}_supervisor.log", self.cfg.name));
-            Some(
-                std::fs::OpenOptions::new()
-                    .append(true)
-                    .create(true)
-                    .open(&path)
-                    .map_err(|e| Error::path("cannot open the log file", &path, e))?,
-            )
-        } else {
-            None
+            std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(&path)
+                .map_err(|e| Error::path("cannot open the log file", &path, e))?
         };
-        let spawned = client::spawn(&order, extension, socket.as_ref(), log);
+        let spawned = client::spawn(&order, extension, socket.as_ref(), lifeline, log);
         drop(socket);
         if held.is_some() {
             // The supervisor holds the socket now; our copy must not keep
@@ -379,6 +386,33 @@ impl Server {
     }
 }
 
+/// With `stop_with_caller`: a thread that waits for end-of-file on the
+/// caller's lifeline (the caller is gone, however it ended) and then asks
+/// this supervisor to stop as `stop()` does, with SIGTERM (which the
+/// bootstrap turns into a byte on the control pipe): the server is stopped
+/// and supervision ends.
+fn watch_lifeline(fd: OwnedFd) {
+    let _ = rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::CLOEXEC);
+    let spawned = std::thread::Builder::new()
+        .name("lifeline".into())
+        .spawn(move || {
+            let mut buf = [0u8; 64];
+            loop {
+                match rustix::io::read(&fd, &mut buf) {
+                    Ok(0) => break,
+                    Ok(_) | Err(rustix::io::Errno::INTR) => continue,
+                    Err(_) => break,
+                }
+            }
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::SIGTERM);
+        });
+    if spawned.is_err() {
+        // Without the thread the caller's end would go unnoticed: refuse
+        // to outlive it silently.
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::SIGTERM);
+    }
+}
+
 /// Runs as the supervisor process: reads the orders from stdin, builds
 /// the server and supervises it until the end; the process exit code.
 pub fn supervisor_main(control_fd: i32) -> i32 {
@@ -416,11 +450,16 @@ pub fn supervisor_main(control_fd: i32) -> i32 {
     };
     if order.socket_fd {
         // SAFETY: descriptor 3 is the held socket the caller handed over.
-        let fd = unsafe { OwnedFd::from_raw_fd(crate::spawn::HELD_FD) };
+        let fd = unsafe { OwnedFd::from_raw_fd(crate::protocol::HELD_FD) };
         let _ = rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::CLOEXEC);
         if let Err(e) = server.adopt_inherited_socket(fd) {
             return bad(events_fd, e);
         }
+    }
+    if order.lifeline {
+        // SAFETY: the caller handed its lifeline over as this descriptor.
+        let fd = unsafe { OwnedFd::from_raw_fd(crate::protocol::SUPERVISOR_LIFELINE_FD) };
+        watch_lifeline(fd);
     }
     // Redirected: our stderr is the supervisor log (see `client::spawn`).
     let log = if order.redirect_output {

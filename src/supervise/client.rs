@@ -4,23 +4,27 @@
 //!
 //! The supervisor process is `python -I -S -c BOOT EXTENSION NAME` in its
 //! own session: its stdin carries the `wire::Order`, descriptor 3 the held
-//! socket (if any), descriptor 4 the events pipe back to the caller.
+//! socket (if any), descriptor 4 the events pipe back to the caller,
+//! descriptor 5 the caller's lifeline (with `stop_with_caller`), and its
+//! stdout and stderr its log file: nothing else of the caller's
+//! (`crate::handover`), so a caller whose output is captured by a pipe is
+//! not kept waiting by a supervisor that outlives it.
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
+use crate::handover::Handover;
 use crate::platform::{self, PidFd};
+pub use crate::protocol::EVENTS_FD;
+use crate::protocol::{HELD_FD, SUPERVISOR_LIFELINE_FD};
 use crate::record::{escape, unescape};
 
 use super::wire::Order;
-
-/// The descriptor the events pipe has in the supervisor.
-pub const EVENTS_FD: i32 = 4;
 
 /// The bootstrap: signals become bytes on the control pipe (Python's wakeup
 /// fd, so nothing runs Python code while Rust waits), then the extension is
@@ -48,47 +52,53 @@ pub struct Spawned {
     pub events: File,
 }
 
-/// Spawns a supervisor with `order`; `socket` is handed over as fd 3.
-/// `log`, for redirected output, receives the supervisor's own stdout and
-/// stderr (else it shares the caller's, as the server does).
+/// Spawns a supervisor with `order`; `socket` is handed over as
+/// `HELD_FD`, `lifeline` (the read end) as `SUPERVISOR_LIFELINE_FD`; `log`
+/// receives the supervisor's own stdout and stderr.
 pub fn spawn(
     order: &Order,
     extension: &Path,
     socket: Option<&OwnedFd>,
-    log: Option<File>,
+    lifeline: Option<std::os::fd::RawFd>,
+    log: File,
 ) -> Result<Spawned> {
-    let (ev_read, ev_write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
-        .map_err(|e| Error::os("creating the supervisor's events pipe", e.into()))?;
-    // Above the descriptors handed over (3, 4), so no dup2 clobbers another.
-    let ev_write = rustix::io::fcntl_dupfd_cloexec(&ev_write, 10)
-        .map_err(|e| Error::os("creating the supervisor's events pipe", e.into()))?;
+    let pipe = || {
+        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+            .map_err(|e| Error::os("creating the supervisor's pipes", e.into()))
+    };
+    let (ev_read, ev_write) = pipe()?;
+    let (orders_read, orders_write) = pipe()?;
+    let err = log
+        .try_clone()
+        .map_err(|e| Error::os("opening the supervisor log", e))?;
+    let mut fds = Handover::new()
+        .owned(0, orders_read)?
+        .owned(1, log)?
+        .owned(2, err)?
+        .owned(EVENTS_FD, ev_write)?;
+    if let Some(s) = socket {
+        fds = fds.borrowed(HELD_FD, s.as_fd())?;
+    }
+    if let Some(fd) = lifeline {
+        // SAFETY: the lifeline is open for this process's lifetime.
+        fds = fds.borrowed(SUPERVISOR_LIFELINE_FD, unsafe {
+            std::os::fd::BorrowedFd::borrow_raw(fd)
+        })?;
+    }
     let mut cmd = Command::new(&order.cfg.python);
     cmd.args(["-I", "-S", "-c", BOOT])
         .arg(extension)
-        .arg(&order.cfg.name)
-        .stdin(Stdio::piped());
-    if let Some(log) = log {
-        let err = log
-            .try_clone()
-            .map_err(|e| Error::os("opening the supervisor log", e))?;
-        cmd.stdout(Stdio::from(log)).stderr(Stdio::from(err));
-    }
-    if let Some(s) = socket {
-        platform::hand_over_fd(&mut cmd, s.as_raw_fd(), crate::spawn::HELD_FD);
-    }
-    platform::hand_over_fd(&mut cmd, ev_write.as_raw_fd(), EVENTS_FD);
+        .arg(&order.cfg.name);
+    fds.apply(&mut cmd);
     platform::in_new_session(&mut cmd);
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| Error::path("cannot run", &order.cfg.python, e))?;
-    drop(ev_write);
+    let spawned = cmd.spawn();
+    drop(fds);
+    let child = spawned.map_err(|e| Error::path("cannot run", &order.cfg.python, e))?;
     let pidfd = PidFd::open(child.id() as i32)
         .map_err(|e| Error::os("opening a pidfd for the supervisor", e))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        // The supervisor reads its orders first thing; a failure shows as
-        // its exit without a report.
-        let _ = stdin.write_all(order.to_text().as_bytes());
-    }
+    // The supervisor reads its orders first thing; a failure shows as its
+    // exit without a report.
+    let _ = File::from(orders_write).write_all(order.to_text().as_bytes());
     // The supervisor outlives us: std's Child must not be waited on, and
     // dropping it neither kills nor reaps. Its exit is reaped by whoever
     // is its parent then (us, while we live: see `reap`).

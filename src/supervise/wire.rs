@@ -19,6 +19,9 @@ pub struct Order {
     pub attach: Option<i32>,
     /// The caller hands the held listening socket over as descriptor 3.
     pub socket_fd: bool,
+    /// The caller hands its lifeline over as `SUPERVISOR_LIFELINE_FD`:
+    /// supervision ends, and the server stops, when the caller does.
+    pub lifeline: bool,
 }
 
 impl Order {
@@ -54,6 +57,9 @@ impl Order {
         if c.warm {
             t.push_str("warm=1\n");
         }
+        if self.lifeline {
+            t.push_str("lifeline=1\n");
+        }
         for m in &c.preload {
             t.push_str(&format!("preload={}\n", escape(m)));
         }
@@ -78,7 +84,7 @@ impl Order {
             uvicorn_args: Vec::new(),
             python: PathBuf::new(),
             hold_socket: false,
-            lifeline: None,
+            stop_with_caller: false,
             supervision: Supervision::default(),
             warm: false,
             preload: Vec::new(),
@@ -87,7 +93,8 @@ impl Order {
             pid_file: None,
             history: false,
         };
-        let (mut redirect_output, mut socket_fd, mut attach) = (false, false, None);
+        let (mut redirect_output, mut socket_fd, mut attach, mut lifeline) =
+            (false, false, None, false);
         for line in text.lines() {
             let (k, v) = line
                 .split_once('=')
@@ -120,6 +127,7 @@ impl Order {
                 }
                 "arg" => cfg.uvicorn_args.push(unescape(v)),
                 "warm" => cfg.warm = v == "1",
+                "lifeline" => lifeline = v == "1",
                 "preload" => cfg.preload.push(unescape(v)),
                 _ => {
                     if cfg.supervision.take(k, v).ok_or_else(bad)? {
@@ -134,6 +142,7 @@ impl Order {
             redirect_output,
             attach,
             socket_fd,
+            lifeline,
         })
     }
 }
@@ -163,7 +172,7 @@ mod tests {
                 uvicorn_args: vec!["--log-level".into(), "error".into()],
                 python: "/usr/bin/python3".into(),
                 hold_socket: true,
-                lifeline: None,
+                stop_with_caller: false,
                 supervision: sup,
                 warm: true,
                 preload: vec!["numpy".into()],
@@ -173,6 +182,7 @@ mod tests {
             redirect_output: true,
             attach: Some(4242),
             socket_fd: true,
+            lifeline: true,
         };
         let back = Order::parse(&order.to_text()).unwrap();
         assert_eq!(back.to_text(), order.to_text());

@@ -133,13 +133,13 @@ pub fn fork(
     opts: &Options<'_>,
     tick: &mut dyn FnMut() -> crate::Result<()>,
 ) -> Result<(Forked, Arc<PidFd>), Failed> {
-    let mut launch_vars = vec![(spawn::LAUNCH_ENV, spec.launch_id)];
-    let lifeline_fd = spawn::LIFELINE_FD.to_string();
+    let mut launch_vars = vec![(crate::protocol::LAUNCH_ENV, spec.launch_id)];
+    let lifeline_fd = crate::protocol::LIFELINE_FD.to_string();
     if let Some(ready) = spec.held.map(|h| h.1).or(spec.report) {
-        launch_vars.push((spawn::READY_ENV, ready));
+        launch_vars.push((crate::protocol::READY_ENV, ready));
     }
     if spec.lifeline.is_some() {
-        launch_vars.push((spawn::LIFELINE_ENV, lifeline_fd.as_str()));
+        launch_vars.push((crate::protocol::LIFELINE_ENV, lifeline_fd.as_str()));
     }
     let env = request::server_env(std::env::vars_os(), spec.env, &launch_vars);
     let here = std::env::current_dir().map_err(|e| Failed::Reason(e.to_string()))?;
@@ -181,16 +181,17 @@ pub fn fork(
         Some((o, e)) => vec![o.as_fd(), e.as_fd()],
         None => vec![out, err],
     };
-    let mut names = vec!["stdout", "stderr"];
+    let [stdout, stderr, held, lifeline] = crate::protocol::WARM_FDS.map(|(name, _)| name);
+    let mut names = vec![stdout, stderr];
     if let Some((fd, _)) = spec.held {
         // SAFETY: the held socket is open while the spec borrows it.
         fds.push(unsafe { BorrowedFd::borrow_raw(fd) });
-        names.push("held");
+        names.push(held);
     }
     if let Some(fd) = spec.lifeline {
         // SAFETY: the lifeline is open for the manager's lifetime.
         fds.push(unsafe { BorrowedFd::borrow_raw(fd) });
-        names.push("lifeline");
+        names.push(lifeline);
     }
     let argv = spawn::uvicorn_argv(spec);
     let req = Request {

@@ -6,11 +6,11 @@ use std::fs;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::platform::{self, PidFd};
-use crate::spawn::LAUNCH_ENV;
+use crate::protocol::LAUNCH_ENV;
 
 use super::Failed;
 
@@ -114,17 +114,22 @@ pub fn start(
         .current_dir("/")
         .env_clear()
         .envs(env.iter().map(|(k, v)| (k, v)))
-        .env(LAUNCH_ENV, format!("preloader{}", ".".repeat(MARKER_ROOM)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(out))
-        .stderr(Stdio::from(err));
-    for var in [crate::spawn::READY_ENV, crate::spawn::LIFELINE_ENV] {
+        .env(LAUNCH_ENV, format!("preloader{}", ".".repeat(MARKER_ROOM)));
+    // It outlives us: stdin from /dev/null, output to its log, nothing
+    // else of ours (the one hand-over).
+    let fds = crate::handover::Handover::new()
+        .stdin_null()
+        .and_then(|h| h.output(Some((out, err))))
+        .map_err(|e| Failed::Reason(e.to_string()))?;
+    fds.apply(&mut cmd);
+    for var in [crate::protocol::READY_ENV, crate::protocol::LIFELINE_ENV] {
         cmd.env_remove(var);
     }
     platform::in_new_session(&mut cmd);
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| Failed::Reason(format!("cannot run {}: {e}", python.display())))?;
+    let spawned = cmd.spawn();
+    drop(fds);
+    let mut child =
+        spawned.map_err(|e| Failed::Reason(format!("cannot run {}: {e}", python.display())))?;
     // The command forks the preloader proper and exits once it listens.
     let pidfd = PidFd::open(child.id() as i32).map_err(|e| Failed::Reason(e.to_string()))?;
     loop {

@@ -2,6 +2,7 @@
 //! pidfds for waiting on and signalling processes without PID-reuse races.
 
 pub mod fdpass;
+pub mod handover;
 pub mod netlink;
 pub mod pidfd;
 pub mod procinfo;
@@ -9,6 +10,7 @@ pub mod socket;
 pub mod system;
 
 pub use fdpass::{own_umask, send_with_fds};
+pub use handover::{FdMap, Others};
 pub use netlink::{tcp_listeners, DiagSocket, Listener};
 pub use pidfd::PidFd;
 pub use procinfo::*;

@@ -115,23 +115,19 @@ pub fn in_new_session(cmd: &mut Command) {
     }
 }
 
-/// Makes `cmd`'s child find `fd` open as descriptor `target` (and nothing
-/// else of ours: everything else stays close-on-exec).
-pub fn hand_over_fd(cmd: &mut Command, fd: std::os::fd::RawFd, target: std::os::fd::RawFd) {
-    // SAFETY: the closure runs in the forked child before exec and only
-    // calls dup2(2) and fcntl(2), which are async-signal-safe.
+/// Makes `cmd`'s child get exactly the descriptors `map` names (stdio
+/// included when mapped), every other one closed at exec; see `handover`.
+/// std's own stdio set-up is turned off so that it cannot overwrite a
+/// source before the map is applied.
+pub fn hand_over(cmd: &mut Command, map: super::handover::FdMap) {
+    use std::process::Stdio;
+    cmd.stdin(Stdio::inherit())
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit());
+    // SAFETY: `place` allocates nothing and makes only async-signal-safe
+    // system calls (fcntl, dup2, close, close_range).
     unsafe {
-        cmd.pre_exec(move || {
-            if fd == target {
-                let flags = libc::fcntl(fd, libc::F_GETFD);
-                if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            } else if libc::dup2(fd, target) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
+        cmd.pre_exec(move || super::handover::place(&map, super::handover::Others::CloseOnExec));
     }
 }
 

@@ -1,0 +1,58 @@
+//! The caller's lifeline (`stop_with_caller`): one pipe per process, whose
+//! write end only this process holds (close-on-exec, never handed to a
+//! child) and whose read end every server or supervisor started with
+//! `stop_with_caller` gets. When this process ends, however it ends (exit,
+//! SIGTERM, SIGKILL, Ctrl-C), the kernel closes the write end, the readers
+//! see end-of-file, and stop: the launcher (`_launch.py`) stops its server's
+//! whole group, a supervisor ends supervision (`daemon.rs`).
+//!
+//! A process forked from this one without exec (`os.fork()`,
+//! multiprocessing's fork start method) inherits the write end: servers it
+//! starts get a lifeline of its own, but those of the parent then also live
+//! until the fork ends.
+
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+use parking_lot::Mutex;
+
+use crate::error::{Error, Result};
+
+/// (the process that made it, read end, write end).
+static PIPE: Mutex<Option<(u32, OwnedFd, OwnedFd)>> = Mutex::new(None);
+
+/// The read end of this process's lifeline, made on first use.
+pub fn read_end() -> Result<RawFd> {
+    let mut pipe = PIPE.lock();
+    let me = std::process::id();
+    if let Some((pid, r, _)) = pipe.as_ref() {
+        if *pid == me {
+            return Ok(r.as_raw_fd());
+        }
+    }
+    // None yet, or one made by the process we were forked from: ours must
+    // end with us, not with it. (The inherited copies are kept open: a
+    // forked child closing them would not change when the parent's end.)
+    let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        .map_err(|e| Error::os("creating the lifeline pipe", e.into()))?;
+    let fd = r.as_raw_fd();
+    if let Some(old) = pipe.replace((me, r, w)) {
+        std::mem::forget(old);
+    }
+    Ok(fd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_pipe_per_process_and_nobody_else_writes() {
+        let a = read_end().unwrap();
+        assert_eq!(read_end().unwrap(), a);
+        // The write end is close-on-exec: no child we spawn keeps it.
+        let guard = PIPE.lock();
+        let (_, _, w) = guard.as_ref().unwrap();
+        let flags = rustix::io::fcntl_getfd(w).unwrap();
+        assert!(flags.contains(rustix::io::FdFlags::CLOEXEC));
+    }
+}
