@@ -235,7 +235,13 @@ fn start_failed(e: &Error) -> String {
             (Some(r), None) if t.trim() == r.trim() => "",
             _ => t.as_str(),
         };
-        if !rest.trim().is_empty() && rest.trim() != reason.as_deref().unwrap_or("").trim() {
+        // Nothing but the reason again (as a log line): said once is enough.
+        let only_reason = rest
+            .lines()
+            .map(|l| crate::why::unprefixed(l).trim())
+            .filter(|l| !l.is_empty())
+            .all(|l| Some(l) == reason.as_deref().map(str::trim));
+        if !only_reason {
             message.push_str(&format!("\n--- the last lines of its stderr ---\n{rest}"));
         }
     }
@@ -315,6 +321,16 @@ mod tests {
             "Failed to start api server: ImportError: x (uvicorn exited with code 1 before listening on 127.0.0.1:80)\n"
         ));
         assert!(e.to_string().ends_with("---\nTraceback\nImportError: x"));
+        let e = Error::StartFailed {
+            name: "api".into(),
+            address: "127.0.0.1:80".into(),
+            exit_code: Some(3),
+            stderr_tail: Some("Error loading ASGI app.\nERROR:    Error loading ASGI app.".into()),
+            output_captured: true,
+            reason: Some("Error loading ASGI app.".into()),
+            worker: None,
+        };
+        assert!(!e.to_string().contains('\n'), "said once: {e}");
         let e = Error::StartFailed {
             name: "api".into(),
             address: "127.0.0.1:80".into(),

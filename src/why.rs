@@ -63,7 +63,7 @@ const FOLLOW_ONS: &[&str] = &[
 ];
 
 /// A log line without uvicorn's level prefix (`ERROR:    `).
-fn unprefixed(line: &str) -> &str {
+pub fn unprefixed(line: &str) -> &str {
     for level in ["CRITICAL:", "ERROR:", "WARNING:", "INFO:", "DEBUG:"] {
         if let Some(rest) = line.strip_prefix(level) {
             return rest.trim_start();
