@@ -151,12 +151,18 @@ def test_process_reset_to_none_keeps_the_server_tracked(home, managers):
     m = hello(port, "letgo")
     managers.append(m)
     m.start()
-    pid = m._process.pid
+    held = m._process
+    pid = held.pid
     m._process = None
     assert m._process is None and m.is_running()
+    # The object the program kept still answers, as a Popen would.
+    assert held.poll() is None
     proc = psutil.Process(pid)
     m.stop()
     assert wait_until(lambda: gone(proc), 10)
+    assert held.wait(timeout=5) == -signal.SIGTERM
+    # Reaped by the core: no zombie is left to this process.
+    assert [c for c in psutil.Process().children() if c.pid == pid] == []
 
 
 # ---- a subclass's helpers are called where the original calls them --------------------------

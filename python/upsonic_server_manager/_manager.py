@@ -48,8 +48,8 @@ def _define_server_process() -> type:
         ``poll()``, ``returncode``, ``wait(timeout=None)`` (raising
         ``subprocess.TimeoutExpired``), ``send_signal()``, ``terminate()``,
         ``kill()``, ``communicate()`` (it has no pipes). Every signal goes to
-        the process itself through its pidfd (never to a reused PID), and
-        only once it has ended does nothing; the manager's core reaps it.
+        the process itself through its pidfd, so never to a reused PID; once
+        it has ended, a signal does nothing. The manager's core reaps it.
         Exit codes are negative for a signal, as Popen's are."""
 
         # Popen.__init__ is not run: the process exists already.
@@ -173,7 +173,8 @@ class ServerManager(_StopsOnExit):
 
     The first four arguments are positional, as in upsonic's original. The
     PID file is ``{pid_dir}/.upsonic_{name}_server.pid`` (``pid_dir``
-    defaults to the home directory) and redirected logs go to
+    defaults to the home directory; ``pid_file`` chooses another path, the
+    other record files going beside it) and redirected logs go to
     ``{log_dir}/{name}_server.log`` and ``{log_dir}/{name}_server_error.log``.
 
     ``stop_with_caller`` (bool, default False): when True, the server, its
@@ -182,6 +183,14 @@ class ServerManager(_StopsOnExit):
     SIGKILL, Ctrl-C), within about a second plus ``stop_timeout``. With a
     restart policy, the supervisor keeps the server up while that process
     lives and ends supervision when it ends. See docs/OWNER.md.
+
+    ``workers=None`` reads ``$UPSONIC_WORKERS_AMOUNT`` at each ``start()``.
+    ``history=True`` keeps how every run ended on disk
+    (``.upsonic_{name}_server.last``, listed by ``upsonic-server status``),
+    clean stops included, as the CLI's starts and supervised servers do;
+    by default only failed runs are kept there. ``app_path``, ``host``,
+    ``port``, ``name`` and ``_pid_file`` are assignable while the server does
+    not run (docs/DROPIN.md).
     """
 
     def __init__(

@@ -79,8 +79,20 @@ impl Server {
         Some((l.pidfd.clone(), l.identity.clone(), exit))
     }
 
+    /// Reaps the children the program let go of that have exited.
+    pub(super) fn reap_released(&self) {
+        self.released.lock().retain_mut(|l| match l.poll() {
+            Some(code) => {
+                *self.reaped.lock() = Some((l.identity.pid, code));
+                false
+            }
+            None => true,
+        });
+    }
+
     /// Reaps and forgets a child of ours that has exited.
     pub(super) fn forget_exited_child(&self) {
+        self.reap_released();
         let mut guard = self.launched.lock();
         if let Some(l) = guard.as_mut() {
             if let Some(code) = l.poll() {

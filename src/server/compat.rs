@@ -54,6 +54,10 @@ impl Server {
             return Some(l.poll());
         }
         drop(guard);
+        self.reap_released();
+        if self.released.lock().iter().any(|l| l.identity.pid == pid) {
+            return Some(None);
+        }
         match *self.reaped.lock() {
             Some((p, code)) if p == pid => Some(Some(code)),
             _ => None,
@@ -71,14 +75,24 @@ impl Server {
     ) -> Result<Option<i32>> {
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
+            // Ended (or unknown): its code. Running: the pidfd to wait on,
+            // ours or of a child the program let go of.
+            match self.poll_pid(pid) {
+                Some(Some(code)) => return Ok(Some(code)),
+                None => return Ok(None),
+                Some(None) => {}
+            }
             let pidfd = {
-                let mut guard = self.launched.lock();
-                match guard.as_mut().filter(|l| l.identity.pid == pid) {
-                    Some(l) => match l.poll() {
-                        Some(code) => return Ok(Some(code)),
-                        None => l.pidfd.clone(),
-                    },
-                    None => return Ok(self.poll_pid(pid).flatten()),
+                let launched = self.launched.lock();
+                let released = self.released.lock();
+                let found = launched
+                    .iter()
+                    .chain(released.iter())
+                    .find(|l| l.identity.pid == pid)
+                    .map(|l| l.pidfd.clone());
+                match found {
+                    Some(fd) => fd,
+                    None => continue,
                 }
             };
             let step = match deadline {
@@ -102,13 +116,20 @@ impl Server {
     /// it has ended or is not our child (as `Popen.send_signal` does once the
     /// process is known to be gone). True if the signal was sent.
     pub fn signal_pid(&self, pid: i32, sig: i32) -> Result<bool> {
-        let mut guard = self.launched.lock();
-        let Some(l) = guard.as_mut().filter(|l| l.identity.pid == pid) else {
-            return Ok(false);
-        };
-        if l.poll().is_some() {
+        // Ended (or not ours): nothing is sent. A child the program let go
+        // of is still pinned by its pidfd until it is reaped.
+        if self.poll_pid(pid) != Some(None) {
             return Ok(false);
         }
+        let launched = self.launched.lock();
+        let released = self.released.lock();
+        let Some(l) = launched
+            .iter()
+            .chain(released.iter())
+            .find(|l| l.identity.pid == pid)
+        else {
+            return Ok(false);
+        };
         if sig == 0 {
             // Only asks whether it exists, as kill(pid, 0) does.
             return Ok(!l.pidfd.has_exited());
@@ -158,8 +179,16 @@ impl Server {
         Recorded { pid, identity }
     }
 
-    /// `_process = None`: forgets our child; it keeps running, tracked by the record.
+    /// `_process = None`: lets go of our child; it keeps running, tracked
+    /// by the record, and is still reaped here once it exits (a stop, the
+    /// next start, a poll), so it never stays a zombie.
     pub fn forget_child(&self) {
-        *self.launched.lock() = None;
+        let Some(mut l) = self.launched.lock().take() else {
+            return;
+        };
+        match l.poll() {
+            Some(code) => *self.reaped.lock() = Some((l.identity.pid, code)),
+            None => self.released.lock().push(l),
+        }
     }
 }

@@ -173,6 +173,9 @@ pub struct Server {
     reaped: Mutex<Option<(i32, i32)>>,
     /// How the last run this manager saw ended, kept on disk or not.
     last_run: Mutex<Option<LastRun>>,
+    /// Children the program let go of (`_process = None`): no longer this
+    /// manager's `_process`, still ours to reap once they exit.
+    released: Mutex<Vec<Launched>>,
 }
 
 impl Server {
@@ -198,6 +201,7 @@ impl Server {
             handed_port: std::sync::atomic::AtomicU16::new(0),
             reaped: Mutex::new(None),
             last_run: Mutex::new(None),
+            released: Mutex::new(Vec::new()),
         })
     }
 
@@ -228,6 +232,7 @@ impl Server {
         }
         *new.launched.lock() = self.launched.lock().take();
         *new.reaped.lock() = self.reaped.lock().take();
+        *new.released.lock() = std::mem::take(&mut *self.released.lock());
         *new.supervisor.lock() = self.supervisor.lock().take();
         if new.paths.pid_file == self.paths.pid_file {
             *new.last_run.lock() = self.last_run.lock().take();
@@ -555,6 +560,7 @@ impl Server {
             }
         }
         self.stop_recorded_orphans(tick)?;
+        self.reap_released();
         self.remove_stale_record();
         self.remove_dead_supervisor_state();
         // Nothing of it is recorded any more: its lock file goes too.
