@@ -25,6 +25,9 @@ __all__ = [
     "_supervisor_main",
 ]
 
+#: The package's version, from Cargo.toml (the one place it is written).
+__version__: str
+
 _Path = str | PathLike[str]
 
 @final
