@@ -23,6 +23,7 @@ __all__ = [
     "memory_size",
     "_panic_for_tests",
     "_supervisor_main",
+    "__version__",
 ]
 
 #: The package's version, from Cargo.toml (the one place it is written).
