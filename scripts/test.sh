@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every check, from a fresh machine: builds the extension into a private
 # virtual environment, then runs the Rust tests and lints, the Python lints,
-# the stub check and the pytest suite (real uvicorn servers).
+# the stub check, the built wheel's smoke test on CPython 3.9 and 3.13, the
+# strict docs build and the pytest suite (real uvicorn servers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,6 +27,18 @@ echo "== ruff / stubtest"
 ruff check python tests benchmarks
 ruff format --check python tests benchmarks
 python -m mypy.stubtest upsonic_server_manager._core
+
+echo "== the wheel on CPython 3.9 and 3.13, no cargo on PATH (abi3, requires-python)"
+# Reuses the release build above; scripts/release.sh builds the manylinux2014 one.
+wheels="$(mktemp -d)"
+maturin build --release -q --out "$wheels"
+bash scripts/check_wheel.sh "$wheels"/*.whl
+rm -rf "$wheels"
+
+echo "== docs (mkdocs --strict)"
+site="$(mktemp -d)"
+bash scripts/docs.sh "$site/site"
+rm -rf "$site"
 
 echo "== pytest"
 python -m pytest "$@"

@@ -4,6 +4,7 @@ A drop-in replacement for upsonic's ``ServerManager`` with a Rust core.
 """
 
 from ._core import PortHolder
+from ._core import __version__ as __version__
 from ._errors import (
     PortInUseError,
     ServerManagerError,
@@ -35,8 +36,6 @@ __all__ = [
     "port_holders",
     "stop_on_exit",
 ]
-
-__version__ = "0.1.0"
 
 # typing is not imported at run time (it costs milliseconds); type checkers
 # treat any name TYPE_CHECKING as true and so see the lazy names below.

@@ -35,7 +35,11 @@ __all__ = [
     "READY_ENV",
     "SUPERVISOR_LIFELINE_FD",
     "WARM_FDS",
+    "__version__",
 ]
+
+#: The package's version, from Cargo.toml (the one place it is written).
+__version__: str
 
 _Path = str | PathLike[str]
 

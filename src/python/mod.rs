@@ -295,6 +295,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     if let Ok(file) = m.filename() {
         let _ = crate::server::EXTENSION.set(PathBuf::from(file.to_string()));
     }
+    // The package's one version (Cargo.toml's; pyproject.toml reads it too).
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<Core>()?;
     m.add_class::<ServerStatus>()?;
     m.add_class::<PortHolder>()?;
