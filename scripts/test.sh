@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 . scripts/_venv.sh
 usm_venv "${USM_VENV:-.venv}"
-python -m pip install -q "maturin>=1.7,<2"
+python -m pip install -q "maturin>=1.9,<2"
 # Runtime + test dependencies, then upsonic 0.45.0 itself (for the
 # compatibility tests; --no-deps because only its server_manager is used).
 python -m pip install -q "uvicorn>=0.29" "fastapi>=0.110" "httpx>=0.27" "pytest>=8" \
