@@ -95,12 +95,16 @@ def install() -> None:
     load = config_cls.load
     startup = uvicorn.server.Server.startup
 
+    # functools.wraps: what is wrapped stays visible (tests/_uvicorn_probe.py
+    # reads uvicorn's own startup through it).
+    @functools.wraps(configure)
     def configure_logging(self):  # type: ignore[no-untyped-def]
         configure(self)
         log = logging.getLogger("uvicorn.error")
         if not any(isinstance(h, _Keep) for h in log.handlers):
             log.addHandler(_Keep())
 
+    @functools.wraps(load)
     def load_or_report(self):  # type: ignore[no-untyped-def]
         try:
             load(self)
@@ -109,6 +113,7 @@ def install() -> None:
                 report_failure(e)
             raise
 
+    @functools.wraps(startup)
     async def startup_or_report(self, sockets=None):  # type: ignore[no-untyped-def]
         try:
             await startup(self, sockets=sockets)
