@@ -14,19 +14,14 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
-from pathlib import Path
-from typing import Iterator
 
 import psutil
 import pytest
-from _helpers import CLI, can_bind, free_port, get, gone, running, wait_until
+from _helpers import CLI, PRELOAD, can_bind, free_port, get, gone, running, wait_until
 from upsonic_server_manager import ServerManager
 
 pytest_plugins = ["pytester"]
-
-PRELOAD = "upsonic_server_manager._preload"
 
 OWNER = """
 import json, os, sys, time
@@ -56,35 +51,6 @@ ENDINGS = {
     "SIGKILL": signal.SIGKILL,
     "Ctrl-C": signal.SIGINT,
 }
-
-
-def preloaders(d: str) -> list[psutil.Process]:
-    out = []
-    for p in psutil.process_iter():
-        try:
-            cmd = p.cmdline()
-            if PRELOAD in cmd and any(a.startswith(d) for a in cmd):
-                out.append(p)
-        except psutil.Error:
-            pass
-    return out
-
-
-@pytest.fixture
-def warm_dir(home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """A private preloader directory, its preloaders killed afterwards."""
-    d = tempfile.mkdtemp(prefix="usmo")
-    monkeypatch.setenv("UPSONIC_WARM_DIR", d)
-    monkeypatch.setenv("UPSONIC_WARM_IDLE", "120")
-    try:
-        yield d
-    finally:
-        for p in preloaders(d):
-            p.kill()
-            p.wait(10)
-        for f in os.listdir(d):
-            os.unlink(os.path.join(d, f))
-        os.rmdir(d)
 
 
 #: CI runs every configuration with SIGKILL (which nothing in the owner can

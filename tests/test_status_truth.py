@@ -11,8 +11,10 @@ import json
 import os
 import signal
 from pathlib import Path
+from typing import Callable, Iterator
 
 import psutil
+import pytest
 from _helpers import cli, free_port, get, gone, wait_until
 from upsonic_server_manager import ServerManager, list_records, port_holders
 
@@ -60,60 +62,52 @@ def test_orphaned_workers_of_a_killed_master_are_reported_stopped_and_kept(home:
                 p.kill()
 
 
+@pytest.fixture
+def killed_supervised(home: Path) -> Iterator[Callable[[str], None]]:
+    """``kill(name)``: a CLI-started supervised server whose supervisor and
+    server are then both SIGKILLed (and reaped: a zombie's group would still
+    count as alive). Anything left is killed after the test."""
+    victims: list[psutil.Process] = []
+
+    def kill(name: str) -> None:
+        r = cli(
+            "start", "usm_hello:app", "--port", str(free_port()), "--restart", "always",
+            "--name", name, "--redirect-output", home=home,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        row = _json_status(home, name)
+        victims.extend([psutil.Process(row["supervisor_pid"]), psutil.Process(row["pid"])])
+        for p in victims:
+            p.send_signal(signal.SIGKILL)
+        assert wait_until(lambda: not any(psutil.pid_exists(p.pid) for p in victims))
+
+    yield kill
+    for p in victims:
+        if not gone(p):
+            p.kill()
+
+
 def test_a_supervised_name_whose_processes_were_killed_can_be_stopped_and_forgotten(
-    home: Path,
+    home: Path, killed_supervised
 ) -> None:
-    port = free_port()
-    r = cli(
-        "start", "usm_hello:app", "--port", str(port), "--restart", "always", "--name", "sv",
-        "--redirect-output", home=home,
-    )  # fmt: skip
+    killed_supervised("sv")
+    r = cli("stop", "sv", home=home)
     assert r.returncode == 0, r.stderr
     row = _json_status(home, "sv")
-    sup, server = psutil.Process(row["supervisor_pid"]), psutil.Process(row["pid"])
-    try:
-        sup.send_signal(signal.SIGKILL)
-        server.send_signal(signal.SIGKILL)
-        assert wait_until(lambda: gone(sup) and gone(server))
-        r = cli("stop", "sv", home=home)
-        assert r.returncode == 0, r.stderr
-        row = _json_status(home, "sv")
-        # Not a bare "stopped" row with no PID: how it ended is kept.
-        assert row["state"] == "dead" and row["end_reason"].startswith("died"), row
-        assert not (home / ".upsonic_sv_server.sup").exists()
-        r = cli("forget", "--all", home=home)
-        assert "forgot 1 " in r.stdout, r.stdout
-        assert not [f for f in os.listdir(home) if "_sv_" in f]
-    finally:
-        for p in (sup, server):
-            if not gone(p):
-                p.kill()
+    # Not a bare "stopped" row with no PID: how it ended is kept.
+    assert row["state"] == "dead" and row["end_reason"].startswith("died"), row
+    assert not (home / ".upsonic_sv_server.sup").exists()
+    r = cli("forget", "--all", home=home)
+    assert "forgot 1 " in r.stdout, r.stdout
+    assert not [f for f in os.listdir(home) if "_sv_" in f]
 
 
-def test_forget_clears_a_name_left_only_by_a_dead_supervisor(home: Path) -> None:
-    port = free_port()
-    r = cli(
-        "start", "usm_hello:app", "--port", str(port), "--restart", "always", "--name", "sv2",
-        "--redirect-output", home=home,
-    )  # fmt: skip
+def test_forget_clears_a_name_left_only_by_a_dead_supervisor(home: Path, killed_supervised) -> None:
+    killed_supervised("sv2")
+    # No stop: the record, the dead supervisor's state and nothing else.
+    r = cli("forget", "sv2", home=home)
     assert r.returncode == 0, r.stderr
-    row = _json_status(home, "sv2")
-    sup, server = psutil.Process(row["supervisor_pid"]), psutil.Process(row["pid"])
-    try:
-        sup.send_signal(signal.SIGKILL)
-        server.send_signal(signal.SIGKILL)
-        # Reaped too (not a zombie, whose group would still count as alive).
-        assert wait_until(
-            lambda: not psutil.pid_exists(sup.pid) and not psutil.pid_exists(server.pid)
-        )
-        # No stop: the record, the dead supervisor's state and nothing else.
-        r = cli("forget", "sv2", home=home)
-        assert r.returncode == 0, r.stderr
-        assert not [f for f in os.listdir(home) if "_sv2_" in f], os.listdir(home)
-    finally:
-        for p in (sup, server):
-            if not gone(p):
-                p.kill()
+    assert not [f for f in os.listdir(home) if "_sv2_" in f], os.listdir(home)
 
 
 def test_a_health_replacement_is_counted_before_it_serves(home: Path, managers: list) -> None:
