@@ -10,7 +10,7 @@ TYPE_CHECKING = False
 
 if TYPE_CHECKING:
     from pathlib import Path
-    from typing import Callable, Optional, Sequence, TextIO
+    from typing import Any, Callable, Optional, Sequence, TextIO
 
     from . import ServerStatus
 
@@ -215,3 +215,31 @@ def _keywords(cls: type) -> list[str]:
 
     params = inspect.signature(cls.__init__).parameters.values()
     return [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
+
+
+def print_history(
+    logs: Sequence[tuple[str, tuple[str, str]]], args: Any, out: TextIO
+) -> list[tuple[str, Path, int]]:
+    """The last ``args.lines`` lines of each server's log files (``logs`` is
+    ``(name, (stdout log, stderr log))``; ``args.stdout``/``args.stderr``
+    pick one stream), each line marked ``out |``/``err |`` and, for several
+    servers, with the name. Returns ``(label, path, offset)`` for ``follow``.
+    The files carry no timestamps: history comes file by file; with ``-f``,
+    new lines come in the order they arrive."""
+    from pathlib import Path
+
+    streams = (
+        [("out", 0)] if args.stdout else [("err", 1)] if args.stderr else [("out", 0), ("err", 1)]
+    )
+    sources: list[tuple[str, Path, int]] = []
+    for name, files in logs:
+        prefix = f"{name} " if len(logs) > 1 else ""
+        for stream, i in streams:
+            path = Path(files[i])
+            if path.exists():
+                label = f"{prefix}{stream} | "
+                lines, end = tail(path, args.lines)
+                for line in lines:
+                    out.write(f"{label}{line}\n")
+                sources.append((label, path, end))
+    return sources

@@ -343,27 +343,12 @@ def cmd_stop(args: argparse.Namespace, out: TextIO) -> int:
 @_usage_errors
 def cmd_logs(args: argparse.Namespace, out: TextIO) -> int:
     """`logs --file`: the file's servers' logs, in its log_dir."""
-    from pathlib import Path
 
-    from ._cli_output import follow, tail
+    from ._cli_output import follow, print_history
 
     s = _load(args)
     names = s.names([args.name] if args.name else [])
-    streams = (
-        [("out", 0)] if args.stdout else [("err", 1)] if args.stderr else [("out", 0), ("err", 1)]
-    )
-    sources: list[tuple[str, Path, int]] = []
-    for name in names:
-        files = s[name].log_files
-        prefix = f"{name} " if len(names) > 1 else ""
-        for stream, i in streams:
-            path = Path(files[i])
-            if path.exists():
-                label = f"{prefix}{stream} | "
-                lines, end = tail(path, args.lines)
-                for line in lines:
-                    out.write(f"{label}{line}\n")
-                sources.append((label, path, end))
+    sources = print_history([(name, s[name].log_files) for name in names], args, out)
     if not sources:
         print(f"upsonic-server: no log files for {', '.join(names)} (not up yet?)", file=sys.stderr)
         return EXIT_ERROR

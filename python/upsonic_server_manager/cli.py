@@ -28,16 +28,15 @@ from ._cli_output import (
     fmt_address,
     follow,
     for_the_shell,
+    print_history,
     render_table,
     run_with_spinner,
     status_row,
-    tail,
 )
 
 TYPE_CHECKING = False
 
 if TYPE_CHECKING:
-    from pathlib import Path
     from typing import Any, Callable, Optional, Sequence, TextIO
 
 EXIT_OK = 0
@@ -663,30 +662,15 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_logs(args: argparse.Namespace, out: TextIO) -> int:
-    from pathlib import Path
-
     known = _known(args)
     if args.name and args.name not in known:
         raise UnknownName(args.name, known, _pid_dir_text(args))
     names = [args.name] if args.name else known
-    streams = (
-        [("out", 0)] if args.stdout else [("err", 1)] if args.stderr else [("out", 0), ("err", 1)]
-    )
-    sources: list[tuple[str, Path, int]] = []
+    logs = []
     for name in names:
         m = ServerManager.from_record(name, args.pid_dir)
-        files = m.log_files if m is not None else log_files(name)
-        prefix = f"{name} " if len(names) > 1 else ""
-        for stream, i in streams:
-            path = Path(files[i])
-            if path.exists():
-                label = f"{prefix}{stream} | "
-                lines, end = tail(path, args.lines)
-                # The files carry no timestamps: history comes file by file;
-                # with -f, new lines come in the order they arrive.
-                for line in lines:
-                    out.write(f"{label}{line}\n")
-                sources.append((label, path, end))
+        logs.append((name, m.log_files if m is not None else log_files(name)))
+    sources = print_history(logs, args, out)
     if not sources:
         where = names[0] if len(names) == 1 else "any server"
         raise ServerManagerError(
