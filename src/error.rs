@@ -210,7 +210,7 @@ fn start_failed(e: &Error) -> String {
     };
     let cause = match worker {
         Some(pid) => format!(
-            "its worker pid {pid} failed before serving on {address}; the server was stopped"
+            "its worker pid {pid} failed before serving on {address}; it was stopped"
         ),
         None => format!(
             "uvicorn exited with code {} before listening on {address}",
@@ -342,7 +342,7 @@ mod tests {
         };
         assert_eq!(
             e.to_string(),
-            "Failed to start api server: RuntimeError: boom (its worker pid 12 failed before serving on 127.0.0.1:80; the server was stopped)"
+            "Failed to start api server: RuntimeError: boom (its worker pid 12 failed before serving on 127.0.0.1:80; it was stopped)"
         );
         let e = Error::os("x", std::io::Error::from_raw_os_error(libc::EACCES));
         assert_eq!(e.errno(), Some(libc::EACCES));

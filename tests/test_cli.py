@@ -318,3 +318,22 @@ def test_logs_follow_prints_new_lines(cli_start, tmp_path):
         assert p.stdout.readline().strip() == "out | second appended line"
         p.send_signal(signal.SIGINT)
         assert p.wait(10) == 0
+
+
+def test_systemd_unit_takes_every_start_option_and_uvicorn_args(home):
+    r = cli(
+        "systemd-unit", "usm_hello:app", "--port", "7541", "--restart", "always",
+        "--health-check", "/healthz", "--hold-socket", "--warm", "--max-memory", "512MiB",
+        "--", "--log-level", "info", home=home,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    exec_start = next(x for x in r.stdout.splitlines() if x.startswith("ExecStart="))
+    for option in ("--restart always", "--health-check /healthz", "--hold-socket", "--warm"):
+        assert option in exec_start, (option, exec_start)
+    assert exec_start.endswith("-- --log-level info"), exec_start
+    assert "ExecReload=/bin/kill -HUP $MAINPID" in r.stdout
+
+
+def test_only_starting_commands_take_uvicorn_args(home):
+    r = cli("status", "--", "--x", home=home)
+    assert r.returncode == 2 and "takes no uvicorn arguments" in r.stderr, r.stderr

@@ -94,7 +94,30 @@ def test_a_reload_whose_new_code_fails_at_import_says_why(home: Path, managers: 
     with pytest.raises(StartError) as ei:
         m.reload()
     says(ei.value, "flip", "RuntimeError: a bad setting at import")
+    assert f"the old generation (pid {old}) still serves" in str(ei.value)
     assert ei.value.exit_code == 1
+    assert m.status().pid == old
+    get(m.port)
+
+
+def test_a_supervised_reload_whose_new_code_fails_says_why(home: Path, managers: list) -> None:
+    """The supervisor keeps the old generation and tells the asker why, at
+    once (it used to wait start_timeout + 10 s and say only "not ready")."""
+    module = Path.cwd() / "usm_flop.py"
+    module.write_text("from usm_hello import app  # noqa: F401\n")
+    m = ServerManager(
+        "usm_flop:app", "127.0.0.1", 0, "flop", restart="on-failure",
+        env={"PYTHONDONTWRITEBYTECODE": "1"},
+    )  # fmt: skip
+    managers.append(m)
+    m.start()
+    old = m.status().pid
+    module.write_text("raise RuntimeError('broken at import')\n")
+    with pytest.raises(RuntimeError) as ei:
+        m.reload()
+    text = str(ei.value)
+    assert "RuntimeError: broken at import" in text, text
+    assert f"the old generation (pid {old}) still serves" in text, text
     assert m.status().pid == old
     get(m.port)
 

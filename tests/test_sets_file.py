@@ -69,7 +69,7 @@ def test_levels_closure_dependents() -> None:
 def test_keys_and_defaults_are_the_signatures() -> None:
     params = inspect.signature(ServerManager.__init__).parameters
     keys = _sets.allowed_keys()
-    assert set(keys) == set(params) - {"self", "name", "lifeline"} | {"depends_on"}
+    assert set(keys) == set(params) - {"self", "name", "stop_with_caller"} | {"depends_on"}
     d = _sets.defaults()
     assert d["host"] == "127.0.0.1"  # the CLI's, not the signature's (it has none)
     assert d["stop_timeout"] == params["stop_timeout"].default
@@ -256,3 +256,11 @@ def test_export_carries_uvicorn_args_after_dashes(tmp_path: Path, home: Path) ->
     unit = next((tmp_path / "u").glob("*a.service")).read_text()
     exec_start = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
     assert exec_start.endswith(" --redirect-output -- --x"), exec_start
+
+
+def test_stop_with_caller_is_refused_in_a_file(tmp_path: Path, home: Path) -> None:
+    """Each server would stop as soon as `up` exits."""
+    _write(tmp_path, '[servers.a]\napp_path = "a:app"\nport = 8000\nstop_with_caller = true\n')
+    r = cli("config", home=home, cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "servers.a.stop_with_caller" in r.stderr, r.stderr

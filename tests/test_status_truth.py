@@ -163,3 +163,20 @@ def test_a_stop_that_needed_sigkill_says_so(home: Path) -> None:
     assert row["state"] == "stopped", row
     assert row["end_reason"].startswith("stopped with SIGKILL"), row
     cli("forget", "stub", home=home)
+
+
+@pytest.mark.parametrize("kw", [{}, {"restart": "on-failure"}], ids=["held", "supervised"])
+def test_a_port_0_manager_of_a_running_server_says_where_it_serves(
+    home: Path, managers: list, kw: dict
+) -> None:
+    first = ServerManager("usm_hello:app", "127.0.0.1", 0, "p0", **kw)
+    managers.append(first)
+    first.start()
+    # Another program's manager (or a later one): start() is a no-op, and
+    # port, url and status say where the server answers, not port 0.
+    again = ServerManager("usm_hello:app", "127.0.0.1", 0, "p0", **kw)
+    again.start()
+    assert again.port == first.port != 0, (again.port, first.port)
+    assert again.url == first.url
+    st = ServerManager("usm_hello:app", "127.0.0.1", 0, "p0", **kw).status()
+    assert st.state == "running" and st.port == first.port, st

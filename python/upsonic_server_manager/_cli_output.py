@@ -187,6 +187,7 @@ _SHELL_PHRASES = (
     ("start(redirect_output=True)", "--redirect-output"),
     ('restart="on-failure" or "always"', "--restart on-failure or always"),
     ("(or None: never give up)", "(or none: never give up)"),
+    ("uvicorn_args", "the uvicorn arguments after --"),
 )
 
 

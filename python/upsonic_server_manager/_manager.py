@@ -570,7 +570,19 @@ class ServerManager(_StopsOnExit):
         the new one fails, it is stopped, the old one keeps serving and
         :class:`StartError` says why. Needs a held socket
         (``hold_socket=True``, the default for port 0)."""
-        self._core.reload()
+        from ._errors import StartError
+
+        old = self._core.status().pid
+        try:
+            self._core.reload()
+        except StartError as e:
+            # The message is the failed generation's; say what still serves.
+            if old is not None and e.args:
+                e.args = (
+                    f"{e.args[0]}\nNot reloaded: the old generation (pid {old}) still serves.",
+                    *e.args[1:],
+                )
+            raise
 
     def is_running(self) -> bool:
         """True only when this server (identity verified) is alive.

@@ -29,9 +29,9 @@ if TYPE_CHECKING:
 #: The CLI's default host (a file without ``host`` binds here, as `start` does).
 DEFAULT_HOST = "127.0.0.1"
 
-# Not in a file: the name is the table's, and a lifeline is a descriptor of
-# the calling process, which a file cannot name.
-_NOT_IN_FILE = ("self", "name", "lifeline")
+# Not in a file: the name is the table's, and stop_with_caller would tie each
+# server to the `up` command that started it (it would stop as `up` exits).
+_NOT_IN_FILE = ("self", "name", "stop_with_caller")
 
 #: Relative paths in these keys resolve against the file's directory.
 _PATH_KEYS = ("cwd", "log_dir", "pid_dir")
@@ -53,7 +53,7 @@ _PARAMETERS: dict[str, tuple[Any, str]] = {}
 
 def _parameters() -> dict[str, tuple[Any, str]]:
     """``ServerManager.__init__``'s parameters but ``self``, ``name`` and
-    ``lifeline``: each one's default and annotation. Read once from the
+    ``stop_with_caller``: each one's default and annotation. Read once from the
     function itself (what inspect.signature reads, without importing
     inspect: `upsonic-server up` should start quickly)."""
     if not _PARAMETERS:

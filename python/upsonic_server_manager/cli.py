@@ -750,7 +750,7 @@ def _systemd_quote(word: str, dollars: bool = True) -> str:
 
 def cmd_systemd_unit(args: argparse.Namespace, out: TextIO) -> int:
     name = _name_of(args)
-    _manager_from_args(args)  # validates every argument
+    m = _manager_from_args(args)  # validates every argument
     import pwd
 
     user = args.user or pwd.getpwuid(os.getuid()).pw_name
@@ -790,6 +790,9 @@ def cmd_systemd_unit(args: argparse.Namespace, out: TextIO) -> int:
         for k, v in [("PYTHONUNBUFFERED", "1")] + args.env
     )
     exec_start = " ".join(_systemd_quote(a) for a in run)
+    # `run` reloads on SIGHUP when the server holds its socket (as a
+    # supervised or port-0 server does by default).
+    reload_line = "ExecReload=/bin/kill -HUP $MAINPID\n" if m.hold_socket else ""
     unit = f"""\
 # systemd unit for upsonic server {name!r}.
 # Install it with:
@@ -806,7 +809,7 @@ NotifyAccess=main
 User={user}
 WorkingDirectory={cwd.replace("%", "%%")}
 {directories}{env_lines}ExecStart={exec_start}
-Restart=on-failure
+{reload_line}Restart=on-failure
 RestartSec=2s
 KillMode=mixed
 TimeoutStopSec={int(args.stop_timeout) + 10}

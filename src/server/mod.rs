@@ -309,6 +309,9 @@ impl Server {
         if info.start_ticks != seen.start_ticks {
             return None;
         }
+        if let Some(id) = &rec.identity {
+            self.learn_port(id.port);
+        }
         Some(Found {
             pid: rec.pid,
             pidfd: Arc::new(pidfd),
@@ -451,6 +454,9 @@ impl Server {
         // A supervisor of this name runs (serving, or between two runs):
         // the server is managed already.
         if self.supervised_now() {
+            if let Some(id) = record::read_identity(&self.paths) {
+                self.learn_port(id.port);
+            }
             return Ok(false);
         }
         if let Some(f) = self.find() {

@@ -40,6 +40,21 @@ impl Server {
         self.held.lock().as_ref().map_or(fallback, |h| h.port)
     }
 
+    /// A port-0 manager that finds its server already running (started by
+    /// another process, or before this manager existed) learns the port
+    /// the kernel picked from the record, so `port`, `url` and `status()`
+    /// say where the server answers.
+    pub(super) fn learn_port(&self, recorded: u16) {
+        if self.cfg.port == 0 && recorded != 0 && !self.holds_socket() {
+            let _ = self.handed_port.compare_exchange(
+                0,
+                recorded,
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
+    }
+
     /// Whether this manager holds the listening socket right now.
     pub fn holds_socket(&self) -> bool {
         self.held.lock().is_some()

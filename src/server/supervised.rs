@@ -211,6 +211,17 @@ impl Server {
             let now = state::read(&self.paths);
             match now {
                 Some(s) if s.pid == sup.pid => {
+                    if s.replaced > sup.replaced && !s.replace_error.is_empty() {
+                        // The new generation failed; the supervisor kept
+                        // the old one serving.
+                        return Err(Error::Supervisor {
+                            name: self.cfg.name.clone(),
+                            message: format!(
+                                "not reloaded, the old generation (pid {}) still serves: {}",
+                                s.server_pid, s.replace_error
+                            ),
+                        });
+                    }
                     let replaced = s.server_pid != sup.server_pid && s.server_pid != 0;
                     if replaced && s.phase == state::Phase::Running {
                         return Ok(true);

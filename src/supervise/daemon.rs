@@ -119,6 +119,8 @@ pub fn run(
                         // supervisor's own restarts only.
                         st.server_pid = pidfd.pid();
                         st.health = None;
+                        st.replaced += 1;
+                        st.replace_error.clear();
                         let _ = state::write(&paths, &st);
                         ev.say(
                             "info",
@@ -127,14 +129,19 @@ pub fn run(
                         *r = new_run(pidfd, &sup, Instant::now());
                     }
                     Err(Error::Interrupted) => {}
-                    Err(e) => ev.say(
-                        "warning",
-                        &format!(
-                            "{} reload failed, the old generation keeps serving: {}",
-                            cfg.name,
-                            first_line(&e.to_string())
-                        ),
-                    ),
+                    Err(e) => {
+                        // Whoever asked learns it at once, with the reason.
+                        st.replaced += 1;
+                        st.replace_error = first_line(&e.to_string()).to_owned();
+                        let _ = state::write(&paths, &st);
+                        ev.say(
+                            "warning",
+                            &format!(
+                                "{} reload failed, the old generation keeps serving: {}",
+                                cfg.name, st.replace_error
+                            ),
+                        );
+                    }
                 }
                 continue;
             }

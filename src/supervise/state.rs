@@ -55,6 +55,11 @@ pub struct SupState {
     pub reason: String,
     /// The PID of the run that serves (0 between runs).
     pub server_pid: i32,
+    /// Replacements asked for (SIGHUP: `restart()`/`reload()`) that have
+    /// finished, and why the last one failed ("" if it did not): the asker
+    /// waits for the count to move and reports the failure at once.
+    pub replaced: u32,
+    pub replace_error: String,
 }
 
 impl SupState {
@@ -71,7 +76,7 @@ impl SupState {
 
     fn to_text(&self) -> String {
         format!(
-            "supervisor=1\npid={}\nstart_ticks={}\nboot_id={}\nphase={}\nrestarts={}\nlast_exit={}\nhealth={}\nreason={}\nserver_pid={}\n",
+            "supervisor=1\npid={}\nstart_ticks={}\nboot_id={}\nphase={}\nrestarts={}\nlast_exit={}\nhealth={}\nreason={}\nserver_pid={}\nreplaced={}\nreplace_error={}\n",
             self.pid,
             self.start_ticks,
             self.boot_id,
@@ -81,6 +86,8 @@ impl SupState {
             self.health.as_deref().unwrap_or(""),
             record::escape(&self.reason),
             self.server_pid,
+            self.replaced,
+            record::escape(&self.replace_error),
         )
     }
 
@@ -99,6 +106,8 @@ impl SupState {
                 "health" => s.health = (!v.is_empty()).then(|| v.to_owned()),
                 "reason" => s.reason = record::unescape(v),
                 "server_pid" => s.server_pid = v.parse().ok()?,
+                "replaced" => s.replaced = v.parse().ok()?,
+                "replace_error" => s.replace_error = record::unescape(v),
                 _ => {}
             }
         }
