@@ -209,9 +209,9 @@ fn start_failed(e: &Error) -> String {
         return String::new();
     };
     let cause = match worker {
-        Some(pid) => format!(
-            "its worker pid {pid} failed before serving on {address}; it was stopped"
-        ),
+        Some(pid) => {
+            format!("its worker pid {pid} failed before serving on {address}; it was stopped")
+        }
         None => format!(
             "uvicorn exited with code {} before listening on {address}",
             exit_code.map_or("unknown".to_owned(), |c| c.to_string()),
