@@ -71,7 +71,9 @@ def test_parallel_tests_each_get_their_own_server_under_xdist(pytester, run, tmp
     result.assert_outcomes(passed=24)
     seen = [p.read_text().split() for p in out.iterdir()]
     assert len(seen) == 24
-    assert len({s[0] for s in seen}) == 24, "two tests shared a port"
+    # Each test reached its own server (the marker above). Ports are not
+    # compared: the kernel may give a later test the port of a server that
+    # has already stopped, which is reuse, not sharing.
     assert len({s[2] for s in seen}) == 24, "two tests shared a name"
     assert len({s[2].split("-")[0] for s in seen}) == 3, "not three xdist workers"
     for _, pid, _ in seen:
