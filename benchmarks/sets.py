@@ -25,24 +25,10 @@ import tempfile
 import time
 from pathlib import Path
 
+# The same plain ASGI app as many.py (the manager is measured, not FastAPI).
+from many import TINY_APP  # benchmarks/ is on the path when run as a script
 from upsonic_server_manager import ServerGroup
 from upsonic_server_manager._sets import load
-
-# A plain ASGI app: what is measured is the manager, not FastAPI's import.
-TINY_APP = """
-async def app(scope, receive, send):
-    if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
-    elif scope["type"] == "http":
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b"hello"})
-"""
 
 
 def write_set(d: Path, servers: int, levels: int, base_port: int) -> Path:
