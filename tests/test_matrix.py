@@ -4,7 +4,8 @@ keywords; the CLI's flags are derived from them, so a new row needs no new
 test), each test is one check, and every check runs for every row, started
 from the library and from the CLI. Real uvicorn servers, real signals.
 
-What does not fit CI's time runs in ``benchmarks/promises.py``."""
+Every case here runs in CI; the owner-ends table (tests/test_owner.py) runs a
+slice in CI and the whole with ``USM_FULL_MATRIX=1``."""
 
 from __future__ import annotations
 
