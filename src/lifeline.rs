@@ -66,7 +66,13 @@ pub fn release_record(pid_file: &std::path::Path) -> bool {
         };
         let _ = record::write_last(&paths, &last);
     }
+    // Under the name's lock when it is free (a start or stop of the name
+    // under way decides for itself), which then goes too, as after a stop.
+    let lock = crate::lock::try_acquire(&paths.lock_file).ok().flatten();
     record::remove_if_names(&paths, me, i32::MAX);
+    if let Some(lock) = lock {
+        lock.release_and_remove();
+    }
     true
 }
 
