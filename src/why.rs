@@ -110,9 +110,75 @@ pub fn reason(text: &str) -> Option<String> {
         .map(|l| unprefixed(l).trim().to_owned())
 }
 
-/// The last `max` lines of `text`, led by `reason` when it does not lead
-/// already (the error first, then the lines it came from).
+/// Where a traceback frame's code lives when it is not the program's own:
+/// the package under site-packages, the standard library module, or the
+/// frozen module (`<frozen importlib._bootstrap>`), else None.
+fn library_of(frame: &str) -> Option<&str> {
+    let path = frame
+        .trim_start()
+        .strip_prefix("File \"")?
+        .split('"')
+        .next()?;
+    if let Some(frozen) = path.strip_prefix("<frozen ") {
+        return frozen.split(['.', '>']).next();
+    }
+    for marker in ["/site-packages/", "/dist-packages/"] {
+        if let Some((_, rest)) = path.split_once(marker) {
+            return rest.split(['/', '.']).next();
+        }
+    }
+    // The standard library: .../lib/python3.X/module...
+    let (_, rest) = path.split_once("/lib/python3.")?;
+    let rest = rest.split_once('/')?.1;
+    rest.split(['/', '.']).next()
+}
+
+/// `text` with the traceback frames of libraries (site-packages, the
+/// standard library, frozen modules) folded into one line per run, e.g.
+/// `  ... 9 frames in click, uvicorn, importlib`: the program's own frames
+/// and the exception stay, so a short tail still shows where it failed.
+pub fn condensed(text: &str) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut folded: Vec<&str> = Vec::new();
+    let mut frames = 0;
+    let mut in_library_frame = false;
+    let flush = |out: &mut Vec<String>, folded: &mut Vec<&str>, frames: &mut usize| {
+        if *frames > 0 {
+            let noun = if *frames == 1 { "frame" } else { "frames" };
+            out.push(format!("  ... {frames} {noun} in {}", folded.join(", ")));
+        }
+        folded.clear();
+        *frames = 0;
+    };
+    for line in text.lines() {
+        let frame = line.starts_with("  File \"");
+        if frame {
+            if let Some(lib) = library_of(line) {
+                if !folded.contains(&lib) {
+                    folded.push(lib);
+                }
+                frames += 1;
+                in_library_frame = true;
+                continue;
+            }
+            in_library_frame = false;
+        } else if in_library_frame && line.starts_with("    ") {
+            continue; // the library frame's source line and its ^^^ markers
+        } else {
+            in_library_frame = false;
+        }
+        flush(&mut out, &mut folded, &mut frames);
+        out.push(line.to_owned());
+    }
+    flush(&mut out, &mut folded, &mut frames);
+    out.join("\n")
+}
+
+/// The last `max` lines of `text` (library frames folded: `condensed`),
+/// led by `reason` when it does not lead already (the error first, then
+/// the lines it came from).
 pub fn tail_led_by(reason: Option<&str>, text: &str, max: usize) -> Option<String> {
+    let text = condensed(text);
     let lines: Vec<&str> = text.lines().collect();
     let tail = lines[lines.len().saturating_sub(max)..].join("\n");
     if tail.trim().is_empty() {
@@ -200,6 +266,33 @@ ERROR:    Application startup failed. Exiting.";
         );
         assert_eq!(reason("plain words\n\n").as_deref(), Some("plain words"));
         assert_eq!(reason("  \n"), None);
+    }
+
+    #[test]
+    fn library_frames_fold_and_the_programs_stay() {
+        let t = "Traceback (most recent call last):
+  File \"/v/lib/python3.11/site-packages/click/core.py\", line 1414, in invoke
+    return ctx.invoke(self.callback, **ctx.params)
+           ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
+  File \"/v/lib/python3.11/site-packages/uvicorn/main.py\", line 448, in main
+    run(
+  File \"/py/lib/python3.11/importlib/__init__.py\", line 126, in import_module
+    return _bootstrap._gcd_import(name[level:], package, level)
+  File \"<frozen importlib._bootstrap>\", line 1204, in _gcd_import
+  File \"/srv/app/api.py\", line 1, in <module>
+    import nonexistent_mod
+ModuleNotFoundError: No module named 'nonexistent_mod'";
+        assert_eq!(
+            condensed(t),
+            "Traceback (most recent call last):
+  ... 4 frames in click, uvicorn, importlib
+  File \"/srv/app/api.py\", line 1, in <module>
+    import nonexistent_mod
+ModuleNotFoundError: No module named 'nonexistent_mod'"
+        );
+        // Text that is not a traceback is left as it is.
+        assert_eq!(condensed(LIFESPAN), LIFESPAN);
+        assert_eq!(condensed("a\n  b\nc"), "a\n  b\nc");
     }
 
     #[test]
