@@ -3,7 +3,7 @@
 usm_venv() {
     local venv="$1"
     if [ ! -x "$venv/bin/python" ]; then
-        python3 -m venv "$venv"
+        usm_ticking "creating $venv" python3 -m venv "$venv"
     fi
     # shellcheck disable=SC1091
     . "$venv/bin/activate"
