@@ -122,7 +122,8 @@ def _said(done: PreloaderStop) -> str:
     if outcome == "exiting":
         return "asked to stop; still exiting" + (f"; its {n} {noun} {run} on" if n else "")
     if outcome == "busy":
-        return f"left running: it serves {n} live {noun} (--force ends it; they run on)"
+        they = "it runs" if n == 1 else "they run"
+        return f"left running: it serves {n} live {noun} (--force ends it; {they} on)"
     if outcome == "killed":
         return "did not answer; killed (--force)"
     return f"left running: it did not answer ({done.reason}; --force kills it)"
