@@ -30,7 +30,7 @@ from _helpers import (
     server_procs,
     wait_until,
 )
-from upsonic_server_manager import PortInUseError, ServerManager, StartError
+from upsonic_server_manager import PortInUseError, ServerManager, StartError, _core
 
 pytest_plugins = ["pytester"]
 
@@ -394,16 +394,20 @@ def test_a_server_the_manager_did_not_pin_never_runs(warm_dir, managers, home):
     # A manager that asks for a server, then goes away before pinning it
     # (as one that timed out and started cold would).
     port = free_port()
-    argv = [b"-m", b"uvicorn", b"usm_hello:app", b"--port", str(port).encode()]
-    env = [f"{k}={v}".encode() for k, v in os.environ.items()]
-    fields = [b"usm-warm 1", os.getcwd().encode(), b"18", b"stdout,stderr", sys.executable.encode()]
-    payload = b"\0".join([*fields, str(len(argv)).encode(), *argv, *env])
+    line = _core.warm_encode_ask(
+        _core.WARM_FORK,
+        cwd=os.getcwd().encode(),
+        fd_names=["stdout", "stderr"],
+        python=sys.executable.encode(),
+        argv=["-m", "uvicorn", "usm_hello:app", "--port", str(port)],
+        env=list(os.environb.items()),
+    )
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
         c.connect(sock)
-        socket.send_fds(c, [len(payload).to_bytes(4, "big") + payload], [1, 2])
-        reply = c.makefile("rb").readline().split()
-        assert reply[0] == b"pid"
-        server = psutil.Process(int(reply[1]))
+        socket.send_fds(c, [line], [1, 2])
+        kind, pid = _core.warm_decode_reply(c.makefile("rb").readline())
+        assert kind == "pid"
+        server = psutil.Process(pid)
     assert wait_until(lambda: gone(server))
     assert can_bind("127.0.0.1", port)
     # The preloader still serves the next manager.

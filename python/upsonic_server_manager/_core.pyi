@@ -37,6 +37,25 @@ __all__ = [
     "READY_ENV",
     "SUPERVISOR_LIFELINE_FD",
     "WARM_FDS",
+    "Preloader",
+    "PreloaderStop",
+    "WarmAsk",
+    "preloaders",
+    "stop_preloader",
+    "warm_decode_ask",
+    "warm_encode_ask",
+    "warm_decode_reply",
+    "warm_reply_busy",
+    "warm_reply_error",
+    "warm_reply_exit",
+    "warm_reply_pid",
+    "warm_reply_status",
+    "warm_reply_stopping",
+    "WARM_FORK",
+    "WARM_PINNED",
+    "WARM_STATUS",
+    "WARM_STOP",
+    "WARM_VERSION",
     "__version__",
 ]
 
@@ -406,3 +425,160 @@ RECORD_ENV: Final[str]
 LAUNCHER_MODULE: Final[str]
 NO_HELD_FD: Final[str]
 WARM_FDS: Final[dict[str, int]]
+
+# Warm-start preloaders (src/python/warm.rs; the wire format is src/warm/request.rs).
+WARM_VERSION: Final[str]
+WARM_FORK: Final[str]
+WARM_PINNED: Final[str]
+WARM_STATUS: Final[str]
+WARM_STOP: Final[str]
+
+@final
+class Preloader:
+    """A warm-start preloader as ``preloaders()`` found it. When it did not
+    answer (``answering`` False, ``error`` says why) only ``socket`` and
+    maybe ``pid`` are known; the other fields are None."""
+
+    @property
+    def socket(self) -> str:
+        """Its unix socket's path."""
+    @property
+    def pid(self) -> Optional[int]:
+        """Its PID (None if unknown)."""
+    @property
+    def answering(self) -> bool:
+        """Whether it answered the status query in time."""
+    @property
+    def error(self) -> Optional[str]:
+        """Why it did not answer, else None."""
+    @property
+    def python(self) -> Optional[str]:
+        """The interpreter it runs."""
+    @property
+    def live(self) -> Optional[int]:
+        """Servers it forked that still run."""
+    @property
+    def forked(self) -> Optional[int]:
+        """Servers it forked since it started."""
+    @property
+    def idle_seconds(self) -> Optional[float]:
+        """Seconds since its last fork or server exit."""
+    @property
+    def idle_limit(self) -> Optional[float]:
+        """Seconds idle, with no live server, after which it exits."""
+    @property
+    def modules(self) -> list[str]:
+        """The modules it imported, in order."""
+    def __eq__(self, other: object, /) -> bool: ...
+    def __ne__(self, other: object, /) -> bool: ...
+    __hash__: ClassVar[None]  # type: ignore[assignment]
+
+@final
+class PreloaderStop:
+    """What ``stop_preloader`` did. ``outcome``: "ended" (it exited),
+    "exiting" (asked; not gone by the timeout), "busy" (left running: it
+    serves ``servers`` live servers), "no answer" (left running; ``reason``)
+    or "killed" (did not answer; force). ``servers``: its servers that run
+    on (ended, exiting) or kept it (busy)."""
+
+    @property
+    def socket(self) -> str: ...
+    @property
+    def pid(self) -> Optional[int]: ...
+    @property
+    def outcome(self) -> str: ...
+    @property
+    def servers(self) -> int: ...
+    @property
+    def reason(self) -> Optional[str]: ...
+    def __eq__(self, other: object, /) -> bool: ...
+    def __ne__(self, other: object, /) -> bool: ...
+    __hash__: ClassVar[None]  # type: ignore[assignment]
+
+@final
+class WarmAsk:
+    """One decoded message to a preloader (``warm_decode_ask``). ``kind`` is
+    one of ``WARM_FORK``, ``WARM_PINNED``, ``WARM_STATUS``, ``WARM_STOP``;
+    the other fields are those of a fork (empty otherwise) and ``force`` of a
+    stop."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def cwd(self) -> bytes: ...
+    @property
+    def umask(self) -> int: ...
+    @property
+    def fd_names(self) -> list[str]: ...
+    @property
+    def python(self) -> bytes: ...
+    @property
+    def argv(self) -> list[str]: ...
+    @property
+    def env(self) -> dict[bytes, bytes]: ...
+    @property
+    def force(self) -> bool: ...
+
+def preloaders(
+    dir: Optional[Union[str, PathLike[str]]] = None, timeout: float = 2.0
+) -> list[Preloader]:
+    """Every warm-start preloader of this user in ``dir`` (default: the
+    directory warm starts use), each asked for its status within ``timeout``
+    seconds; one that does not answer is listed, not waited for. Raises
+    ValueError when the directory is not private to this user."""
+
+def stop_preloader(
+    preloader: Preloader, force: bool = False, timeout: float = 5.0
+) -> PreloaderStop:
+    """Asks ``preloader`` to exit, waiting up to ``timeout`` seconds. Without
+    ``force`` one serving live servers or not answering is left running;
+    with it the first exits (its servers run on) and the second is killed."""
+
+def warm_decode_ask(line: bytes) -> WarmAsk:
+    """Decodes a message to a preloader. Raises ValueError."""
+
+def warm_encode_ask(
+    kind: str,
+    *,
+    cwd: bytes = ...,
+    umask: int = 0o022,
+    fd_names: Sequence[str] = ...,
+    python: bytes = ...,
+    argv: Sequence[str] = ...,
+    env: Sequence[tuple[bytes, bytes]] = ...,
+    force: bool = False,
+) -> bytes:
+    """Encodes a message to a preloader (one line; the fields default to
+    empty). Raises ValueError for an unknown kind."""
+
+def warm_decode_reply(line: bytes) -> tuple[str, Any]:
+    """A preloader's line as (kind, value): ("pid", int), ("exit", int),
+    ("error", str), ("status", Preloader), ("stopping", int), ("busy", int).
+    Raises ValueError."""
+
+def warm_reply_pid(pid: int) -> bytes:
+    """The line saying a server was forked as ``pid``."""
+
+def warm_reply_exit(code: int) -> bytes:
+    """The line saying a server exited (minus the signal number for a signal)."""
+
+def warm_reply_error(reason: str) -> bytes:
+    """The line refusing a request."""
+
+def warm_reply_status(
+    *,
+    pid: int,
+    python: str,
+    live: int,
+    forked: int,
+    idle_seconds: float,
+    idle_limit: float,
+    modules: Sequence[str],
+) -> bytes:
+    """The line answering a status query (times in seconds)."""
+
+def warm_reply_stopping(live: int) -> bytes:
+    """The line answering a stop: it exits, ``live`` servers run on."""
+
+def warm_reply_busy(live: int) -> bytes:
+    """The line refusing a stop without force: ``live`` servers are served."""

@@ -7,9 +7,13 @@ app itself is imported only after the fork, by uvicorn, so an edit is served
 by the next start. The manager (``src/warm/``) connects to ``SOCKET``, sends
 the server's command line, environment, working directory, umask and its
 descriptors (stdout, stderr, the held socket, the lifeline) with
-SCM_RIGHTS, and gets ``pid N``; once it has pinned that PID with a pidfd it
-answers ``pinned``; when the server exits, ``exit CODE`` follows on the same
-connection (this process is its parent and reaps it).
+SCM_RIGHTS, and gets the server's PID; once it has pinned that PID with a
+pidfd it says so; when the server exits, the exit code follows on the same
+connection (this process is its parent and reaps it). ``upsonic-server
+warm`` asks for a status (not counted as use) or asks it to stop. The wire
+format is ``src/warm/request.rs``'s, through ``_core``
+(``_preload_protocol``); the child's set-up is ``_preload_child``; what is
+imported, ``_preload_imports``; this module is the loop.
 
 The process run as the command first forks the preloader proper into its
 own session and exits once it listens (0) or failed (1, the reason on
@@ -24,7 +28,6 @@ from __future__ import annotations
 
 import fcntl
 import gc
-import importlib
 import os
 import select
 import signal
@@ -33,321 +36,41 @@ import struct
 import sys
 import time
 
-from upsonic_server_manager._core import LAUNCH_ENV, LAUNCHER_MODULE, WARM_FDS, hand_over_fds
+from upsonic_server_manager._core import (
+    WARM_FORK,
+    WARM_PINNED,
+    WARM_STATUS,
+    WARM_STOP,
+    warm_decode_ask,
+    warm_reply_busy,
+    warm_reply_error,
+    warm_reply_exit,
+    warm_reply_pid,
+    warm_reply_status,
+    warm_reply_stopping,
+)
+from upsonic_server_manager._preload_child import run_server
+from upsonic_server_manager._preload_imports import fingerprint, preload
+from upsonic_server_manager._preload_protocol import (
+    Fork,
+    Refused,
+    fork_request,
+    read_ask,
+    read_line,
+    send,
+)
 
-VERSION = "usm-warm 1"
-#: Always imported: what every server runs before it imports the app.
-BASE_MODULES = (
-    "asyncio",
-    "uvicorn",
-    "uvicorn.main",
-    "uvicorn.config",
-    "uvicorn.server",
-    "uvicorn.lifespan.on",
-    "uvicorn.loops.auto",
-    "uvicorn.loops.asyncio",
-    "uvicorn.protocols.http.auto",
-    "uvicorn.protocols.http.h11_impl",
-    "uvicorn.protocols.websockets.auto",
-    "uvicorn.middleware.proxy_headers",
-    "upsonic_server_manager",
-    "upsonic_server_manager._report",
-)
-#: Imported when installed.
-OPTIONAL_MODULES = (
-    "uvicorn.protocols.http.httptools_impl",
-    "uvloop",
-    "fastapi",
-    "fastapi.routing",
-    "starlette",
-    "starlette.applications",
-    "pydantic",
-    # FastAPI imports it lazily, when the app declares its first route.
-    "pydantic.v1",
-    "anyio",
-)
-#: The modules a server may be run as (``python -m MODULE``).
-RUNNABLE = ("uvicorn", LAUNCHER_MODULE)
 EXIT_REFUSED = 3
 
 
-class Refused(Exception):
-    """The preloader cannot serve: the reason goes to the manager's log."""
-
-
-def threads() -> int:
-    """Threads of this process, as the kernel counts them."""
-    try:
-        return len(os.listdir("/proc/self/task"))
-    except OSError:
-        return 0
-
-
-def preload(extra: list[str]) -> list[str]:
-    """Imports the modules, one at a time, stopping at the first that leaves
-    a thread running. Returns what was imported."""
-    import importlib.util
-    import threading
-
-    done = []
-    for name in (*BASE_MODULES, *OPTIONAL_MODULES, *extra):
-        optional = name in OPTIONAL_MODULES
-        if optional:
-            try:
-                if importlib.util.find_spec(name) is None:
-                    continue
-            except (ImportError, ValueError):
-                continue
-        try:
-            importlib.import_module(name)
-        except Exception as e:  # noqa: BLE001 - any import failure refuses
-            if optional:
-                continue
-            raise Refused(f"importing {name} failed: {type(e).__name__}: {e}") from e
-        if threading.active_count() > 1 or threads() > 1:
-            names = ", ".join(
-                t.name for t in threading.enumerate() if t is not threading.main_thread()
-            )
-            raise Refused(
-                f"importing {name} started a thread ({names or 'not a Python thread'}): "
-                "a threaded process cannot be forked safely"
-            )
-        done.append(name)
-    return done
-
-
-def fingerprint() -> tuple:
-    """What a server started now would import from: the interpreter, the
-    import path, and the modification time of each directory packages are
-    installed in (installing or removing a package, or a .pth file of an
-    editable install, changes it). Other entries (PYTHONPATH, a source tree)
-    are not stamped: editing an app there must not replace the preloader,
-    and the app is never preloaded."""
-    stamps = []
-    for entry in sys.path:
-        if os.path.basename(entry.rstrip("/")) not in ("site-packages", "dist-packages"):
-            continue
-        try:
-            stamps.append((entry, os.stat(entry).st_mtime_ns))
-        except OSError:
-            stamps.append((entry, None))
-    return (sys.executable, tuple(sys.path), tuple(stamps))
-
-
-# ---- the forked server ----------------------------------------------------------------
-
-
-def _proc_region(first: int) -> tuple[int, int]:
-    """Start and end address of a region of this process from /proc/self/stat
-    (fields 48-49: arguments, 50-51: environment)."""
-    with open("/proc/self/stat", "rb") as f:
-        stat = f.read()
-    fields = stat[stat.rindex(b")") + 2 :].split()
-    return int(fields[first - 3]), int(fields[first - 2])
-
-
-def _rewrite_marker(launch_id: bytes) -> None:
-    """Writes the launch marker into the environment block the kernel shows
-    in /proc/PID/environ. A forked process shows its parent's initial block,
-    not os.environ; the preloader started with a placeholder as long as any
-    marker, and a process may write its own memory. Ownership checks read
-    the marker there, so a warm server is recognised like a cold one."""
-    import ctypes
-
-    start, end = _proc_region(50)
-    block = b"\0" + ctypes.string_at(start, end - start)
-    key = b"\0" + LAUNCH_ENV.encode() + b"="
-    at = block.find(key)
-    if at < 0:
-        return
-    value_at = at + len(key) - 1
-    block = block[1:]
-    value_end = block.index(b"\0", value_at)
-    room = value_end - value_at
-    if len(launch_id) > room:
-        return
-    # The rest of the room becomes an entry of its own: an empty entry
-    # (two NULs in a row) ends the block for some readers (psutil).
-    rest = room - len(launch_id) - 1
-    filler = b"UPSONIC_WARM_PAD=" + b"." * (rest - 17) if rest >= 17 else b"_" * rest
-    text = launch_id + (b"\0" + filler if rest >= 0 else b"")
-    ctypes.memmove(start + value_at, text, room)
-
-
-def _rewrite_cmdline(argv: list[bytes]) -> None:
-    """Makes /proc/PID/cmdline (ps, and the manager's command-line checks)
-    show the server's command line instead of the preloader's, in the room
-    the preloader's padded arguments left."""
-    import ctypes
-
-    start, end = _proc_region(48)
-    text = b"\0".join(argv) + b"\0"
-    room = end - start
-    if len(text) > room:
-        return
-    ctypes.memmove(start, text + b"\0" * (room - len(text)), room)
-
-
-def _place_fds(fds: dict[str, int]) -> None:
-    """The server's descriptors where a cold start puts them, through the
-    same hand-over routine (``_core.hand_over_fds``): stdin from /dev/null,
-    each descriptor the manager sent at its number (``_core.WARM_FDS``);
-    every other descriptor closed."""
-    null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-    hand_over_fds([(0, null), *((WARM_FDS[name], fd) for name, fd in fds.items())])
-
-
-def _fresh_stdio(env: dict[bytes, bytes]) -> None:
-    import io
-
-    unbuffered = bool(env.get(b"PYTHONUNBUFFERED"))
-    for fd, name in ((1, "stdout"), (2, "stderr")):
-        raw = io.FileIO(fd, "w", closefd=False)
-        tty = raw.isatty()
-        binary = io.BufferedWriter(raw)
-        text = io.TextIOWrapper(
-            binary,
-            errors="backslashreplace" if fd == 2 else "strict",
-            line_buffering=tty or fd == 2,
-            write_through=unbuffered,
-        )
-        setattr(sys, name, text)
-        setattr(sys, f"__{name}__", text)
-
-
-def run_server(req: Request) -> None:
-    """In the forked child: become the server a cold start would have run,
-    then run it. Never returns."""
-    code = 1
-    try:
-        os.setsid()
-        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD, signal.SIGUSR1, signal.SIGUSR2):
-            signal.signal(sig, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        _place_fds(req.fds)
-        os.umask(req.umask)
-        os.environb.clear()
-        os.environb.update(req.env)
-        _rewrite_marker(req.env.get(LAUNCH_ENV.encode(), b""))
-        _fresh_stdio(req.env)
-        os.chdir(req.cwd)
-        module = req.argv[1].decode()
-        _rewrite_cmdline([req.python, *req.argv])
-        # runpy puts the module's file in argv[0], as `python -m` does.
-        sys.argv = ["-m", *(os.fsdecode(a) for a in req.argv[2:])]
-        # As `python -m`: the working directory first on the import path
-        # (unless PYTHONSAFEPATH says not to).
-        if not req.env.get(b"PYTHONSAFEPATH"):
-            sys.path.insert(0, os.getcwd())
-        importlib.invalidate_caches()
-        # The objects frozen before the fork stay frozen: the collector never
-        # writes to their pages, which stay shared with the preloader.
-        import runpy
-
-        if req.env.get(b"UPSONIC_READY_SOCKET"):
-            # Why it fails to start goes to the manager, whatever the output.
-            from upsonic_server_manager import _report
-
-            _report.install()
-        runpy.run_module(module, run_name="__main__", alter_sys=True)
-        code = 0
-    except SystemExit as e:
-        if e.code is None:
-            code = 0
-        elif isinstance(e.code, int):
-            code = e.code
-        else:
-            print(e.code, file=sys.stderr)
-            code = 1
-    except KeyboardInterrupt:
-        _finish()
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGINT)
-    except BaseException as e:  # noqa: BLE001 - as the interpreter reports it
-        import traceback
-
-        traceback.print_exc()
-        code = 1
-        if "upsonic_server_manager._report" in sys.modules:
-            sys.modules["upsonic_server_manager._report"].report_failure(e)
-    _finish()
-    os._exit(code)
-
-
-def _finish() -> None:
-    """What the interpreter does at exit: join threads, atexit, flush."""
-    import atexit
-    import threading
-
-    try:
-        threading._shutdown()  # type: ignore[attr-defined]
-    except Exception:  # noqa: BLE001
-        pass
-    atexit._run_exitfuncs()
-    for f in (sys.stdout, sys.stderr):
-        try:
-            f.flush()
-        except Exception:  # noqa: BLE001
-            pass
-
-
-# ---- the request ----------------------------------------------------------------------
-
-
-class Request:
-    """One server to fork, as the manager sent it."""
-
-    def __init__(self, payload: bytes, fds: list[int]) -> None:
-        fields = payload.split(b"\0")
-        if fields[0].decode() != VERSION:
-            raise Refused(f"protocol {fields[0]!r}, this preloader speaks {VERSION!r}")
-        self.cwd = fields[1]
-        self.umask = int(fields[2])
-        names = [n for n in fields[3].decode().split(",") if n]
-        if len(names) != len(fds):
-            raise Refused(f"{len(fds)} descriptors for {names}")
-        self.fds = dict(zip(names, fds))
-        self.python = fields[4]
-        argc = int(fields[5])
-        self.argv = fields[6 : 6 + argc]
-        self.env = dict(e.split(b"=", 1) for e in fields[6 + argc :] if b"=" in e)
-        if len(self.argv) < 2 or self.argv[0] != b"-m" or self.argv[1].decode() not in RUNNABLE:
-            raise Refused(f"cannot run {self.argv[:2]!r}")
-
-
-def read_request(conn: socket.socket) -> Request:
-    conn.settimeout(5)
-    fds: list[int] = []
-    head = b""
-    while len(head) < 4:
-        data, anc, _flags, _addr = conn.recvmsg(4 - len(head), socket.CMSG_SPACE(8 * 4))
-        if not data:
-            raise Refused("the manager closed the connection")
-        head += data
-        for level, kind, raw in anc:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                fds.extend(struct.unpack(f"{len(raw) // 4}i", raw[: len(raw) // 4 * 4]))
-    (length,) = struct.unpack(">I", head)
-    payload = b""
-    while len(payload) < length:
-        chunk = conn.recv(length - len(payload))
-        if not chunk:
-            raise Refused("the manager closed the connection")
-        payload += chunk
-    try:
-        return Request(payload, fds)
-    except Exception:
-        for fd in fds:
-            os.close(fd)
-        raise
-
-
-# ---- the preloader --------------------------------------------------------------------
-
-
 class Preloader:
-    def __init__(self, path: str, idle: float, lock_fd: int) -> None:
+    def __init__(self, path: str, idle: float, lock_fd: int, modules: list[str]) -> None:
         self.path = path
+        self.modules = modules
+        #: Servers forked (and pinned) since it started.
+        self.forked = 0
+        #: Set by a stop request: the loop ends now, whatever runs.
+        self.stopped = False
         self.idle = idle
         self.lock_fd: int | None = lock_fd
         self.listener: socket.socket | None = None
@@ -391,7 +114,7 @@ class Preloader:
             self.lock_fd = None
 
     def serve(self) -> None:
-        while self.listener is not None or self.children:
+        while not self.stopped and (self.listener is not None or self.children):
             wait = None
             if self.listener is not None:
                 wait = max(0.0, self.last_used + self.idle - time.monotonic())
@@ -416,23 +139,61 @@ class Preloader:
     def accept(self) -> None:
         assert self.listener is not None
         conn, _ = self.listener.accept()
-        self.last_used = time.monotonic()
+        fds: list[int] = []
         try:
             creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
             _pid, uid, _gid = struct.unpack("3i", creds)
             if uid != os.getuid():
                 raise Refused(f"a request from uid {uid}")
-            if fingerprint() != self.stamp:
-                self.retire()
-                raise Refused("the interpreter's import path or installed packages changed")
-            req = read_request(conn)
+            ask, fds = read_ask(conn)
+            if ask.kind == WARM_STATUS:
+                send(conn, self.status())
+            elif ask.kind == WARM_STOP:
+                self.stop(conn, ask.force)
+            elif ask.kind == WARM_FORK:
+                # Only a fork counts as use: a status query keeps the idle time.
+                self.last_used = time.monotonic()
+                if fingerprint() != self.stamp:
+                    self.retire()
+                    raise Refused("the interpreter's import path or installed packages changed")
+                req = fork_request(ask, fds)
+                fds = []  # the fork owns them now
+                self.fork(req, conn)
+                return
+            else:
+                raise Refused(f"unexpected {ask.kind} message")
         except (Refused, OSError, ValueError) as e:
-            _reply(conn, f"error {e}")
-            conn.close()
-            return
-        self.fork(req, conn)
+            send(conn, warm_reply_error(str(e)))
+        for fd in fds:
+            os.close(fd)
+        conn.close()
 
-    def fork(self, req: Request, conn: socket.socket) -> None:
+    def status(self) -> bytes:
+        """The answer to a status query."""
+        return warm_reply_status(
+            pid=os.getpid(),
+            python=sys.executable,
+            live=len(self.children),
+            forked=self.forked,
+            idle_seconds=max(0.0, time.monotonic() - self.last_used),
+            idle_limit=self.idle,
+            modules=self.modules,
+        )
+
+    def stop(self, conn: socket.socket, force: bool) -> None:
+        """Ends the preloader unless it serves live servers (then only with
+        `force`: they run on, reparented, their exit no longer reported)."""
+        live = len(self.children)
+        if live and not force:
+            send(conn, warm_reply_busy(live))
+            return
+        # The name is free before the answer: a warm start after it starts
+        # a new preloader instead of reaching this one.
+        self.retire()
+        send(conn, warm_reply_stopping(live))
+        self.stopped = True
+
+    def fork(self, req: Fork, conn: socket.socket) -> None:
         for f in (sys.stdout, sys.stderr):
             f.flush()
         # The server runs only once the manager has pinned it: a server the
@@ -461,13 +222,13 @@ class Preloader:
         for fd in req.fds.values():
             os.close(fd)
         pidfd = os.pidfd_open(pid)
-        conn.settimeout(5)
         try:
-            conn.sendall(f"pid {pid}\n".encode())
+            conn.settimeout(5)
+            conn.sendall(warm_reply_pid(pid))
             # The manager pins the PID with its own pidfd before it may be
             # reaped (and reused): wait for its word.
-            pinned = conn.recv(64).startswith(b"pinned")
-        except OSError:
+            pinned = warm_decode_ask(read_line(conn)).kind == WARM_PINNED
+        except (OSError, ValueError, Refused):
             pinned = False
         if pinned:
             try:
@@ -475,6 +236,7 @@ class Preloader:
             except OSError:
                 pass  # it died already; its exit is reported as any other
         os.close(go_write)
+        self.forked += pinned
         if not pinned:
             os.kill(pid, signal.SIGKILL)
             conn.close()
@@ -496,7 +258,7 @@ class Preloader:
             self.conns.pop(conn.fileno(), None)
             self.poll.unregister(conn.fileno())
             conn.setblocking(True)
-            _reply(conn, f"exit {os.waitstatus_to_exitcode(status)}")
+            send(conn, warm_reply_exit(os.waitstatus_to_exitcode(status)))
             conn.close()
 
     def manager_gone(self, fd: int) -> None:
@@ -507,13 +269,6 @@ class Preloader:
         if conn is not None:
             conn.close()
         self.children[pidfd] = (pid, None)
-
-
-def _reply(conn: socket.socket, line: str) -> None:
-    try:
-        conn.sendall(line.encode() + b"\n")
-    except OSError:
-        pass
 
 
 def main(argv: list[str]) -> None:
@@ -541,8 +296,8 @@ def main(argv: list[str]) -> None:
         except BlockingIOError:
             os.write(write_end, b"busy: another preloader holds " + path.encode())
             os._exit(EXIT_REFUSED)
-        preload(argv[4:])
-        p = Preloader(path, idle, lock_fd)
+        modules = preload(argv[4:])
+        p = Preloader(path, idle, lock_fd, modules)
         p.listen()
     except BaseException as e:  # noqa: BLE001 - every reason goes to the manager
         reason = str(e) if isinstance(e, Refused) else f"{type(e).__name__}: {e}"

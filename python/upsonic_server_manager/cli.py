@@ -20,6 +20,7 @@ from . import (
     ServerStatus,
     StartError,
     _cli_sets,
+    _cli_warm,
     list_records,
     log_files,
 )
@@ -380,6 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     command("demo", "start the bundled demo app, request it, show status, stop it")
     _cli_sets.add_commands(command)  # up, down, config, export (docs/SETS.md)
+    _cli_warm.add_command(command)  # warm, warm stop (docs/WARM.md)
     return parser
 
 
@@ -494,6 +496,7 @@ def cmd_stop(args: argparse.Namespace, out: TextIO) -> int:
     _one_name_or_all(args)
     if args.all:
         _stop_all(args, out)
+        _cli_warm.staying(out)  # not a server: say that it stays, and how to end it
         return EXIT_OK
     m = _recorded(args, args.name)
     if m is None or not m.is_running():
@@ -911,6 +914,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO], int]] = {
     "run": cmd_run,
     "systemd-unit": cmd_systemd_unit,
     "demo": cmd_demo,
+    "warm": _cli_warm.cmd_warm,
 }
 
 

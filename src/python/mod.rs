@@ -6,6 +6,7 @@ mod args;
 mod core;
 mod errors;
 mod types;
+mod warm;
 
 use std::path::PathBuf;
 
@@ -330,6 +331,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_supervisor_main, m)?)?;
     m.add_function(wrap_pyfunction!(memory_size, m)?)?;
     m.add_function(wrap_pyfunction!(hand_over_fds, m)?)?;
+    warm::register(m)?;
     // The names and descriptor numbers shared between our processes
     // (`crate::protocol`): Python imports them, never spells them.
     for (name, value) in crate::protocol::NUMBERS {

@@ -8,6 +8,7 @@
 
 mod preloader;
 mod request;
+mod status;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -24,7 +25,8 @@ use crate::platform::{self, PidFd};
 use crate::spawn::{self, LaunchSpec};
 
 pub use preloader::{DIR_ENV, IDLE_ENV};
-pub use request::{Reply, Request};
+pub use request::{Ask, Reply, Request, Status, VERSION};
+pub use status::{list, stop, Found, Stopped};
 
 /// How long the preloader may take to answer a request.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -86,7 +88,7 @@ impl Forked {
         let code = loop {
             match read_line(&mut self.conn, &mut self.buf, deadline) {
                 Some(line) => {
-                    if let Some(Reply::Exit(c)) = Reply::parse(&line) {
+                    if let Ok(Reply::Exit(c)) = Reply::decode(&line) {
                         break c;
                     }
                 }
@@ -98,13 +100,14 @@ impl Forked {
     }
 }
 
-/// Reads one line (blocking until `deadline`); None at end of file,
-/// timeout or error.
-fn read_line(conn: &mut UnixStream, buf: &mut Vec<u8>, deadline: Instant) -> Option<String> {
+/// Reads one line (blocking until `deadline`), without its newline; None
+/// at end of file, timeout or error.
+fn read_line(conn: &mut UnixStream, buf: &mut Vec<u8>, deadline: Instant) -> Option<Vec<u8>> {
     loop {
         if let Some(at) = buf.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = buf.drain(..=at).collect();
-            return Some(String::from_utf8_lossy(&line[..at]).into_owned());
+            let mut line: Vec<u8> = buf.drain(..=at).collect();
+            line.pop();
+            return Some(line);
         }
         let left = deadline.checked_duration_since(Instant::now())?;
         conn.set_read_timeout(Some(left.max(Duration::from_millis(1))))
@@ -183,7 +186,8 @@ pub fn fork(
         Some((o, e)) => vec![o.as_fd(), e.as_fd()],
         None => vec![out, err],
     };
-    let [stdout, stderr, held, lifeline] = crate::protocol::WARM_FDS.map(|(name, _)| name);
+    let [stdout, stderr, held, lifeline] =
+        crate::protocol::WARM_FDS.map(|(name, _)| name.to_owned());
     let mut names = vec![stdout, stderr];
     if let Some((fd, _)) = spec.held {
         // SAFETY: the held socket is open while the spec borrows it.
@@ -197,14 +201,17 @@ pub fn fork(
     }
     let argv = spawn::uvicorn_argv(spec);
     let req = Request {
-        cwd: cwd.as_os_str().as_bytes(),
+        cwd: cwd.as_os_str().as_bytes().to_vec(),
         umask: platform::own_umask().unwrap_or(0o022),
         fd_names: names,
-        python: spec.python.as_os_str().as_bytes(),
-        argv: &argv,
-        env: &env,
+        python: spec.python.as_os_str().as_bytes().to_vec(),
+        argv,
+        env: env
+            .iter()
+            .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+            .collect(),
     };
-    let wire = req.encode();
+    let wire = Ask::Fork(req).encode();
 
     let deadline = Instant::now() + opts.start_timeout.min(START_LIMIT);
     let mut started_one = false;
@@ -271,14 +278,15 @@ fn ask(
     let mut buf = Vec::new();
     let line = read_line(&mut conn, &mut buf, Instant::now() + REPLY_TIMEOUT)
         .ok_or("the preloader did not answer")?;
-    let pid = match Reply::parse(&line) {
-        Some(Reply::Pid(pid)) => pid,
-        Some(Reply::Error(e)) => return Err(format!("the preloader refused: {e}")),
-        _ => return Err(format!("the preloader said {line:?}")),
+    let pid = match Reply::decode(&line) {
+        Ok(Reply::Pid(pid)) if pid > 0 => pid,
+        Ok(Reply::Error(e)) => return Err(format!("the preloader refused: {e}")),
+        Ok(other) => return Err(format!("the preloader said {other:?}")),
+        Err(e) => return Err(format!("the preloader said {e}")),
     };
     // The preloader reaps only after "pinned": the PID is this server's.
     let pidfd = PidFd::open(pid).map_err(|e| format!("opening a pidfd for the server: {e}"))?;
-    conn.write_all(b"pinned\n")
+    conn.write_all(&Ask::Pinned.encode())
         .map_err(|e| format!("the preloader went away: {e}"))?;
     Ok((
         Forked {

@@ -28,8 +28,15 @@ const ARGV_ROOM: usize = 4096;
 /// The per-user directory of preloader sockets: created private (0700),
 /// and refused unless it is a real directory of ours that only we can use.
 pub fn dir() -> Result<PathBuf, String> {
+    private_dir(default_dir())
+}
+
+/// Where this user's preloaders live: `$UPSONIC_WARM_DIR`, else
+/// `$XDG_RUNTIME_DIR/upsonic-warm`, else `upsonic-warm-UID` in the
+/// temporary directory. Not created.
+pub fn default_dir() -> PathBuf {
     let uid = platform::euid();
-    private_dir(match std::env::var_os(DIR_ENV) {
+    match std::env::var_os(DIR_ENV) {
         Some(d) if !d.is_empty() => PathBuf::from(d),
         _ => match std::env::var_os("XDG_RUNTIME_DIR") {
             Some(x) if !x.is_empty() && Path::new(&x).is_dir() => {
@@ -37,11 +44,11 @@ pub fn dir() -> Result<PathBuf, String> {
             }
             _ => std::env::temp_dir().join(format!("upsonic-warm-{uid}")),
         },
-    })
+    }
 }
 
 /// `d`, created 0700 if missing, if it is a real directory only we can use.
-fn private_dir(d: PathBuf) -> Result<PathBuf, String> {
+pub fn private_dir(d: PathBuf) -> Result<PathBuf, String> {
     let uid = platform::euid();
     if let Err(e) = fs::DirBuilder::new().mode(0o700).create(&d) {
         if e.kind() != std::io::ErrorKind::AlreadyExists {

@@ -4,54 +4,77 @@
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
 
-/// The protocol both sides speak; `_preload.py` checks it.
-pub const VERSION: &str = "usm-warm 1";
+use serde::{Deserialize, Serialize};
 
-/// One server to fork: everything a cold spawn gives the process.
-#[derive(Debug, Clone)]
-pub struct Request<'a> {
+/// The protocol both sides speak; every message carries it and the
+/// preloader refuses any other (and its key changes with it).
+pub const VERSION: &str = "usm-warm 2";
+
+/// One server to fork: everything a cold spawn gives the process. Byte
+/// strings (paths, the environment) are arrays of numbers in JSON: they
+/// need not be UTF-8.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
     /// The absolute working directory.
-    pub cwd: &'a [u8],
+    pub cwd: Vec<u8>,
     pub umask: u32,
     /// The names of the descriptors attached, in order (`stdout`, `stderr`,
-    /// `held`, `lifeline`).
-    pub fd_names: Vec<&'static str>,
+    /// `held`, `lifeline`: `protocol::WARM_FDS`).
+    pub fd_names: Vec<String>,
     /// The interpreter a cold start runs (for the command line it shows).
-    pub python: &'a [u8],
+    pub python: Vec<u8>,
     /// The arguments after the interpreter (`-m MODULE ...`).
-    pub argv: &'a [String],
-    pub env: &'a [(OsString, OsString)],
+    pub argv: Vec<String>,
+    /// KEY, VALUE pairs.
+    pub env: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
-impl Request<'_> {
-    /// The bytes on the wire: a 4-byte big-endian length, then NUL-separated
-    /// fields (version, cwd, umask, descriptor names, interpreter, argc,
-    /// argv..., KEY=VALUE...). NUL cannot occur inside any of them.
-    pub fn encode(&self) -> Vec<u8> {
-        let mut fields: Vec<Vec<u8>> = vec![
-            VERSION.as_bytes().to_vec(),
-            self.cwd.to_vec(),
-            self.umask.to_string().into_bytes(),
-            self.fd_names.join(",").into_bytes(),
-            self.python.to_vec(),
-            self.argv.len().to_string().into_bytes(),
-        ];
-        fields.extend(self.argv.iter().map(|a| a.as_bytes().to_vec()));
-        fields.extend(self.env.iter().map(|(k, v)| {
-            let mut e = k.as_bytes().to_vec();
-            e.push(b'=');
-            e.extend_from_slice(v.as_bytes());
-            e
-        }));
-        let payload = fields.join(&0u8);
-        let mut out = (payload.len() as u32).to_be_bytes().to_vec();
-        out.extend(payload);
-        out
-    }
+/// What a manager (or `upsonic-server warm`) asks a preloader: one JSON
+/// line. A fork request carries the server's descriptors (SCM_RIGHTS).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Ask {
+    /// Fork this server; the answer is `Reply::Pid` (or `Reply::Error`).
+    Fork(Request),
+    /// After `Reply::Pid`: the manager holds a pidfd for the server, which
+    /// may now run (and later be reaped).
+    Pinned,
+    /// Answered with `Reply::Status`; does not count as use.
+    Status,
+    /// End the preloader: answered with `Reply::Stopping`, or with
+    /// `Reply::Busy` when it serves live servers and `force` is false.
+    Stop { force: bool },
+}
+
+/// A message on the wire: the version, then what is asked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Frame<T> {
+    version: String,
+    message: T,
+}
+
+/// What a preloader says about itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    /// The preloader's PID.
+    pub pid: i32,
+    /// The interpreter it runs (`sys.executable`).
+    pub python: String,
+    /// Servers it forked that still run.
+    pub live: u32,
+    /// Servers it forked since it started.
+    pub forked: u32,
+    /// Seconds since the last request or server exit.
+    pub idle_seconds: f64,
+    /// Seconds of idleness (with no live server) after which it exits.
+    pub idle_limit: f64,
+    /// The modules it imported, in order.
+    pub modules: Vec<String>,
 }
 
 /// A line from the preloader.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Reply {
     /// The server was forked with this PID.
     Pid(i32),
@@ -59,18 +82,65 @@ pub enum Reply {
     Exit(i32),
     /// The preloader refused, with its reason.
     Error(String),
+    /// The answer to `Ask::Status`.
+    Status(Status),
+    /// The answer to `Ask::Stop`: it exits now; this many of its servers
+    /// run on (no longer its children once it is gone).
+    Stopping(u32),
+    /// The answer to `Ask::Stop` without force: it serves this many live
+    /// servers, and runs on.
+    Busy(u32),
+}
+
+/// Why a line could not be read.
+pub type DecodeError = String;
+
+fn decode<T: serde::de::DeserializeOwned>(line: &[u8]) -> Result<T, DecodeError> {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    let head: Frame<serde_json::Value> =
+        serde_json::from_slice(line).map_err(|e| format!("not a message: {e}"))?;
+    if head.version != VERSION {
+        return Err(format!(
+            "protocol {:?}, this side speaks {VERSION:?}",
+            head.version
+        ));
+    }
+    serde_json::from_value(head.message).map_err(|e| format!("not a message: {e}"))
+}
+
+fn encode<T: Serialize>(body: T) -> Vec<u8> {
+    let frame = Frame {
+        version: VERSION.to_owned(),
+        message: body,
+    };
+    // A JSON object has no raw newline: one line per message.
+    let mut out = serde_json::to_vec(&frame).expect("serializable");
+    out.push(b'\n');
+    out
+}
+
+impl Ask {
+    /// The line on the wire (JSON, then a newline).
+    pub fn encode(&self) -> Vec<u8> {
+        encode(self)
+    }
+
+    /// Reads one line (with or without its newline); the error says why
+    /// (another version, not JSON, an unknown message).
+    pub fn decode(line: &[u8]) -> Result<Self, DecodeError> {
+        decode(line)
+    }
 }
 
 impl Reply {
-    /// Parses one line (without its newline); None for anything else.
-    pub fn parse(line: &str) -> Option<Self> {
-        let (word, rest) = line.split_once(' ').unwrap_or((line, ""));
-        match word {
-            "pid" => rest.parse().ok().filter(|p| *p > 0).map(Reply::Pid),
-            "exit" => rest.parse().ok().map(Reply::Exit),
-            "error" => Some(Reply::Error(rest.to_owned())),
-            _ => None,
-        }
+    /// The line on the wire (JSON, then a newline).
+    pub fn encode(&self) -> Vec<u8> {
+        encode(self)
+    }
+
+    /// Reads one line (with or without its newline).
+    pub fn decode(line: &[u8]) -> Result<Self, DecodeError> {
+        decode(line)
     }
 }
 
@@ -148,41 +218,65 @@ mod tests {
         OsString::from_vec(bytes.to_vec())
     }
 
-    #[test]
-    fn request_round_trips_field_by_field() {
-        let argv = vec!["-m".to_owned(), "uvicorn".to_owned(), "m:app".to_owned()];
-        let env = vec![(os(b"A"), os(b"1=2")), (os(b"B"), os(b""))];
-        let r = Request {
-            cwd: b"/srv",
+    fn request() -> Request {
+        Request {
+            cwd: b"/srv/\xff".to_vec(),
             umask: 0o22,
-            fd_names: vec!["stdout", "stderr", "held"],
-            python: b"/usr/bin/python3",
-            argv: &argv,
-            env: &env,
-        };
-        let bytes = r.encode();
-        let len = u32::from_be_bytes(bytes[..4].try_into().unwrap()) as usize;
-        assert_eq!(len, bytes.len() - 4);
-        let fields: Vec<&[u8]> = bytes[4..].split(|b| *b == 0).collect();
-        assert_eq!(fields[0], VERSION.as_bytes());
-        assert_eq!(fields[1], b"/srv");
-        assert_eq!(fields[2], b"18");
-        assert_eq!(fields[3], b"stdout,stderr,held");
-        assert_eq!(fields[5], b"3");
-        assert_eq!(&fields[6..9], [&b"-m"[..], b"uvicorn", b"m:app"]);
-        assert_eq!(&fields[9..], [&b"A=1=2"[..], b"B="]);
+            fd_names: vec!["stdout".into(), "stderr".into(), "held".into()],
+            python: b"/usr/bin/python3".to_vec(),
+            argv: vec!["-m".into(), "uvicorn".into(), "m:app".into()],
+            env: vec![(b"A".to_vec(), b"1=2\n".to_vec()), (b"B".to_vec(), vec![])],
+        }
     }
 
     #[test]
-    fn replies() {
-        assert_eq!(Reply::parse("pid 42"), Some(Reply::Pid(42)));
-        assert_eq!(Reply::parse("pid 0"), None);
-        assert_eq!(Reply::parse("exit -15"), Some(Reply::Exit(-15)));
-        assert_eq!(
-            Reply::parse("error cannot run"),
-            Some(Reply::Error("cannot run".into()))
-        );
-        assert_eq!(Reply::parse("pinned"), None);
+    fn asks_round_trip_as_one_line() {
+        for ask in [
+            Ask::Fork(request()),
+            Ask::Pinned,
+            Ask::Status,
+            Ask::Stop { force: true },
+            Ask::Stop { force: false },
+        ] {
+            let line = ask.encode();
+            assert_eq!(line.iter().filter(|b| **b == b'\n').count(), 1);
+            assert_eq!(line.last(), Some(&b'\n'));
+            assert_eq!(Ask::decode(&line).unwrap(), ask);
+            assert_eq!(Ask::decode(&line[..line.len() - 1]).unwrap(), ask);
+        }
+    }
+
+    #[test]
+    fn replies_round_trip() {
+        let status = Status {
+            pid: 7,
+            python: "/py".into(),
+            live: 1,
+            forked: 3,
+            idle_seconds: 1.5,
+            idle_limit: 300.0,
+            modules: vec!["uvicorn".into()],
+        };
+        for reply in [
+            Reply::Pid(42),
+            Reply::Exit(-15),
+            Reply::Error("cannot\nrun".into()),
+            Reply::Status(status),
+            Reply::Stopping(2),
+            Reply::Busy(1),
+        ] {
+            assert_eq!(Reply::decode(&reply.encode()).unwrap(), reply);
+        }
+    }
+
+    #[test]
+    fn other_versions_and_garbage_are_refused() {
+        let err = Ask::decode(br#"{"version":"usm-warm 1","message":"status"}"#).unwrap_err();
+        assert!(err.contains("usm-warm 1"), "{err}");
+        assert!(Ask::decode(b"pinned").is_err());
+        assert!(Reply::decode(b"pid 42").is_err());
+        let unknown = format!(r#"{{"version":"{VERSION}","message":"reboot"}}"#);
+        assert!(Ask::decode(unknown.as_bytes()).is_err());
     }
 
     #[test]

@@ -40,6 +40,33 @@ pub fn send_with_fds(stream: &UnixStream, bytes: &[u8], fds: &[BorrowedFd<'_>]) 
     Ok(())
 }
 
+/// Connects to the unix stream socket at `path` without waiting: a
+/// listener whose backlog is full (a hung process) fails with `EAGAIN`
+/// instead of blocking. The stream returned blocks again.
+pub fn connect_unix_now(path: &std::path::Path) -> io::Result<UnixStream> {
+    use rustix::net::{
+        connect, socket_with, AddressFamily, SocketAddrUnix, SocketFlags, SocketType,
+    };
+    let fd = socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+        None,
+    )?;
+    connect(&fd, &SocketAddrUnix::new(path)?)?;
+    let stream = UnixStream::from(fd);
+    stream.set_nonblocking(false)?;
+    Ok(stream)
+}
+
+/// The PID of the process at the other end of a connected unix socket (for
+/// a listener: the process that called listen), as the kernel recorded it.
+pub fn peer_pid(stream: &UnixStream) -> Option<i32> {
+    rustix::net::sockopt::socket_peercred(stream)
+        .ok()
+        .map(|c| c.pid.as_raw_nonzero().get())
+}
+
 /// This process's file-creation mask, read without changing it (a
 /// umask(2) round trip would race with other threads creating files).
 pub fn own_umask() -> Option<u32> {

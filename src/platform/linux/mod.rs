@@ -9,7 +9,7 @@ pub mod procinfo;
 pub mod socket;
 pub mod system;
 
-pub use fdpass::{own_umask, send_with_fds};
+pub use fdpass::{connect_unix_now, own_umask, peer_pid, send_with_fds};
 pub use handover::{FdMap, Others};
 pub use netlink::{tcp_listeners, DiagSocket, Listener};
 pub use pidfd::PidFd;
