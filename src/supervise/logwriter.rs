@@ -663,6 +663,16 @@ mod tests {
         assert_eq!(stamp(0), "1970-01-01T00:00:00.000Z ");
         // 2026-12-01T03:04:05.123Z
         assert_eq!(stamp(1_796_094_245_123), "2026-12-01T03:04:05.123Z ");
+        // The shape `protocol::LOG_STAMP_PATTERN` tells Python to match.
+        assert_eq!(
+            crate::protocol::LOG_STAMP_PATTERN,
+            r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z "
+        );
+        let shape: String = stamp(1_796_094_245_123)
+            .chars()
+            .map(|c| if c.is_ascii_digit() { 'd' } else { c })
+            .collect();
+        assert_eq!(shape, "dddd-dd-ddTdd:dd:dd.dddZ ");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 """An app that prints numbered lines on request: ``/print?start=S&n=N``
 prints lines S..S+N-1 on stdout (``out NNNNNNN ...``) and on stderr
-(``err NNNNNNN ...``); ``/partial`` prints a line without its newline;
+(``err NNNNNNN ...``), ``streams=out`` or ``err`` for one of them; ``/partial`` prints a line without its newline;
 ``/crash`` ends the process at once (exit code 3)."""
 
 import os
@@ -18,10 +18,13 @@ def root() -> dict:
 
 
 @app.get("/print")
-def print_lines(start: int = 0, n: int = 100) -> dict:
+def print_lines(start: int = 0, n: int = 100, streams: str = "both") -> dict:
+    out, err = streams in ("both", "out"), streams in ("both", "err")
     for i in range(start, start + n):
-        print(f"out {i:07d} {PAD}")
-        print(f"err {i:07d} {PAD}", file=sys.stderr)
+        if out:
+            print(f"out {i:07d} {PAD}")
+        if err:
+            print(f"err {i:07d} {PAD}", file=sys.stderr)
     sys.stdout.flush()
     sys.stderr.flush()
     return {"pid": os.getpid(), "next": start + n}
