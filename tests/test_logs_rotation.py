@@ -93,6 +93,21 @@ def say(m: ServerManager, start: int, n: int) -> int:
     return start + n
 
 
+def crash(m: ServerManager) -> None:
+    """Crashes the server; returns once its supervisor's next run serves."""
+    old = get(m.port)["pid"]
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"http://127.0.0.1:{m.port}/crash", timeout=10)
+
+    def new_server() -> bool:
+        try:
+            return get(m.port)["pid"] != old
+        except (OSError, httpx.HTTPError):
+            return False
+
+    assert wait_until(new_server, 30)
+
+
 def files_of(path: str) -> list[Path]:
     """The current file and its rotated ones, oldest first."""
     rot = [Path(rotated(path, n)) for n in range(BACKUPS, 0, -1)]
@@ -141,17 +156,7 @@ def test_no_line_lost_or_repeated_across_a_reload_and_a_crash_restart(printer) -
     nxt = say(m, 0, 1500)
     m.reload()
     nxt = say(m, nxt, 1500)
-    old = get(m.port)["pid"]
-    with pytest.raises(httpx.HTTPError):
-        httpx.get(f"http://127.0.0.1:{m.port}/crash", timeout=10)
-
-    def new_server() -> bool:
-        try:
-            return get(m.port)["pid"] != old
-        except (OSError, httpx.HTTPError):
-            return False
-
-    assert wait_until(new_server, 30)
+    crash(m)
     nxt = say(m, nxt, 3000)
     m.stop()
     for path in m.log_files:
@@ -170,11 +175,17 @@ def test_timestamps_stamp_every_line(printer) -> None:
 def test_a_partial_last_line_appears_whole(printer) -> None:
     m = printer("partial")
     m.start()
-    r = httpx.get(f"http://127.0.0.1:{m.port}/partial", params={"text": "no newline here"})
-    r.raise_for_status()
-    m.stop()  # the server exits without ever ending the line
-    lines = Path(m.log_files[0]).read_text().splitlines()
-    assert "no newline here" in lines
+    partial = {"text": "no newline here"}
+    httpx.get(f"http://127.0.0.1:{m.port}/partial", params=partial).raise_for_status()
+    crash(m)  # it crashes without ending the line
+    say(m, 0, 1)  # the next run writes on: its lines must not join the partial one
+    partial = {"text": "the last words"}
+    httpx.get(f"http://127.0.0.1:{m.port}/partial", params=partial).raise_for_status()
+    m.stop()  # the server exits without ending its line
+    text = Path(m.log_files[0]).read_text()
+    lines = text.splitlines()
+    assert "no newline here" in lines and "the last words" in lines, lines
+    assert text.endswith("\n")
 
 
 def test_cli_logs_n_spans_rotation_in_order(printer, home: Path) -> None:
@@ -215,7 +226,7 @@ def test_following_through_live_rotations(printer) -> None:
     nxt = 0
     for _ in range(12):  # about 250 KiB: several rotations, one at most per batch
         nxt = say(m, nxt, 400)
-        assert wait_until(lambda: caught_up(nxt - 1), 10), seen[-3:]
+        assert wait_until(lambda last=nxt - 1: caught_up(last), 10), seen[-3:]
     tail.close()
     m.stop()
     assert Path(rotated(out_log, 2)).exists()

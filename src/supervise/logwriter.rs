@@ -24,10 +24,6 @@ use std::time::{Duration, Instant};
 use crate::platform;
 use crate::spawn::LogPaths;
 
-/// `log_max_bytes` when not given: 50 MiB, as supervisord.
-pub const DEFAULT_LOG_MAX_BYTES: u64 = 50 << 20;
-/// `log_backup_count` when not given: 10, as supervisord.
-pub const DEFAULT_LOG_BACKUP_COUNT: u32 = 10;
 /// A partial line longer than this is written out without waiting for
 /// its newline (the rest of the line follows it in the file).
 const LINE_MAX: usize = 1 << 20;
@@ -55,16 +51,22 @@ pub struct LogOptions {
 impl Default for LogOptions {
     fn default() -> Self {
         Self {
-            max_bytes: DEFAULT_LOG_MAX_BYTES,
-            backup_count: DEFAULT_LOG_BACKUP_COUNT,
+            max_bytes: super::LOG_MAX_BYTES,
+            backup_count: super::LOG_BACKUP_COUNT,
             timestamps: false,
         }
     }
 }
 
 impl From<&super::Supervision> for LogOptions {
-    fn from(_sup: &super::Supervision) -> Self {
-        Self::default()
+    /// `log_max_bytes`, `log_backup_count`, `log_timestamps` (the defaults
+    /// where not given).
+    fn from(sup: &super::Supervision) -> Self {
+        Self {
+            max_bytes: sup.log_max_bytes.unwrap_or(super::LOG_MAX_BYTES),
+            backup_count: sup.log_backup_count.unwrap_or(super::LOG_BACKUP_COUNT),
+            timestamps: sup.log_timestamps,
+        }
     }
 }
 

@@ -1,7 +1,8 @@
 """An app that prints numbered lines on request: ``/print?start=S&n=N``
 prints lines S..S+N-1 on stdout (``out NNNNNNN ...``) and on stderr
-(``err NNNNNNN ...``), ``streams=out`` or ``err`` for one of them; ``/partial`` prints a line without its newline;
-``/crash`` ends the process at once (exit code 3)."""
+(``err NNNNNNN ...``), ``streams=out`` or ``err`` for one of them;
+``/partial`` prints a line without its newline; ``/crash`` ends the
+process at once (exit code 3)."""
 
 import os
 import sys
