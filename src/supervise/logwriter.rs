@@ -118,6 +118,16 @@ impl LineAssembler {
     /// Appends the whole lines in `data` to `out`; the partial last line
     /// stays pending. `stamp` (if any) leads each line that starts here.
     pub fn feed(&mut self, data: &[u8], stamp: Option<&str>, out: &mut Vec<u8>) -> usize {
+        if stamp.is_none() {
+            // Unstamped: the whole lines go in one copy.
+            let Some(last) = data.iter().rposition(|c| *c == b'\n') else {
+                return self.feed_partial(data, out);
+            };
+            out.append(&mut self.pending);
+            out.extend_from_slice(&data[..=last]);
+            self.feed_partial(&data[last + 1..], out);
+            return count_lines(&data[..=last]) as usize;
+        }
         let mut lines = 0;
         let mut rest = data;
         while !rest.is_empty() {
@@ -146,6 +156,15 @@ impl LineAssembler {
             }
         }
         lines
+    }
+
+    /// Bytes without a newline: pending (written out past `LINE_MAX`).
+    fn feed_partial(&mut self, data: &[u8], out: &mut Vec<u8>) -> usize {
+        self.pending.extend_from_slice(data);
+        if self.pending.len() > LINE_MAX {
+            out.append(&mut self.pending);
+        }
+        0
     }
 
     /// The pending partial line, completed with a newline (nothing if none):
@@ -280,6 +299,9 @@ impl Sink {
         let cap = self.opts.max_bytes;
         let mut start = 0; // the first byte not yet written
         let mut at = 0; // the end of the lines that fit the current file
+        if cap == 0 || self.size + data.len() as u64 <= cap {
+            at = data.len(); // all of it fits: no line to look at
+        }
         while at < data.len() {
             let end = memchr(b'\n', &data[at..]).map_or(data.len(), |i| at + i + 1);
             let line = (end - at) as u64;
@@ -550,8 +572,10 @@ fn writer_loop(
         );
         let timeout = if finish_since.is_some() {
             Duration::from_millis(100)
-        } else {
+        } else if streams.iter().any(|s| s.sink.failed_at.is_some()) {
             RETRY_EVERY
+        } else {
+            Duration::from_secs(3600) // idle: nothing is periodic
         };
         let _ = platform::wait_readable(&fds, timeout);
         let mut scratch = [0u8; 64];
@@ -689,6 +713,12 @@ mod tests {
         assert_eq!(a.flush(&mut out), 1);
         assert_eq!(out, b"S1 one\nS1 two\nS2 three\n");
         assert_eq!(a.flush(&mut out), 0);
+        let mut plain = LineAssembler::default();
+        let mut out = Vec::new();
+        assert_eq!(plain.feed(b"a\nb\nc", None, &mut out), 2);
+        assert_eq!(plain.feed(b"d", None, &mut out), 0);
+        assert_eq!(plain.feed(b"\ne\n", None, &mut out), 2);
+        assert_eq!(out, b"a\nb\ncd\ne\n");
     }
 
     #[test]
