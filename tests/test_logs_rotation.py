@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -231,3 +232,44 @@ def test_following_through_live_rotations(printer) -> None:
     m.stop()
     assert Path(rotated(out_log, 2)).exists()
     assert seen == list(range(nxt))
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 256 KiB tmpfs (needs root; skipped otherwise), unmounted after the test."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs to fill needs root")
+    d = tmp_path / "small"
+    d.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(d)])
+    if r.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    yield d
+    subprocess.run(["umount", "-l", str(d)])
+
+
+def test_a_full_disk_drops_lines_says_so_once_and_how_many(printer, small_disk: Path) -> None:
+    sup_log = small_disk / "full_supervisor.log"
+    # A page of it taken before the disk fills: its messages still fit.
+    sup_log.write_text("#\n" * 50)
+    m = printer("full", log_dir=str(small_disk), log_max_bytes=10 << 20)
+    m.start()
+    nxt = say(m, 0, 6000)  # about 650 KB for 256 KiB: the server is never blocked
+    assert get(m.port)["pid"]
+    assert wait_until(lambda: "no room" in sup_log.read_text(), 10), sup_log.read_text()
+    out_log, err_log = m.log_files
+    for p in (out_log, err_log):
+        os.truncate(p, 0)  # room again
+
+    def resumed() -> bool:
+        nonlocal nxt
+        nxt = say(m, nxt, 10)
+        return "lines were dropped" in sup_log.read_text()
+
+    assert wait_until(resumed, 30, step=0.5), sup_log.read_text()
+    text = sup_log.read_text()
+    assert text.count("no room") == 2, text  # once per file, not once per line
+    dropped = [int(n) for n in re.findall(r"; (\d+) lines were dropped", text)]
+    assert dropped and all(n > 0 for n in dropped), text
+    m.stop()
+    assert f"out {nxt - 1:07d}" in Path(out_log).read_text()
