@@ -462,6 +462,9 @@ fn read_stderr(logs: &LogPaths, offset: Option<u64>) -> Option<String> {
     let offset = offset?;
     let mut f = std::fs::File::open(&logs.stderr).ok()?;
     let len = f.metadata().ok()?.len();
+    // Shorter than where the run began: rotated since (the supervisor
+    // writes the logs), so this run's lines start the new file.
+    let offset = if len < offset { 0 } else { offset };
     let from = offset.max(len.saturating_sub(8192));
     f.seek(SeekFrom::Start(from)).ok()?;
     let mut buf = Vec::new();
