@@ -49,6 +49,14 @@ pub const LAUNCHER_MODULE: &str = "upsonic_server_manager._launch";
 /// The launcher's FD argument when there is no held socket (uvicorn binds).
 pub const NO_HELD_FD: &str = "-";
 
+// ---- log files --------------------------------------------------------------------
+
+/// How the supervisor stamps each line of a server's log with
+/// `log_timestamps` (`supervise::logwriter::stamp`), as a regular expression
+/// matched at the line's start: ISO 8601 UTC with milliseconds, then one
+/// space (`2026-12-01T03:04:05.123Z `). Stamps sort as text in time order.
+pub const LOG_STAMP_PATTERN: &str = r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z ";
+
 /// Every (name, value) above, for the binding to export as module
 /// attributes of `_core`.
 pub const NUMBERS: [(&str, RawFd); 4] = [
@@ -65,6 +73,7 @@ pub const NAMES: [(&str, &str); 6] = [
     ("LIFELINE_ENV", LIFELINE_ENV),
     ("LAUNCHER_MODULE", LAUNCHER_MODULE),
     ("NO_HELD_FD", NO_HELD_FD),
+    ("LOG_STAMP_PATTERN", LOG_STAMP_PATTERN),
 ];
 
 #[cfg(test)]

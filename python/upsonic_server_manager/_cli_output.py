@@ -137,47 +137,13 @@ def run_with_spinner(label: str, fn: Callable[[], None], out: TextIO, spin: bool
     return time.monotonic() - t0
 
 
-def tail(path: Path, lines: int) -> tuple[list[str], int]:
-    """The last ``lines`` lines of ``path`` and where the file ends."""
-    with open(path, "rb") as f:
-        f.seek(0, os.SEEK_END)
-        end = f.tell()
-        f.seek(max(0, end - max(lines, 1) * 512 - 4096))
-        data = f.read()
-    text = data.decode(errors="replace").splitlines()
-    return (text[-lines:] if lines > 0 else []), end
-
-
 def follow(sources: Sequence[tuple[str, Path, int]], out: TextIO) -> None:
     """Prints lines appended to each ``(label, path, offset)`` as they arrive,
-    from all of them at once, until interrupted; a truncated or rotated file
-    is read again from its start."""
-    handles: dict[str, tuple[Path, int, bytes]] = {
-        label: (path, pos, b"") for label, path, pos in sources
-    }
-    while True:
-        wrote = False
-        for label, (path, pos, partial) in list(handles.items()):
-            try:
-                size = os.path.getsize(path)
-            except OSError:
-                continue
-            if size < pos:
-                pos = 0
-            if size == pos:
-                continue
-            with open(path, "rb") as f:
-                f.seek(pos)
-                chunk = f.read()
-            data = partial + chunk
-            *complete, rest = data.split(b"\n")
-            for line in complete:
-                out.write(f"{label}{line.decode(errors='replace')}\n")
-                wrote = True
-            handles[label] = (path, pos + len(chunk), rest)
-        if wrote:
-            out.flush()
-        time.sleep(0.2)
+    from all of them at once, until interrupted; a rotated file is read to
+    its end, then the new one from its start (``_logread.follow``)."""
+    from . import _logread
+
+    _logread.follow(sources, out)
 
 
 # The library's words for what the CLI spells as options, where the option
@@ -221,13 +187,17 @@ def _keywords(cls: type) -> list[str]:
 def print_history(
     logs: Sequence[tuple[str, tuple[str, str]]], args: Any, out: TextIO
 ) -> list[tuple[str, Path, int]]:
-    """The last ``args.lines`` lines of each server's log files (``logs`` is
-    ``(name, (stdout log, stderr log))``; ``args.stdout``/``args.stderr``
-    pick one stream), each line marked ``out |``/``err |`` and, for several
-    servers, with the name. Returns ``(label, path, offset)`` for ``follow``.
-    The files carry no timestamps: history comes file by file; with ``-f``,
-    new lines come in the order they arrive."""
+    """The last ``args.lines`` lines of each stream of each server
+    (``logs`` is ``(name, (stdout log, stderr log))``; ``args.stdout``/
+    ``args.stderr`` pick one stream), spanning the rotated files in order
+    (``.N`` ... ``.1``, then the current one), each line marked ``out |``/
+    ``err |`` and, for several servers, with the name. When the supervisor
+    stamped the lines (``log_timestamps``) both streams interleave in time
+    order; unstamped, they come stream after stream. Returns ``(label,
+    path, offset)`` for ``follow``."""
     from pathlib import Path
+
+    from . import _logread
 
     streams = (
         [("out", 0)] if args.stdout else [("err", 1)] if args.stderr else [("out", 0), ("err", 1)]
@@ -235,12 +205,14 @@ def print_history(
     sources: list[tuple[str, Path, int]] = []
     for name, files in logs:
         prefix = f"{name} " if len(logs) > 1 else ""
+        read = []
         for stream, i in streams:
             path = Path(files[i])
             if path.exists():
                 label = f"{prefix}{stream} | "
-                lines, end = tail(path, args.lines)
-                for line in lines:
-                    out.write(f"{label}{line}\n")
-                sources.append((label, path, end))
+                lines = _logread.history(path, args.lines)
+                read.append((label, lines))
+                sources.append((label, path, os.path.getsize(path)))
+        for label, line in _logread.merge(read):
+            out.write(f"{label}{line}\n")
     return sources

@@ -33,6 +33,7 @@ __all__ = [
     "LIFELINE_ENV",
     "RECORD_ENV",
     "LIFELINE_FD",
+    "LOG_STAMP_PATTERN",
     "NO_HELD_FD",
     "READY_ENV",
     "SUPERVISOR_LIFELINE_FD",
@@ -424,6 +425,9 @@ LIFELINE_ENV: Final[str]
 RECORD_ENV: Final[str]
 LAUNCHER_MODULE: Final[str]
 NO_HELD_FD: Final[str]
+#: A regular expression matching the timestamp the supervisor puts at the
+#: start of each log line with ``log_timestamps`` (ISO 8601 UTC, then a space).
+LOG_STAMP_PATTERN: Final[str]
 WARM_FDS: Final[dict[str, int]]
 
 # Warm-start preloaders (src/python/warm.rs; the wire format is src/warm/request.rs).

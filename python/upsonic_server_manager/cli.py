@@ -359,7 +359,12 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--stdout", action="store_true", help="only the standard output")
     which.add_argument("--stderr", action="store_true", help="only the standard error")
     p.add_argument(
-        "-n", "--lines", type=int, default=20, metavar="LINES", help="lines of history per file"
+        "-n",
+        "--lines",
+        type=int,
+        default=20,
+        metavar="LINES",
+        help="lines of history per stream, spanning its rotated files",
     )
     _cli_sets.add_file_option(p, short=False)  # -f is --follow here
 

@@ -91,7 +91,14 @@ impl Server {
         let logs = self.log_paths();
         let (files, err_offset) = if redirect_output {
             let (o, e, off) = spawn::open_logs(&logs)?;
-            (Some((o, e)), Some(off))
+            // A supervisor writing the logs (issue 20) hands the run its pipes.
+            let files = match crate::supervise::logwriter::stdio() {
+                Some(pipes) => {
+                    pipes.map_err(|e| Error::os("handing the server its log pipes", e))?
+                }
+                None => (o, e),
+            };
+            (Some(files), Some(off))
         } else {
             (None, None)
         };
@@ -354,6 +361,7 @@ impl Server {
                     Some(_) if !pidfd.has_exited() => None,
                     _ => self.reap_child(),
                 };
+                crate::supervise::logwriter::settle();
                 let (reported_text, log) = (
                     failure.map(|f| f.1),
                     read_stderr(logs, err_offset).unwrap_or_default(),
@@ -387,6 +395,7 @@ impl Server {
             }
             let now = Instant::now();
             if now >= deadline {
+                crate::supervise::logwriter::settle();
                 let log = read_stderr(logs, err_offset).unwrap_or_default();
                 let reason = why::reason(&log)
                     .filter(|_| log.contains("ERROR") || log.contains("Traceback"));
@@ -453,6 +462,9 @@ fn read_stderr(logs: &LogPaths, offset: Option<u64>) -> Option<String> {
     let offset = offset?;
     let mut f = std::fs::File::open(&logs.stderr).ok()?;
     let len = f.metadata().ok()?.len();
+    // Shorter than where the run began: rotated since (the supervisor
+    // writes the logs), so this run's lines start the new file.
+    let offset = if len < offset { 0 } else { offset };
     let from = offset.max(len.saturating_sub(8192));
     f.seek(SeekFrom::Start(from)).ok()?;
     let mut buf = Vec::new();

@@ -361,6 +361,8 @@ impl Server {
     /// After a run ended: whatever of its launch outlived it (workers of a
     /// killed master) is stopped, how it ended is kept, its record goes.
     pub fn end_run(&self, pidfd: &PidFd, exit: Option<i32>) {
+        // Its last lines in the logs first (a partial one completed).
+        crate::supervise::logwriter::settle();
         let identity = self.run_identity(pidfd);
         if let Some(id) = &identity {
             let mut victims = Victims::default();

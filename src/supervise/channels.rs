@@ -47,6 +47,18 @@ impl Events {
         }
     }
 
+    /// What the log writer's thread says (issue 20): to the supervisor's
+    /// log, else to stderr; the caller's pipe is this thread's alone.
+    pub fn log_sink(&self) -> super::logwriter::Say {
+        let mut log = self.log.as_ref().and_then(|l| l.try_clone().ok());
+        Box::new(move |level: &str, msg: &str| match &mut log {
+            Some(l) => {
+                let _ = writeln!(l, "{} {level}: {msg}", timestamp());
+            }
+            None => eprintln!("{level}: {msg}"),
+        })
+    }
+
     /// One protocol line to the caller ("ready PID PORT", "error ...").
     pub fn report(&mut self, line: &str) {
         if let Some(p) = &mut self.pipe {

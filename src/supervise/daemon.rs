@@ -57,6 +57,10 @@ pub fn run(
     let mut failures = Failures::default();
     let mut stop_asked = false;
     let _ = state::write(&paths, &st);
+    // ---- logs (issue 20): this process writes the server's output; the
+    // guard drains the pipes when supervision ends.
+    let _logs = redirect_output
+        .then(|| super::logwriter::begin(&server.log_paths(), (&sup).into(), ev.log_sink()));
 
     // The first run: started here (the caller waits for the report), or
     // the running server we were asked to take over.

@@ -17,6 +17,7 @@ mod channels;
 pub mod client;
 pub mod daemon;
 pub mod health;
+pub mod logwriter;
 pub mod policy;
 pub mod state;
 pub mod wire;
