@@ -66,7 +66,7 @@ pub const NUMBERS: [(&str, RawFd); 4] = [
     ("SUPERVISOR_LIFELINE_FD", SUPERVISOR_LIFELINE_FD),
 ];
 /// The environment names and other words, as (attribute, value).
-pub const NAMES: [(&str, &str); 6] = [
+pub const NAMES: [(&str, &str); 7] = [
     ("LAUNCH_ENV", LAUNCH_ENV),
     ("RECORD_ENV", RECORD_ENV),
     ("READY_ENV", READY_ENV),
