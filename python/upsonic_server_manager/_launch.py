@@ -32,7 +32,9 @@ from upsonic_server_manager._core import (
     LIFELINE_ENV,
     NO_HELD_FD,
     READY_ENV,
+    RECORD_ENV,
     ready_report,
+    release_record,
 )
 
 from . import _report
@@ -133,6 +135,7 @@ def _watch_lifeline() -> None:
     is gone, even SIGKILLed, and this server stops (its whole group: the
     workers too). A thread of this process, which lives as long as it does."""
     raw = os.environ.pop(LIFELINE_ENV, None)
+    pid_file = os.environ.pop(RECORD_ENV, None)
     if raw is None:
         return
     fd = int(raw)
@@ -147,6 +150,13 @@ def _watch_lifeline() -> None:
                 pass
         except OSError:
             pass  # not readable as a lifeline: never outlive the owner unnoticed
+        if pid_file:
+            # Stopping with the caller is a stop, not a death: the record
+            # goes (as after stop()), so the name is not listed as "died".
+            try:
+                release_record(pid_file)
+            except Exception:  # noqa: BLE001 - the stop below matters more
+                pass
         os.killpg(0, signal.SIGTERM)
         time.sleep(5)
         os.killpg(0, signal.SIGKILL)

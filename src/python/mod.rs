@@ -113,6 +113,10 @@ fn identity_dict<'py>(
                     cd.set_item("health_failures", h.failures)?;
                 }
                 cd.set_item("max_memory", s.max_memory)?;
+                cd.set_item("supervise", s.supervise)?;
+                cd.set_item("log_max_bytes", s.log_max_bytes)?;
+                cd.set_item("log_backup_count", s.log_backup_count)?;
+                cd.set_item("log_timestamps", s.log_timestamps)?;
             }
             cd.set_item("warm", c.warm)?;
             cd.set_item("preload", c.preload)?;
@@ -175,6 +179,15 @@ fn forget_leftovers(py: Python<'_>, pid_dir: Option<PathBuf>, name: String) -> P
     validate::name(&name).map_err(|e| to_py(py, e))?;
     let paths = record::Paths::new(&args::dir_or_home(pid_dir), &name);
     Ok(forget_files_of_the_dead(&paths))
+}
+
+/// For our launcher, once its lifeline ended: removes the record at
+/// `pid_file` while it names this process, keeping the run as "stopped"
+/// when history was asked for (`lifeline::release_record`). True if it was
+/// this process's record.
+#[pyfunction]
+fn release_record(py: Python<'_>, pid_file: PathBuf) -> bool {
+    py.detach(|| crate::lifeline::release_record(&pid_file))
 }
 
 /// Removes a name's record, supervisor state, kept last run and lock file,
@@ -346,6 +359,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(list_records, m)?)?;
     m.add_function(wrap_pyfunction!(record_paths, m)?)?;
     m.add_function(wrap_pyfunction!(forget_leftovers, m)?)?;
+    m.add_function(wrap_pyfunction!(release_record, m)?)?;
     m.add_function(wrap_pyfunction!(log_paths, m)?)?;
     m.add_function(wrap_pyfunction!(parse_uvicorn_cmdline, m)?)?;
     m.add_function(wrap_pyfunction!(home_dir, m)?)?;
