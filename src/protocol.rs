@@ -1,9 +1,13 @@
 //! Every name and descriptor number shared between our processes: the
 //! manager (this crate), the launcher (`_launch.py`), the warm-start
 //! preloader and the children it forks (`_preload.py`), and the supervisor.
-//! Python imports these from `_core` and never spells them.
+//! Python imports these from `_core` and never spells them. The messages
+//! themselves are serde types beside their names: `events` (supervisor ->
+//! caller).
 
 use std::os::fd::RawFd;
+
+pub mod events;
 
 // ---- descriptor numbers ---------------------------------------------------------
 

@@ -2,17 +2,27 @@
 //! over the ready socket (our launcher, the warm child: `_report.py`) or in
 //! what it wrote to its error log. Pure text handling, no I/O.
 //!
-//! A report is one datagram on the ready socket:
-//! `ready LAUNCH PID` once a process serves, or `failed LAUNCH PID\nTEXT`
-//! when a process of the launch failed before serving, TEXT being its
-//! error records and traceback as its stderr would show them.
+//! A report is one datagram on the ready socket, a JSON object (`Report`,
+//! serde): `ready` once a process serves, or `failed` with TEXT when a
+//! process of the launch failed before serving, TEXT being its error
+//! records and traceback as its stderr would show them. Python never
+//! writes one itself: `_launch.py` and `_report.py` get the bytes from
+//! `_core.ready_report` / `_core.failed_report` (`Report::to_datagram`).
 
-/// The largest report the manager reads (bytes); `_report.py` sends at most
-/// this much, keeping the end of its text (where the exception line is).
+use serde::{Deserialize, Serialize};
+
+/// About the most of a failure's text a report carries (bytes, as JSON
+/// encodes it): `Report::to_datagram` keeps the end of a longer text
+/// (where the exception line is).
 pub const REPORT_LIMIT: usize = 16 * 1024;
 
+/// The largest datagram a report takes (bytes): the text's limit and room
+/// for the rest of the object.
+pub const DATAGRAM_LIMIT: usize = REPORT_LIMIT + 256;
+
 /// One message from a process of a launch.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Report {
     /// The process finished uvicorn's startup and serves.
     Ready { launch: String, pid: i32 },
@@ -26,21 +36,39 @@ pub enum Report {
 
 impl Report {
     /// Parses a datagram; None for anything else.
-    pub fn parse(msg: &str) -> Option<Report> {
-        let (head, text) = msg.split_once('\n').unwrap_or((msg, ""));
-        let mut words = head.split(' ');
-        let kind = words.next()?;
-        let launch = words.next()?.to_owned();
-        let pid = words.next()?.parse().ok()?;
-        match kind {
-            "ready" => Some(Report::Ready { launch, pid }),
-            "failed" => Some(Report::Failed {
-                launch,
-                pid,
-                text: text.to_owned(),
-            }),
-            _ => None,
+    pub fn parse(msg: &[u8]) -> Option<Report> {
+        serde_json::from_slice(msg).ok()
+    }
+
+    /// The datagram for this report: at most `DATAGRAM_LIMIT` bytes, a
+    /// failure's text cut to its end (where the exception line is) when
+    /// it is longer than `REPORT_LIMIT` encoded.
+    pub fn to_datagram(&self) -> Vec<u8> {
+        let Report::Failed { launch, pid, text } = self else {
+            // Plain fields: serialization cannot fail.
+            return serde_json::to_vec(self).unwrap_or_default();
+        };
+        // What the rest takes, then as much of the text's end as fits.
+        let mut cut = Report::Failed {
+            launch: launch.clone(),
+            pid: *pid,
+            text: String::new(),
+        };
+        let room = DATAGRAM_LIMIT.saturating_sub(json_len(&cut));
+        let mut used = 0;
+        let start = text
+            .char_indices()
+            .rev()
+            .take_while(|(_, c)| {
+                used += escaped_len(*c);
+                used <= room
+            })
+            .last()
+            .map_or(text.len(), |(i, _)| i);
+        if let Report::Failed { text: kept, .. } = &mut cut {
+            *kept = text[start..].to_owned();
         }
+        serde_json::to_vec(&cut).unwrap_or_default()
     }
 
     /// The launch it came from.
@@ -48,6 +76,19 @@ impl Report {
         match self {
             Report::Ready { launch, .. } | Report::Failed { launch, .. } => launch,
         }
+    }
+}
+
+fn json_len(report: &Report) -> usize {
+    serde_json::to_vec(report).map_or(0, |v| v.len())
+}
+
+/// The bytes `c` takes in a JSON string as serde_json writes it.
+fn escaped_len(c: char) -> usize {
+    match c {
+        '"' | '\\' | '\u{8}' | '\u{c}' | '\n' | '\r' | '\t' => 2,
+        c if (c as u32) < 0x20 => 6,
+        c => c.len_utf8(),
     }
 }
 
@@ -205,26 +246,55 @@ RuntimeError: database unreachable
 ERROR:    Application startup failed. Exiting.";
 
     #[test]
-    fn reports_parse() {
+    fn reports_round_trip_whatever_their_text() {
+        let ready = Report::Ready {
+            launch: "L".into(),
+            pid: 12,
+        };
+        assert_eq!(Report::parse(&ready.to_datagram()), Some(ready));
+        for text in [
+            "",
+            "A\nB\r\n",
+            "a\tb",
+            "back\\slash \"quoted\"",
+            "é 日本 🚀",
+            "\u{0}\u{1b}[31m",
+        ] {
+            let r = Report::Failed {
+                launch: "L 1\n".into(),
+                pid: 13,
+                text: text.into(),
+            };
+            assert_eq!(Report::parse(&r.to_datagram()), Some(r.clone()));
+            assert_eq!(r.launch(), "L 1\n");
+        }
+        assert_eq!(Report::parse(b"ready L 12"), None);
         assert_eq!(
-            Report::parse("ready L 12"),
-            Some(Report::Ready {
-                launch: "L".into(),
-                pid: 12
-            })
+            Report::parse(br#"{"kind":"failed","launch":"L","pid":"x"}"#),
+            None
         );
-        let r = Report::parse("failed L 13\nA\nB").unwrap();
-        assert_eq!(
-            r,
-            Report::Failed {
+        assert_eq!(Report::parse(b"hello"), None);
+    }
+
+    #[test]
+    fn a_long_report_keeps_the_end_of_its_text() {
+        // Control characters take six bytes each once escaped, non-ASCII
+        // up to four: the datagram still fits, and the last line survives.
+        for filler in ["x", "\u{1}", "日", "🚀\n", "\"\\\u{8}\u{c}\t\u{7f}"] {
+            let text = format!("{}\nRuntimeError: the real error", filler.repeat(40_000));
+            let r = Report::Failed {
                 launch: "L".into(),
                 pid: 13,
-                text: "A\nB".into()
-            }
-        );
-        assert_eq!(r.launch(), "L");
-        assert_eq!(Report::parse("failed L x"), None);
-        assert_eq!(Report::parse("hello"), None);
+                text,
+            };
+            let bytes = r.to_datagram();
+            assert!(bytes.len() <= DATAGRAM_LIMIT, "{filler:?}: {}", bytes.len());
+            assert!(bytes.len() > DATAGRAM_LIMIT - 8, "{filler:?}: cut too much");
+            let Some(Report::Failed { text, .. }) = Report::parse(&bytes) else {
+                panic!("{filler:?}");
+            };
+            assert!(text.ends_with("RuntimeError: the real error"));
+        }
     }
 
     #[test]

@@ -82,6 +82,21 @@ def test_a_lifespan_failure_leads_with_its_exception(
         assert "its worker pid" in str(e) and "code 0" not in str(e)
 
 
+@pytest.mark.parametrize("config", ["held", "supervised"], indirect=True)
+def test_a_reason_in_awkward_words_arrives_unchanged(
+    home: Path, managers: list, config, tmp_path: Path
+) -> None:
+    # Through the ready socket's report (held) and the supervisor's error
+    # event (supervised): a tab, quotes, a backslash and non-ASCII intact.
+    kw, redirect = config
+    words = 'boom\tafter a tab, "quoted" \\ back, né 日本'
+    fail = tmp_path / "fail"
+    fail.write_text(words, encoding="utf-8")
+    env = {"USM_FAIL_FILE": str(fail)}
+    e = failed_start(managers, "usm_supervised:app", "awkward", redirect, env=env, **kw)
+    says(e, "awkward", f"RuntimeError: {words}")
+
+
 def test_a_reload_whose_new_code_fails_at_import_says_why(home: Path, managers: list) -> None:
     """Port 0, output to the terminal: the launcher's report is all there is."""
     module = Path.cwd() / "usm_flip.py"

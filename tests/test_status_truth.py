@@ -180,3 +180,55 @@ def test_a_port_0_manager_of_a_running_server_says_where_it_serves(
     assert again.url == first.url
     st = ServerManager("usm_hello:app", "127.0.0.1", 0, "p0", **kw).status()
     assert st.state == "running" and st.port == first.port, st
+
+
+def _start_ticks(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat[stat.rindex(")") + 2 :].split()[19])
+
+
+def test_files_the_release_before_wrote_still_read(home: Path) -> None:
+    # A server that ended, or was supervised, before an upgrade stays
+    # visible: .last and .sup in the key=value form of the release before
+    # (literal files), read by status(), stopped by stop().
+    port = free_port()
+    (home / ".upsonic_ended_server.last").write_text(
+        "format=1\npid=4242\nstart_ticks=99\nboot_id=b\nlaunch_id=l\nhost=127.0.0.1\n"
+        f"port={port}\napp_path=m:app\nstarted_ms=17\nlog_dir=\nrecord=2\nworkers=1\ncwd=\n"
+        "redirect=0\nstart_timeout_ms=30000\nstop_timeout_ms=5000\npython=/usr/bin/python3\n"
+        "hold_socket=0\nend=exited -9\nended_ms=1700000000000\nrestarts=2\n"
+    )
+    st = ServerManager("m:app", "127.0.0.1", port, "ended").status()
+    assert (st.state, st.end_reason, st.restarts, st.ended_at) == (
+        "dead",
+        "killed by SIGKILL",
+        2,
+        1700000000.0,
+    )
+    # A supervisor between two runs (backoff): a process of ours stands in.
+    stand_in = psutil.Popen(["sleep", "60"])
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        (home / ".upsonic_sv_server.sup").write_text(
+            f"supervisor=1\npid={stand_in.pid}\nstart_ticks={_start_ticks(stand_in.pid)}\n"
+            f"boot_id={boot}\nphase=backoff\nrestarts=3\nlast_exit=1\nhealth=\n"
+            "reason=exited with code 1\\tagain\nserver_pid=0\nreplaced=0\nreplace_error=\n"
+        )
+        m = ServerManager("m:app", "127.0.0.1", port, "sv")
+        st = m.status()
+        assert (st.state, st.supervisor_pid, st.restarts, st.last_exit) == (
+            "backoff",
+            stand_in.pid,
+            3,
+            1,
+        ), st
+        m.stop()
+        # SIGTERM ended it (stop() reaps it: it is our child, as a
+        # supervisor is its starter's).
+        assert stand_in.wait(10) in (None, -signal.SIGTERM)
+        assert not psutil.pid_exists(stand_in.pid)
+        assert not (home / ".upsonic_sv_server.sup").exists()
+    finally:
+        if stand_in.poll() is None:
+            stand_in.kill()
+            stand_in.wait()

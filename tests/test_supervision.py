@@ -111,6 +111,27 @@ def test_restart_limit_reached_leaves_nothing_and_says_failed(supervised, caplog
     assert m.status().state == "running" and m.status().restarts == 0
 
 
+def test_supervisor_messages_arrive_unchanged(supervised, caplog, tmp_path: Path) -> None:
+    # A restart that fails at start-up tells the caller's logger why, in the
+    # server's own words: a tab, quotes, a backslash and non-ASCII text come
+    # through the events pipe as the server raised them.
+    caplog.set_level(logging.WARNING, logger="upsonic_server_manager")
+    words = 'boom\tafter a tab, "quoted" \\ back, né 日本'
+    fail = tmp_path / "fail"
+    m = supervised("talks", env={"USM_FAIL_FILE": str(fail)})
+    m.start(redirect_output=True)
+    fail.write_text(words, encoding="utf-8")
+    os.kill(serving_pid(m), signal.SIGKILL)
+
+    def said() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "failed to start" in r.getMessage()]
+
+    assert wait_until(said, 30), [r.getMessage() for r in caplog.records]
+    assert f"RuntimeError: {words}" in said()[0], said()
+    fail.unlink()
+    assert wait_until(lambda: m.status().state == "running", 30), m.status()
+
+
 def test_stable_runs_reset_the_failure_count(supervised) -> None:
     # Each run crashes after 0.6 s but counts as stable after 0.3 s: the
     # limit of 2 failures in a row is never reached.

@@ -57,6 +57,22 @@ __all__ = [
     "WARM_STATUS",
     "WARM_STOP",
     "WARM_VERSION",
+    "EVENT_DONE",
+    "EVENT_ERROR",
+    "EVENT_FAILED",
+    "EVENT_KIND",
+    "EVENT_LEVEL",
+    "EVENT_LEVEL_INFO",
+    "EVENT_LEVEL_WARNING",
+    "EVENT_LOG",
+    "EVENT_MESSAGE",
+    "EVENT_PORT",
+    "EVENT_READY",
+    "EVENT_SERVER_PID",
+    "EVENT_STOPPED",
+    "_event_line",
+    "failed_report",
+    "ready_report",
     "__version__",
 ]
 
@@ -408,6 +424,16 @@ def memory_size(value: Union[int, str]) -> int:
 def _supervisor_main(control_fd: int) -> int:
     """The supervisor process's body (reads its orders from stdin)."""
 
+def ready_report(launch: str, pid: int) -> bytes:
+    """The ready-socket datagram of a process of launch ``launch`` that serves."""
+
+def failed_report(launch: str, pid: int, text: str) -> bytes:
+    """The ready-socket datagram of a process that failed before serving:
+    ``text`` (its error output) cut to its end within about 16 KiB."""
+
+def _event_line(event: str) -> bytes:
+    """The events line a supervisor writes for ``event`` (an event's JSON text)."""
+
 def _panic_for_tests(message: str) -> None:
     """Panic in Rust on purpose (tests check it surfaces as PanicException)."""
 
@@ -586,3 +612,18 @@ def warm_reply_stopping(live: int) -> bytes:
 
 def warm_reply_busy(live: int) -> bytes:
     """The line refusing a stop without force: ``live`` servers are served."""
+
+# The supervisor's event lines (src/protocol/events.rs): keys, kinds, levels.
+EVENT_KIND: Final[str]
+EVENT_READY: Final[str]
+EVENT_ERROR: Final[str]
+EVENT_LOG: Final[str]
+EVENT_DONE: Final[str]
+EVENT_FAILED: Final[str]
+EVENT_STOPPED: Final[str]
+EVENT_SERVER_PID: Final[str]
+EVENT_PORT: Final[str]
+EVENT_LEVEL: Final[str]
+EVENT_MESSAGE: Final[str]
+EVENT_LEVEL_INFO: Final[str]
+EVENT_LEVEL_WARNING: Final[str]

@@ -161,6 +161,7 @@ def run_supervised(m: ServerManager, redirect_output: bool, force: bool, out: Te
     says is printed as it happens."""
     import threading
 
+    from ._core import EVENT_KIND, EVENT_LOG, EVENT_MESSAGE, EVENT_READY, EVENT_SERVER_PID
     from ._supervision import parse_event
 
     control_r, control_w = os.pipe()
@@ -175,15 +176,16 @@ def run_supervised(m: ServerManager, redirect_output: bool, force: bool, out: Te
     def relay() -> None:
         with open(events_r, "rb", buffering=0) as pipe:
             for raw in iter(pipe.readline, b""):
-                kind, text = parse_event(raw)
-                if kind == "ready":
-                    pid = text.split(" ")[0]
+                event = parse_event(raw)
+                kind = event.get(EVENT_KIND)
+                if kind == EVENT_READY:
+                    pid = event.get(EVENT_SERVER_PID)
                     sd_notify(
                         f"READY=1\nMAINPID={os.getpid()}\nSTATUS=serving on {m.host}:{m.port}"
                     )
                     out.write(f"{m.name}: pid {pid} serving on {m.url}\n")
-                elif kind == "log":
-                    out.write(f"{text}\n")
+                elif kind == EVENT_LOG:
+                    out.write(f"{event.get(EVENT_MESSAGE, '')}\n")
                 out.flush()
 
     reader = threading.Thread(target=relay, name="usm-run-events", daemon=True)

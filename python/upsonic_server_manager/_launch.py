@@ -9,7 +9,8 @@ socket it is and goes to uvicorn as ``sockets=[...]``, with uvicorn's own
 command-line parsing and run() for everything else. Every process that
 serves (the server, or each worker) reports readiness once uvicorn's startup,
 lifespan included, is complete: a datagram to the manager's ready socket,
-named in ``UPSONIC_READY_SOCKET``, carrying the launch marker and its PID.
+named in ``_core.READY_ENV``, carrying the launch marker and its PID
+(``_core.ready_report`` makes it).
 With a lifeline (``stop_with_caller``), the server's whole group stops when
 the caller that started it ends. Every name and descriptor number shared
 with the manager comes from ``_core`` (``src/protocol.rs``).
@@ -32,6 +33,7 @@ from upsonic_server_manager._core import (
     NO_HELD_FD,
     READY_ENV,
     RECORD_ENV,
+    ready_report,
     release_record,
 )
 
@@ -77,7 +79,7 @@ def _report_ready() -> None:
     name = os.environ.get(READY_ENV)
     if not name:
         return
-    message = f"ready {os.environ.get(LAUNCH_ENV, '')} {os.getpid()}".encode()
+    message = ready_report(os.environ.get(LAUNCH_ENV, ""), os.getpid())
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
         try:
             s.sendto(message, "\0" + name)

@@ -4,14 +4,10 @@ Installed by our launcher (``_launch``, in every process that serves: the
 server and each of its workers) and by the warm-start child (``_preload``).
 Whatever the output mode (the caller's terminal or log files), a process
 that fails before serving sends one datagram to the manager's ready socket
-(named in ``UPSONIC_READY_SOCKET``)::
-
-    failed LAUNCH PID
-    TEXT
-
-TEXT being uvicorn's error records of this process and the exception, as
-its stderr would show them; the manager (``src/why.rs``) finds the server's
-own error line in it. A failure is: importing or loading the app failed
+(named in ``_core.READY_ENV``), made by ``_core.failed_report``: its launch,
+its PID and TEXT, uvicorn's error records of this process and the
+exception, as its stderr would show them; the manager (``src/why.rs``)
+finds the server's own error line in it. A failure is: importing or loading the app failed
 (``Config.load``), or uvicorn's startup (the lifespan) failed.
 """
 
@@ -26,10 +22,7 @@ import traceback
 import uvicorn.config
 import uvicorn.server
 
-from upsonic_server_manager._core import LAUNCH_ENV, READY_ENV
-
-#: The most the manager reads of one report (``why::REPORT_LIMIT``).
-LIMIT = 16 * 1024
+from upsonic_server_manager._core import LAUNCH_ENV, READY_ENV, failed_report
 
 _records: list[str] = []
 _sent = False
@@ -70,11 +63,12 @@ def report_failure(exc: BaseException | None = None, text: str | None = None) ->
         )
     if not parts and isinstance(exc, SystemExit):
         parts.append(f"it exited with code {exc.code}")
-    body = "\n".join(parts).encode(errors="backslashreplace")[-LIMIT:]
-    head = f"failed {os.environ.get(LAUNCH_ENV, '')} {os.getpid()}\n".encode()
+    # Lone surrogates (undecodable bytes in a path) as escapes: valid UTF-8.
+    body = "\n".join(parts).encode(errors="backslashreplace").decode()
+    message = failed_report(os.environ.get(LAUNCH_ENV, ""), os.getpid(), body)
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
         try:
-            s.sendto(head + body, "\0" + name)
+            s.sendto(message, "\0" + name)
         except OSError:
             pass  # the manager stopped waiting; nothing to tell
 

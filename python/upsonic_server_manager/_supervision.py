@@ -1,38 +1,48 @@
 """The caller's end of a supervisor's events pipe: its words go to the
 ``upsonic_server_manager`` logger (library code never prints), and the
-supervisor, a child of this process while it lives, is reaped when it ends."""
+supervisor, a child of this process while it lives, is reaped when it ends.
+
+An event is one JSON object per line (``src/protocol/events.rs``); every
+key, kind and level name comes from ``_core``, never spelled here."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
+from typing import Any
+
+from ._core import (
+    EVENT_FAILED,
+    EVENT_KIND,
+    EVENT_LEVEL,
+    EVENT_LEVEL_INFO,
+    EVENT_LEVEL_WARNING,
+    EVENT_LOG,
+    EVENT_MESSAGE,
+)
 
 logger = logging.getLogger("upsonic_server_manager")
 
-_LEVELS = {"info": logging.INFO, "warning": logging.WARNING}
+_LEVELS = {EVENT_LEVEL_INFO: logging.INFO, EVENT_LEVEL_WARNING: logging.WARNING}
 
 
-def _unescape(text: str) -> str:
-    out, chars = [], iter(text)
-    for c in chars:
-        if c != "\\":
-            out.append(c)
-            continue
-        nxt = next(chars, "\\")
-        out.append({"n": "\n", "r": "\r"}.get(nxt, nxt))
-    return "".join(out)
+def parse_event(raw: bytes) -> dict[str, Any]:
+    """One events line as a dict (its kind under ``_core.EVENT_KIND``: one of
+    ``_core.EVENT_READY``, ``EVENT_LOG``, ``EVENT_ERROR``, ``EVENT_DONE``,
+    ``EVENT_FAILED``, ``EVENT_STOPPED``); an empty dict for a line that is not
+    an event (never raises)."""
+    try:
+        event = json.loads(raw)
+    except ValueError:  # json.JSONDecodeError and UnicodeDecodeError
+        return {}
+    return event if isinstance(event, dict) and isinstance(event.get(EVENT_KIND), str) else {}
 
 
-def parse_event(raw: bytes) -> tuple[str, str]:
-    """(kind, text) of one events line: ("log", message), ("ready", "PID
-    PORT"), ("done", ""), ("failed", ""), ("stopped", ""), ("error", ...)."""
-    line = raw.decode("utf-8", "replace").rstrip("\n")
-    kind, _, rest = line.partition(" ")
-    if kind == "log":
-        level, _, msg = rest.partition(" ")
-        return kind, _unescape(msg)
-    return kind, rest
+def log_level(event: dict[str, Any]) -> int:
+    """The ``logging`` level of a log event (INFO for a level it does not know)."""
+    return _LEVELS.get(event.get(EVENT_LEVEL), logging.INFO)
 
 
 def _relay(name: str, pidfd: int, fd: int) -> None:
@@ -48,11 +58,11 @@ def _relay(name: str, pidfd: int, fd: int) -> None:
             buf += chunk
             *lines, buf = buf.split(b"\n")
             for raw in lines:
-                kind, text = parse_event(raw)
-                if kind == "log":
-                    level = raw.split(b" ", 2)[1].decode()
-                    logger.log(_LEVELS.get(level, logging.INFO), "%s", text)
-                elif kind == "failed":
+                event = parse_event(raw)
+                kind = event.get(EVENT_KIND)
+                if kind == EVENT_LOG:
+                    logger.log(log_level(event), "%s", event.get(EVENT_MESSAGE, ""))
+                elif kind == EVENT_FAILED:
                     logger.error(
                         "%s: supervision gave up; the server is down (state 'failed')", name
                     )

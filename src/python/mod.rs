@@ -285,6 +285,43 @@ fn _supervisor_main(py: Python<'_>, control_fd: i32) -> i32 {
     py.detach(|| crate::server::supervisor_main(control_fd))
 }
 
+/// The bytes a supervisor writes on its events pipe for `event` (the JSON
+/// text of a `protocol::events::Event`, re-encoded by the same writer), so
+/// that tests feed what Rust writes to the Python reader. Raises
+/// ValueError for anything that is not an event.
+#[pyfunction]
+fn _event_line<'py>(py: Python<'py>, event: &str) -> PyResult<Bound<'py, pyo3::types::PyBytes>> {
+    let event: crate::protocol::events::Event = serde_json::from_str(event)
+        .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+    Ok(pyo3::types::PyBytes::new(py, event.to_line().as_bytes()))
+}
+
+/// The datagram a process of launch `launch` (its `LAUNCH_ENV` value)
+/// sends the ready socket once it serves (`why::Report`).
+#[pyfunction]
+fn ready_report<'py>(
+    py: Python<'py>,
+    launch: String,
+    pid: i32,
+) -> Bound<'py, pyo3::types::PyBytes> {
+    let report = crate::why::Report::Ready { launch, pid };
+    pyo3::types::PyBytes::new(py, &report.to_datagram())
+}
+
+/// The datagram a process of launch `launch` sends the ready socket when
+/// it failed before serving: `text` (its error records and traceback),
+/// cut to its last `why::REPORT_LIMIT` bytes or so.
+#[pyfunction]
+fn failed_report<'py>(
+    py: Python<'py>,
+    launch: String,
+    pid: i32,
+    text: String,
+) -> Bound<'py, pyo3::types::PyBytes> {
+    let report = crate::why::Report::Failed { launch, pid, text };
+    pyo3::types::PyBytes::new(py, &report.to_datagram())
+}
+
 /// Bytes in a memory size: an int, or a string like "512MiB" or "1GiB".
 #[pyfunction]
 fn memory_size(py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<u64> {
@@ -329,6 +366,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(home_dir, m)?)?;
     m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;
     m.add_function(wrap_pyfunction!(_supervisor_main, m)?)?;
+    m.add_function(wrap_pyfunction!(_event_line, m)?)?;
+    m.add_function(wrap_pyfunction!(ready_report, m)?)?;
+    m.add_function(wrap_pyfunction!(failed_report, m)?)?;
     m.add_function(wrap_pyfunction!(memory_size, m)?)?;
     m.add_function(wrap_pyfunction!(hand_over_fds, m)?)?;
     warm::register(m)?;
@@ -338,6 +378,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m.add(name, value)?;
     }
     for (name, value) in crate::protocol::NAMES {
+        m.add(name, value)?;
+    }
+    for (name, value) in crate::protocol::events::NAMES {
         m.add(name, value)?;
     }
     m.add(

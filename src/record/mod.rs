@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 mod last;
 mod saved;
 
-pub use last::{read_last, remove_last, signal_name, write_last, End, LastRun};
+pub use last::{clean_exit, read_last, remove_last, signal_name, write_last, End, LastRun};
 pub use saved::{escape, unescape, SavedConfig};
 
 /// The longest PID file we read; anything longer is not a PID.

@@ -329,7 +329,7 @@ impl Server {
                 Some(r) => platform::pidfd::wait_exit_or_readable(pidfd, r.raw_fd(), TICK_EVERY),
             }
             .map_err(|e| Error::os("waiting for the server", e))?;
-            while let Some(msg) = ready.and_then(|r| r.try_recv()) {
+            while let Some(msg) = ready.and_then(|r| r.try_recv(crate::why::DATAGRAM_LIMIT)) {
                 match Report::parse(&msg) {
                     Some(r) if r.launch() != token => {}
                     Some(Report::Ready { pid, .. }) => {

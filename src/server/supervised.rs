@@ -442,7 +442,7 @@ pub fn supervisor_main(control_fd: i32) -> i32 {
     let _ = rustix::io::fcntl_setfd(&events_fd, rustix::io::FdFlags::CLOEXEC);
     let bad = |events_fd: OwnedFd, e: Error| {
         let mut ev = crate::supervise::daemon::Events::new(Some(events_fd), None);
-        ev.report(&format!("error {}", client::encode_error(&e)));
+        ev.report_error(&e);
         1
     };
     let order = match Order::parse(&text) {
@@ -492,8 +492,7 @@ pub fn supervisor_main(control_fd: i32) -> i32 {
         Ok(code) => code,
         Err(e) => {
             if let Some(fd) = reporter {
-                crate::supervise::daemon::Events::new(Some(fd), None)
-                    .report(&format!("error {}", client::encode_error(&e)));
+                crate::supervise::daemon::Events::new(Some(fd), None).report_error(&e);
             }
             1
         }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
 
 use crate::platform::PidFd;
+use crate::protocol::events::{Event, Level};
 
 /// Where the supervisor's words go: the caller's logger (through the
 /// events pipe, while the caller lives) and, for redirected output,
@@ -59,20 +60,30 @@ impl Events {
         })
     }
 
-    /// One protocol line to the caller ("ready PID PORT", "error ...").
-    pub fn report(&mut self, line: &str) {
+    /// One event to the caller (`crate::protocol::events`: a JSON line).
+    pub fn report(&mut self, event: &Event) {
         if let Some(p) = &mut self.pipe {
-            if p.write_all(format!("{line}\n").as_bytes()).is_err() {
+            if p.write_all(event.to_line().as_bytes()).is_err() {
                 self.pipe = None; // the caller is gone: nobody to tell
             }
         }
     }
 
-    /// A message for the logger: `level` is "info" or "warning".
+    /// Tells the caller why supervision could not begin.
+    pub fn report_error(&mut self, e: &crate::error::Error) {
+        self.report(&Event::error(e));
+    }
+
+    /// A message for the logger: `level` is "info" or "warning"
+    /// (`Level::as_str`).
     pub fn say(&mut self, level: &str, msg: &str) {
-        self.report(&format!("log {level} {}", crate::record::escape(msg)));
+        let level = Level::from_word(level);
+        self.report(&Event::Log {
+            level,
+            message: msg.to_owned(),
+        });
         if let Some(l) = &mut self.log {
-            let _ = writeln!(l, "{} {level}: {msg}", timestamp());
+            let _ = writeln!(l, "{} {}: {msg}", timestamp(), level.as_str());
         }
     }
 }

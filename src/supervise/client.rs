@@ -20,9 +20,9 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::handover::Handover;
 use crate::platform::{self, PidFd};
+use crate::protocol::events::Event;
 pub use crate::protocol::EVENTS_FD;
 use crate::protocol::{HELD_FD, SUPERVISOR_LIFELINE_FD};
-use crate::record::{escape, unescape};
 
 use super::wire::Order;
 
@@ -136,18 +136,15 @@ pub fn await_ready(
     let mut buf = Vec::new();
     loop {
         if let Some(pos) = buf.iter().position(|b| *b == b'\n') {
-            let line = String::from_utf8_lossy(&buf[..pos]).into_owned();
-            buf.drain(..=pos);
-            if let Some(rest) = line.strip_prefix("ready ") {
-                let mut w = rest.split(' ');
-                let server_pid = w.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-                let port = w.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-                return Ok(Ready { server_pid, port });
-            }
-            if let Some(rest) = line.strip_prefix("error ") {
-                let _ = sp.pidfd.wait_exit(Duration::from_secs(2));
-                reap(sp.pidfd.pid());
-                return Err(decode_error(rest, name));
+            let line: Vec<u8> = buf.drain(..=pos).collect();
+            match Event::parse(&line[..pos]) {
+                Some(Event::Ready { server_pid, port }) => return Ok(Ready { server_pid, port }),
+                Some(Event::Error { error }) => {
+                    let _ = sp.pidfd.wait_exit(Duration::from_secs(2));
+                    reap(sp.pidfd.pid());
+                    return Err(error.into_error(name));
+                }
+                _ => {}
             }
             continue; // a log line before the report
         }
@@ -209,84 +206,6 @@ fn gone(sp: &Spawned, name: &str) -> Error {
     }
 }
 
-/// A start failure as one line for the caller.
-pub fn encode_error(e: &Error) -> String {
-    match e {
-        Error::StartFailed {
-            address,
-            exit_code,
-            stderr_tail,
-            output_captured,
-            reason,
-            worker,
-            ..
-        } => format!(
-            "failed\t{}\t{}\t{}\t{}\t{}\t{}",
-            escape(address),
-            exit_code.map(|c| c.to_string()).unwrap_or_default(),
-            opt(stderr_tail),
-            u8::from(*output_captured),
-            opt(reason),
-            worker.map(|c| c.to_string()).unwrap_or_default(),
-        ),
-        Error::StartTimeout {
-            port,
-            timeout,
-            grace,
-            stderr_tail,
-            reason,
-            ..
-        } => format!(
-            "timeout\t{port}\t{}\t{}\t{}\t{}",
-            timeout.as_millis(),
-            grace.as_millis(),
-            opt(stderr_tail),
-            opt(reason),
-        ),
-        other => format!("other\t{}", escape(&other.to_string())),
-    }
-}
-
-/// An optional text field: NUL for none.
-fn opt(text: &Option<String>) -> String {
-    text.as_deref()
-        .map(escape)
-        .unwrap_or_else(|| "\u{0}".into())
-}
-
-/// The error `encode_error` described.
-pub fn decode_error(line: &str, name: &str) -> Error {
-    let f: Vec<&str> = line.split('\t').collect();
-    let tail = |s: Option<&&str>| s.filter(|s| **s != "\u{0}").map(|s| unescape(s));
-    let ms = |s: Option<&&str>| Duration::from_millis(s.and_then(|v| v.parse().ok()).unwrap_or(0));
-    match f.first().copied() {
-        Some("failed") => Error::StartFailed {
-            name: name.to_owned(),
-            address: f.get(1).map(|a| unescape(a)).unwrap_or_default(),
-            exit_code: f.get(2).and_then(|c| c.parse().ok()),
-            stderr_tail: tail(f.get(3)),
-            output_captured: f.get(4) == Some(&"1"),
-            reason: tail(f.get(5)),
-            worker: f.get(6).and_then(|c| c.parse().ok()),
-        },
-        Some("timeout") => Error::StartTimeout {
-            name: name.to_owned(),
-            port: f.get(1).and_then(|p| p.parse().ok()).unwrap_or(0),
-            timeout: ms(f.get(2)),
-            grace: ms(f.get(3)),
-            stderr_tail: tail(f.get(4)),
-            reason: tail(f.get(5)),
-        },
-        _ => Error::Supervisor {
-            name: name.to_owned(),
-            message: f
-                .get(1)
-                .map(|m| unescape(m))
-                .unwrap_or_else(|| line.to_owned()),
-        },
-    }
-}
-
 /// Ends supervision of a live supervisor: SIGTERM, which makes it stop
 /// the server and exit; waits up to `timeout`, then SIGKILL (the caller
 /// then stops what is left itself). True if it exited on its own.
@@ -307,41 +226,5 @@ pub fn stop(fd: &PidFd, timeout: Duration, tick: crate::server::Tick<'_>) -> Res
             return Ok(false);
         }
         tick()?;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn start_errors_survive_the_wire() {
-        let e = Error::StartFailed {
-            name: "api".into(),
-            address: "127.0.0.1:8000".into(),
-            exit_code: Some(1),
-            stderr_tail: Some("Traceback\n\tboom".into()),
-            output_captured: true,
-            reason: Some("RuntimeError: boom".into()),
-            worker: Some(7),
-        };
-        let back = decode_error(&encode_error(&e), "api");
-        assert_eq!(back.to_string(), e.to_string());
-        let e = Error::StartTimeout {
-            name: "api".into(),
-            port: 8000,
-            timeout: Duration::from_millis(1500),
-            grace: Duration::from_secs(1),
-            stderr_tail: None,
-            reason: Some("x".into()),
-        };
-        assert_eq!(
-            decode_error(&encode_error(&e), "api").to_string(),
-            e.to_string()
-        );
-        let e = Error::NotRunning { name: "api".into() };
-        assert!(decode_error(&encode_error(&e), "api")
-            .to_string()
-            .contains("api is not running"));
     }
 }

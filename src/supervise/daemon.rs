@@ -18,6 +18,7 @@ use super::channels::{Ask, Control};
 use super::policy::{self, Decision, Failures, RunEnd};
 use super::state::{self, Phase, SupState};
 use super::{health, MEMORY_EVERY};
+use crate::protocol::events::Event;
 /// How long a server replaced for failing health checks or memory gets to
 /// exit before SIGKILL.
 const REPLACE_GRACE: Duration = Duration::from_secs(1);
@@ -80,7 +81,10 @@ pub fn run(
             st.phase = Phase::Running;
             st.server_pid = pidfd.pid();
             let _ = state::write(&paths, &st);
-            ev.report(&format!("ready {} {}", pidfd.pid(), server.port()));
+            ev.report(&Event::Ready {
+                server_pid: pidfd.pid(),
+                port: server.port(),
+            });
             Some(new_run(pidfd, &sup, Instant::now()))
         }
         Err(e) => {
@@ -439,7 +443,7 @@ fn finish(
             );
             server.note_final(End::Exited(st.last_exit.unwrap_or(0)), st.restarts);
             state::remove_if_names(server.paths(), st.pid);
-            ev.report("done");
+            ev.report(&Event::Done);
             // As a shell reports it: 128 + N for signal N.
             Some(st.last_exit.map_or(1, |c| if c < 0 { 128 - c } else { c }))
         }
@@ -453,7 +457,7 @@ fn finish(
             );
             server.note_final(End::GaveUp(st.last_exit), st.restarts);
             state::remove_if_names(server.paths(), st.pid);
-            ev.report("failed");
+            ev.report(&Event::Failed);
             Some(1)
         }
     }
@@ -482,7 +486,7 @@ fn stop_everything(
     state::remove_if_names(server.paths(), st.pid);
     match result {
         Ok(()) => {
-            ev.report("stopped");
+            ev.report(&Event::Stopped);
             0
         }
         Err(e) => {

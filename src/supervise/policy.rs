@@ -96,12 +96,10 @@ pub enum RunEnd {
 }
 
 impl RunEnd {
+    /// Whether it ended as asked (`crate::record::clean_exit`, the rule's
+    /// one home: a kept last run is judged by it too).
     pub fn clean(self) -> bool {
-        const SIGINT: i32 = 2;
-        const SIGHUP: i32 = 1;
-        const SIGPIPE: i32 = 13;
-        const SIGTERM: i32 = 15;
-        matches!(self, RunEnd::Exited(Some(c)) if c == 0 || [SIGHUP, SIGINT, SIGPIPE, SIGTERM].contains(&-c))
+        matches!(self, RunEnd::Exited(Some(c)) if crate::record::clean_exit(c))
     }
 }
 

@@ -1,7 +1,8 @@
 """An app to supervise: a health endpoint that fails while the file named by
 $USM_SICK_FILE exists, an endpoint that blocks the event loop (a hung
 server), one that grows resident memory, and, with $USM_CRASH_AFTER set, a
-crash (exit code 1) that many seconds after start-up."""
+crash (exit code 1) that many seconds after start-up; while the file named by
+$USM_FAIL_FILE exists, start-up fails with RuntimeError(its text)."""
 
 import asyncio
 import os
@@ -15,6 +16,10 @@ _hoard: list[bytearray] = []
 
 @asynccontextmanager
 async def lifespan(app: FastAPI):
+    fail = os.environ.get("USM_FAIL_FILE")
+    if fail and os.path.exists(fail):
+        with open(fail, encoding="utf-8") as f:
+            raise RuntimeError(f.read())
     after = os.environ.get("USM_CRASH_AFTER")
     if after:
         asyncio.get_running_loop().call_later(float(after), os._exit, 1)

@@ -81,12 +81,12 @@ impl ReadySocket {
         self.sock.as_raw_fd()
     }
 
-    /// The next report, if one is waiting.
-    pub fn try_recv(&self) -> Option<String> {
-        // A failure report carries its error text (`why::REPORT_LIMIT`).
-        let mut buf = vec![0u8; 16 * 1024 + 256];
+    /// The next datagram, if one is waiting (at most `limit` bytes).
+    pub fn try_recv(&self, limit: usize) -> Option<Vec<u8>> {
+        let mut buf = vec![0u8; limit];
         let n = self.sock.recv(&mut buf).ok()?;
-        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+        buf.truncate(n);
+        Some(buf)
     }
 }
 
@@ -110,11 +110,11 @@ mod tests {
     #[test]
     fn ready_reports_arrive() {
         let r = ReadySocket::bind(&format!("test-{}", std::process::id())).unwrap();
-        assert!(r.try_recv().is_none());
+        assert!(r.try_recv(64).is_none());
         let tx = UnixDatagram::unbound().unwrap();
         let addr = UnixAddr::from_abstract_name(r.name().as_bytes()).unwrap();
         tx.send_to_addr(b"ready x 1", &addr).unwrap();
-        assert_eq!(r.try_recv().as_deref(), Some("ready x 1"));
+        assert_eq!(r.try_recv(64).as_deref(), Some(&b"ready x 1"[..]));
     }
 
     #[test]
