@@ -220,6 +220,16 @@ class ServerManager(_StopsOnExit):
     restart policy, the supervisor keeps the server up while that process
     lives and ends supervision when it ends. See docs/OWNER.md.
 
+    ``supervise`` (bool, default False): run the per-server supervisor
+    without a restart policy too, as a watcher: the server's parent, it
+    records how each run ended and writes its output. A restart policy or
+    any ``log_*`` option implies it. ``log_max_bytes`` (int bytes or a size
+    such as ``"64KiB"``; None: 50 MiB; 0: never rotate) and
+    ``log_backup_count`` (int; None: 10) rotate the log files as
+    ``logging.handlers.RotatingFileHandler`` names them (``.1`` newest);
+    ``log_timestamps`` (default False) starts every line with an ISO 8601
+    UTC timestamp. A ``ValueError`` names a bad value.
+
     ``workers=None`` reads ``$UPSONIC_WORKERS_AMOUNT`` at each ``start()``.
     ``history=True`` keeps how every run ended on disk
     (``.upsonic_{name}_server.last``, listed by ``upsonic-server status``),
@@ -261,6 +271,10 @@ class ServerManager(_StopsOnExit):
             health_timeout: float = ...,
             health_failures: int = ...,
             max_memory: Union[int, str, None] = ...,
+            supervise: bool = ...,
+            log_max_bytes: Union[int, str, None] = ...,
+            log_backup_count: Optional[int] = ...,
+            log_timestamps: bool = ...,
             warm: bool = ...,
             preload: Optional[Sequence[str]] = ...,
             pid_file: Optional[PathLike] = ...,

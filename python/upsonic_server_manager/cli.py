@@ -136,6 +136,11 @@ def _limit(text: str) -> Optional[int]:
         raise argparse.ArgumentTypeError(f"expected a number or 'none', got {text!r}") from None
 
 
+def _bytes(text: str) -> object:
+    """A size: bytes as an int, else the text ("512MiB") for the core."""
+    return int(text) if text.isdigit() else text
+
+
 _DEFAULT_LOG_DIR: str = next(o["default"] for o in _core.OPTIONS if o["name"] == "log_dir")
 
 # How the command line reads the spec's options (the CLI table): a type,
@@ -161,7 +166,11 @@ _CLI: dict[str, dict[str, Any]] = {
     "health_interval": {"type": _positive},
     "health_timeout": {"type": _positive},
     "health_failures": {"type": int},
-    "max_memory": {"type": lambda text: int(text) if text.isdigit() else text},
+    "max_memory": {"type": _bytes},
+    "supervise": {"action": argparse.BooleanOptionalAction},
+    "log_max_bytes": {"type": _bytes},
+    "log_backup_count": {"type": int},
+    "log_timestamps": {"action": "store_true"},
     "warm": {"action": "store_true"},
     "preload": {"action": "append", "default": []},
 }

@@ -109,7 +109,7 @@ impl Core {
     /// default filled from `_core.OPTIONS` (`crate::spec`), so no default is
     /// spelled here and `None` always means what the option says it means.
     #[new]
-    #[pyo3(signature = (app_path, host, port, name, *, python, workers, log_dir, pid_dir, cwd, env, start_timeout, stop_timeout, uvicorn_args, hold_socket, stop_with_caller, restart, restart_delay, restart_max_delay, restart_limit, stable_after, health_check, health_interval, health_timeout, health_failures, max_memory, warm, preload, pid_file, history))]
+    #[pyo3(signature = (app_path, host, port, name, *, python, workers, log_dir, pid_dir, cwd, env, start_timeout, stop_timeout, uvicorn_args, hold_socket, stop_with_caller, restart, restart_delay, restart_max_delay, restart_limit, stable_after, health_check, health_interval, health_timeout, health_failures, max_memory, supervise, log_max_bytes, log_backup_count, log_timestamps, warm, preload, pid_file, history))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -138,6 +138,10 @@ impl Core {
         health_timeout: &Bound<'_, PyAny>,
         health_failures: &Bound<'_, PyAny>,
         max_memory: &Bound<'_, PyAny>,
+        supervise: &Bound<'_, PyAny>,
+        log_max_bytes: &Bound<'_, PyAny>,
+        log_backup_count: &Bound<'_, PyAny>,
+        log_timestamps: &Bound<'_, PyAny>,
         warm: Option<&Bound<'_, PyAny>>,
         preload: Option<&Bound<'_, PyAny>>,
         pid_file: Option<PathBuf>,
@@ -162,6 +166,10 @@ impl Core {
             health_timeout,
             health_failures,
             max_memory,
+            supervise,
+            log_max_bytes,
+            log_backup_count,
+            log_timestamps,
         }
         .parse(py)?;
         let workers = args::workers(py, workers)?;

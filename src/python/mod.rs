@@ -88,7 +88,7 @@ fn identity_dict<'py>(
         Some(c) => {
             let cd = spec::values(py, &c.spec, |o| o.restored)?;
             cd.set_item("redirect_output", c.redirect_output)?;
-            cd.set_item("python", &c.spec.python)?;
+            cd.set_item("python", c.spec.python.display().to_string())?;
             Some(cd)
         }
         None => None,

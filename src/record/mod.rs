@@ -375,6 +375,7 @@ mod tests {
         spec.supervision.policy.restart = crate::supervise::Restart::OnFailure;
         spec.supervision.policy.limit = None;
         spec.supervision.max_memory = Some(1 << 30);
+        spec.supervision.log_max_bytes = Some(1 << 16);
         full.config = Some(SavedConfig {
             spec,
             redirect_output: true,
@@ -395,7 +396,7 @@ mod tests {
     /// still reads, each setting into the spec.
     #[test]
     fn a_record_2_still_reads() {
-        let old = "format=1\npid=4242\nstart_ticks=99\nboot_id=b\nlaunch_id=l\nhost=127.0.0.1\nport=8123\napp_path=m:app\nstarted_ms=5\nlog_dir=/tmp/logs\nrecord=2\nworkers=3\ncwd=/srv/a\\\\b\nredirect=1\nstart_timeout_ms=1500\nstop_timeout_ms=2000\npython=/usr/bin/python3\nhold_socket=1\nrestart=on-failure\nrestart_delay_ms=250\nrestart_max_delay_ms=7000\nrestart_limit=\nstable_after_ms=3000\nhealth_check=/h\nhealth_interval_ms=500\nhealth_timeout_ms=300\nhealth_failures=2\nmax_memory=536870912\nenv=A=1\\n2\narg=--log-level\narg=error\nwarm=1\npreload=numpy\nhistory=1\n";
+        let old = "format=1\npid=4242\nstart_ticks=99\nboot_id=b\nlaunch_id=l\nhost=127.0.0.1\nport=8123\napp_path=m:app\nstarted_ms=5\nlog_dir=/tmp/logs\nrecord=2\nworkers=3\ncwd=/srv/a\\\\b\nredirect=1\nstart_timeout_ms=1500\nstop_timeout_ms=2000\npython=/usr/bin/python3\nhold_socket=1\nrestart=on-failure\nrestart_delay_ms=250\nrestart_max_delay_ms=7000\nrestart_limit=\nstable_after_ms=3000\nhealth_check=/h\nhealth_interval_ms=500\nhealth_timeout_ms=300\nhealth_failures=2\nmax_memory=536870912\nsupervise=1\nlog_max_bytes=65536\nlog_backup_count=3\nlog_timestamps=1\nenv=A=1\\n2\narg=--log-level\narg=error\nwarm=1\npreload=numpy\nhistory=1\n";
         let id = Identity::parse(old).unwrap();
         assert_eq!(
             (id.pid, id.port, id.log_dir.as_str()),
@@ -420,6 +421,9 @@ mod tests {
         let h = s.supervision.health.as_ref().unwrap();
         assert_eq!((h.path.as_str(), h.failures), ("/h", 2));
         assert_eq!(s.supervision.max_memory, Some(512 << 20));
+        assert!(s.supervision.supervise && s.supervision.log_timestamps);
+        assert_eq!(s.supervision.log_max_bytes, Some(65536));
+        assert_eq!(s.supervision.log_backup_count, Some(3));
         // Without a policy, record=2 wrote no supervision line: the defaults.
         let plain = Identity::parse("format=1\npid=42\nstart_ticks=1\nrecord=2\nworkers=1\ncwd=\n")
             .unwrap();

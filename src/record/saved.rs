@@ -168,6 +168,10 @@ impl Legacy {
                 self.health.get_or_insert_with(health).failures = v.parse().ok()?
             }
             "max_memory" => s.supervision.max_memory = Some(v.parse().ok()?),
+            "supervise" => s.supervision.supervise = v == "1",
+            "log_max_bytes" => s.supervision.log_max_bytes = Some(v.parse().ok()?),
+            "log_backup_count" => s.supervision.log_backup_count = Some(v.parse().ok()?),
+            "log_timestamps" => s.supervision.log_timestamps = v == "1",
             _ => return Some(false),
         }
         Some(true)

@@ -36,7 +36,24 @@ pub struct Supervision {
     pub health: Option<HealthCheck>,
     /// Resident memory of the server and all its workers, in bytes.
     pub max_memory: Option<u64>,
+    /// Run a supervisor even without a restart policy: a watcher that is
+    /// the server's parent and records how each run ended (`supervise=True`).
+    pub supervise: bool,
+    /// Rotate a log file when a line would take it over this many bytes
+    /// (`None`: `LOG_MAX_BYTES`; 0: never rotate).
+    pub log_max_bytes: Option<u64>,
+    /// Rotated files kept (`.1` newest ... `.N`; `None`: `LOG_BACKUP_COUNT`).
+    pub log_backup_count: Option<u32>,
+    /// Start every log line with an ISO 8601 UTC timestamp.
+    pub log_timestamps: bool,
 }
+
+/// The size a log file is rotated at when `log_max_bytes` is not given:
+/// 50 MiB, as supervisord's `stdout_logfile_maxbytes`.
+pub const LOG_MAX_BYTES: u64 = 50 << 20;
+
+/// The rotated files kept when `log_backup_count` is not given (supervisord's 10).
+pub const LOG_BACKUP_COUNT: u32 = 10;
 
 /// How often the memory of a server with a limit is read: a crossing is
 /// acted on within this (the goal is one second).
@@ -70,6 +87,10 @@ mod tests {
                 failures: 2,
             }),
             max_memory: Some(512 << 20),
+            supervise: true,
+            log_max_bytes: Some(65536),
+            log_backup_count: Some(3),
+            log_timestamps: true,
         };
         let text = serde_json::to_string(&s).unwrap();
         assert!(text.contains(r#""restart":"always""#), "{text}");
