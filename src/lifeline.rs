@@ -41,6 +41,41 @@ pub fn read_end() -> Result<RawFd> {
     Ok(fd)
 }
 
+/// Called by a server's launcher once its lifeline ended (the caller is
+/// gone and the server is stopping with it): removes the record at
+/// `pid_file` while it names this process, as a stop would, and keeps the
+/// run as "stopped" when its configuration asked for history. Without it a
+/// server that ended with its caller was listed as "died" until `forget`.
+/// Returns whether the record was ours.
+pub fn release_record(pid_file: &std::path::Path) -> bool {
+    use crate::record::{self, End, LastRun};
+    let paths = record::Paths::for_pid_file(pid_file);
+    let me = crate::platform::own_pid();
+    let Some(identity) = record::read_identity(&paths).filter(|id| id.pid == me) else {
+        return false;
+    };
+    if identity.config.as_ref().is_some_and(|c| c.history) {
+        let ended_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let last = LastRun {
+            identity,
+            end: End::Stopped,
+            ended_ms,
+            restarts: 0,
+        };
+        let _ = record::write_last(&paths, &last);
+    }
+    // Under the name's lock when it is free (a start or stop of the name
+    // under way decides for itself), which then goes too, as after a stop.
+    let lock = crate::lock::try_acquire(&paths.lock_file).ok().flatten();
+    record::remove_if_names(&paths, me, i32::MAX);
+    if let Some(lock) = lock {
+        lock.release_and_remove();
+    }
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

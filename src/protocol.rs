@@ -37,6 +37,9 @@ pub const LAUNCH_ENV: &str = "UPSONIC_SERVER_LAUNCH_ID";
 pub const READY_ENV: &str = "UPSONIC_READY_SOCKET";
 /// Set (to `LIFELINE_FD`) when the server has a lifeline to watch.
 pub const LIFELINE_ENV: &str = "UPSONIC_LIFELINE_FD";
+/// The PID file of a server with a lifeline: its launcher removes the record
+/// there when the caller is gone (`lifeline::release_record`).
+pub const RECORD_ENV: &str = "UPSONIC_PID_FILE";
 
 // ---- the launcher -----------------------------------------------------------------
 
@@ -55,8 +58,9 @@ pub const NUMBERS: [(&str, RawFd); 4] = [
     ("SUPERVISOR_LIFELINE_FD", SUPERVISOR_LIFELINE_FD),
 ];
 /// The environment names and other words, as (attribute, value).
-pub const NAMES: [(&str, &str); 5] = [
+pub const NAMES: [(&str, &str); 6] = [
     ("LAUNCH_ENV", LAUNCH_ENV),
+    ("RECORD_ENV", RECORD_ENV),
     ("READY_ENV", READY_ENV),
     ("LIFELINE_ENV", LIFELINE_ENV),
     ("LAUNCHER_MODULE", LAUNCHER_MODULE),

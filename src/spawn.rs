@@ -33,8 +33,8 @@ pub struct LaunchSpec<'a> {
     pub report: Option<&'a str>,
     /// The read end of a pipe, handed over as `protocol::LIFELINE_FD`:
     /// when every write end is closed (its holder died), our launcher stops
-    /// the server.
-    pub lifeline: Option<RawFd>,
+    /// the server. With the PID file, whose record it then removes.
+    pub lifeline: Option<(RawFd, &'a Path)>,
 }
 
 /// The log files of a redirected server.
@@ -139,8 +139,9 @@ pub fn spawn(spec: &LaunchSpec<'_>, logs: Option<(File, File)>) -> Result<Child>
         // SAFETY: the held socket is open while the spec borrows it.
         fds = fds.borrowed(protocol::HELD_FD, unsafe { BorrowedFd::borrow_raw(fd) })?;
     }
-    if let Some(fd) = spec.lifeline {
+    if let Some((fd, pid_file)) = spec.lifeline {
         cmd.env(protocol::LIFELINE_ENV, protocol::LIFELINE_FD.to_string());
+        cmd.env(protocol::RECORD_ENV, pid_file);
         // SAFETY: the lifeline is open for this process's lifetime.
         fds = fds.borrowed(protocol::LIFELINE_FD, unsafe { BorrowedFd::borrow_raw(fd) })?;
     }
@@ -216,7 +217,7 @@ mod tests {
         );
         assert_eq!(&with_socket[4..], &argv[2..]);
         let mut tied = spec(&args);
-        tied.lifeline = Some(9);
+        tied.lifeline = Some((9, Path::new("/p.pid")));
         assert_eq!(
             &uvicorn_argv(&tied)[..4],
             ["-m", protocol::LAUNCHER_MODULE, "-", "--"]

@@ -221,6 +221,14 @@ def test_overridden_pid_helpers_are_written_read_and_cleaned(home, tmp_path, man
     assert fresh.calls[-1] == "cleanup" and not cls.where.exists()
     m.stop()
 
+    # Its own start and stop leave nothing of ours in the home directory
+    # (the name's lock file goes with the stop, as after a plain one).
+    again = cls(HELLO, "127.0.0.1", port, "hooks")
+    managers.append(again)
+    again.start()
+    again.stop()
+    assert not list(home.iterdir()), sorted(p.name for p in home.iterdir())
+
 
 def test_a_pid_an_override_reads_is_never_signalled_unless_it_is_our_server(home, tmp_path):
     cls = pid_elsewhere(tmp_path)

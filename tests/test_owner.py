@@ -107,6 +107,11 @@ def test_the_server_ends_with_its_owner(config, ending, home, warm_dir):
             q.pid for q in procs if not gone(q)
         ]
         assert wait_until(lambda: can_bind("127.0.0.1", info["port"]), 10)
+    # Stopping with its caller is a stop: no record is left behind and the
+    # name is not reported as a server that died.
+    assert wait_until(lambda: not (home / ".upsonic_owned_server.pid").exists(), 10)
+    after = ServerManager("usm_hello:app", "127.0.0.1", info["port"], "owned").status()
+    assert after.state != "dead", after.end_reason
 
 
 LAYOUT = """

@@ -12,6 +12,7 @@ __all__ = [
     "UvicornCommand",
     "descendants",
     "forget_leftovers",
+    "release_record",
     "home_dir",
     "list_records",
     "log_paths",
@@ -30,6 +31,7 @@ __all__ = [
     "LAUNCHER_MODULE",
     "LAUNCH_ENV",
     "LIFELINE_ENV",
+    "RECORD_ENV",
     "LIFELINE_FD",
     "NO_HELD_FD",
     "READY_ENV",
@@ -359,6 +361,11 @@ def list_records(pid_dir: Optional[_Path] = None, last_runs: bool = False) -> li
     """Names of every server with a PID file in ``pid_dir`` (default: home);
     with ``last_runs`` also stopped servers whose last run is kept."""
 
+def release_record(pid_file: _Path) -> bool:
+    """For the launcher once its lifeline ended: remove the record at
+    ``pid_file`` while it names this process, keeping the run as "stopped"
+    when history was asked for. True if it was this process's record."""
+
 def forget_leftovers(pid_dir: Optional[_Path], name: str) -> bool:
     """Remove server ``name``'s record, dead supervisor state and kept last
     run when no process they name lives; True if something was removed.
@@ -396,6 +403,7 @@ SUPERVISOR_LIFELINE_FD: Final[int]
 LAUNCH_ENV: Final[str]
 READY_ENV: Final[str]
 LIFELINE_ENV: Final[str]
+RECORD_ENV: Final[str]
 LAUNCHER_MODULE: Final[str]
 NO_HELD_FD: Final[str]
 WARM_FDS: Final[dict[str, int]]

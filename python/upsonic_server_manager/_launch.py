@@ -26,7 +26,14 @@ import uvicorn.config
 import uvicorn.server
 from uvicorn.main import main as uvicorn_command
 
-from upsonic_server_manager._core import LAUNCH_ENV, LIFELINE_ENV, NO_HELD_FD, READY_ENV
+from upsonic_server_manager._core import (
+    LAUNCH_ENV,
+    LIFELINE_ENV,
+    NO_HELD_FD,
+    READY_ENV,
+    RECORD_ENV,
+    release_record,
+)
 
 from . import _report
 
@@ -126,6 +133,7 @@ def _watch_lifeline() -> None:
     is gone, even SIGKILLed, and this server stops (its whole group: the
     workers too). A thread of this process, which lives as long as it does."""
     raw = os.environ.pop(LIFELINE_ENV, None)
+    pid_file = os.environ.pop(RECORD_ENV, None)
     if raw is None:
         return
     fd = int(raw)
@@ -140,6 +148,13 @@ def _watch_lifeline() -> None:
                 pass
         except OSError:
             pass  # not readable as a lifeline: never outlive the owner unnoticed
+        if pid_file:
+            # Stopping with the caller is a stop, not a death: the record
+            # goes (as after stop()), so the name is not listed as "died".
+            try:
+                release_record(pid_file)
+            except Exception:  # noqa: BLE001 - the stop below matters more
+                pass
         os.killpg(0, signal.SIGTERM)
         time.sleep(5)
         os.killpg(0, signal.SIGKILL)

@@ -149,6 +149,15 @@ fn forget_leftovers(py: Python<'_>, pid_dir: Option<PathBuf>, name: String) -> P
     Ok(forget_files_of_the_dead(&paths))
 }
 
+/// For our launcher, once its lifeline ended: removes the record at
+/// `pid_file` while it names this process, keeping the run as "stopped"
+/// when history was asked for (`lifeline::release_record`). True if it was
+/// this process's record.
+#[pyfunction]
+fn release_record(py: Python<'_>, pid_file: PathBuf) -> bool {
+    py.detach(|| crate::lifeline::release_record(&pid_file))
+}
+
 /// Removes a name's record, supervisor state, kept last run and lock file,
 /// unless the record or the state names a live process (a reused PID counts
 /// as alive unless its start tick says otherwise: when in doubt, keep).
@@ -281,6 +290,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(list_records, m)?)?;
     m.add_function(wrap_pyfunction!(record_paths, m)?)?;
     m.add_function(wrap_pyfunction!(forget_leftovers, m)?)?;
+    m.add_function(wrap_pyfunction!(release_record, m)?)?;
     m.add_function(wrap_pyfunction!(log_paths, m)?)?;
     m.add_function(wrap_pyfunction!(parse_uvicorn_cmdline, m)?)?;
     m.add_function(wrap_pyfunction!(home_dir, m)?)?;

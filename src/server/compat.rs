@@ -158,7 +158,15 @@ impl Server {
     /// ours, verified as a PID record would be; true if it stopped one.
     /// Anything else is left alone.
     pub fn stop_pid(&self, pid: i32, tick: Tick<'_>) -> Result<bool> {
-        let _lock = crate::lock::acquire(&self.paths.lock_file, self.lock_deadline(), tick)?;
+        let lock = crate::lock::acquire(&self.paths.lock_file, self.lock_deadline(), tick)?;
+        let stopped = self.stop_pid_locked(pid, tick);
+        // As after any other stop: no lock file is left for the name (taking
+        // the lock made one, even when there was nothing to stop).
+        lock.release_and_remove();
+        stopped
+    }
+
+    fn stop_pid_locked(&self, pid: i32, tick: Tick<'_>) -> Result<bool> {
         let Some(found) = self.pin_if_ours(self.recorded_as(pid)) else {
             return Ok(false);
         };

@@ -121,7 +121,7 @@ impl Server {
                 .map(|(h, r)| (h.raw_fd(), r.name())),
             report: ready.as_ref().map(|r| r.name()),
             lifeline: if self.cfg.stop_with_caller {
-                Some(crate::lifeline::read_end()?)
+                Some((crate::lifeline::read_end()?, self.paths.pid_file.as_path()))
             } else {
                 None
             },

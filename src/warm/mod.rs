@@ -138,8 +138,10 @@ pub fn fork(
     if let Some(ready) = spec.held.map(|h| h.1).or(spec.report) {
         launch_vars.push((crate::protocol::READY_ENV, ready));
     }
-    if spec.lifeline.is_some() {
+    let pid_file = spec.lifeline.map(|(_, f)| f.to_string_lossy());
+    if let Some(f) = pid_file.as_deref() {
         launch_vars.push((crate::protocol::LIFELINE_ENV, lifeline_fd.as_str()));
+        launch_vars.push((crate::protocol::RECORD_ENV, f));
     }
     let env = request::server_env(std::env::vars_os(), spec.env, &launch_vars);
     let here = std::env::current_dir().map_err(|e| Failed::Reason(e.to_string()))?;
@@ -188,7 +190,7 @@ pub fn fork(
         fds.push(unsafe { BorrowedFd::borrow_raw(fd) });
         names.push(held);
     }
-    if let Some(fd) = spec.lifeline {
+    if let Some((fd, _)) = spec.lifeline {
         // SAFETY: the lifeline is open for the manager's lifetime.
         fds.push(unsafe { BorrowedFd::borrow_raw(fd) });
         names.push(lifeline);

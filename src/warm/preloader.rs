@@ -122,7 +122,11 @@ pub fn start(
         .and_then(|h| h.output(Some((out, err))))
         .map_err(|e| Failed::Reason(e.to_string()))?;
     fds.apply(&mut cmd);
-    for var in [crate::protocol::READY_ENV, crate::protocol::LIFELINE_ENV] {
+    for var in [
+        crate::protocol::READY_ENV,
+        crate::protocol::LIFELINE_ENV,
+        crate::protocol::RECORD_ENV,
+    ] {
         cmd.env_remove(var);
     }
     platform::in_new_session(&mut cmd);
