@@ -17,6 +17,7 @@ pub mod protocol;
 pub mod record;
 pub mod server;
 pub mod spawn;
+pub mod spec;
 pub mod supervise;
 pub mod terminate;
 pub mod validate;
@@ -30,3 +31,4 @@ mod python;
 
 pub use error::{Error, Result};
 pub use server::{Config, Server, State, Status};
+pub use spec::ServerSpec;

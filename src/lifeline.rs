@@ -54,7 +54,7 @@ pub fn release_record(pid_file: &std::path::Path) -> bool {
     let Some(identity) = record::read_identity(&paths).filter(|id| id.pid == me) else {
         return false;
     };
-    if identity.config.as_ref().is_some_and(|c| c.history) {
+    if identity.config.as_ref().is_some_and(|c| c.spec.history) {
         let ended_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);

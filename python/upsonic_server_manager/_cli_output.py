@@ -160,28 +160,21 @@ _SHELL_PHRASES = (
 def for_the_shell(message: str) -> str:
     """A library message in the CLI's words: ``hold_socket=True`` becomes
     ``--hold-socket``, ``start_timeout`` becomes ``--start-timeout``. The
-    keywords are ``ServerManager``'s own (read from its signature, so a new
+    keywords are ``ServerManager``'s own (the spec's table, so a new
     option is covered without a new entry); only keywords with an
     underscore are rewritten, since one-word ones ("restart", "warm") are
     also plain English."""
     import re
 
-    from ._manager import ServerManager
+    from . import _core
 
     for python, shell in _SHELL_PHRASES:
         message = message.replace(python, shell)
-    names = [k for k in _keywords(ServerManager) if "_" in k]
+    names = [o["name"] for o in _core.OPTIONS if not o["positional"] and "_" in o["name"]]
     if not names:
         return message
     pattern = re.compile(r"\b(" + "|".join(map(re.escape, names)) + r")(=True)?\b")
     return pattern.sub(lambda m: "--" + m.group(1).replace("_", "-"), message)
-
-
-def _keywords(cls: type) -> list[str]:
-    import inspect
-
-    params = inspect.signature(cls.__init__).parameters.values()
-    return [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
 
 
 def print_history(

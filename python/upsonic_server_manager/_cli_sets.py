@@ -208,7 +208,8 @@ def run_arguments(spec: Any, extra: Sequence[str] = ()) -> list[str]:
                 f"{at}: `upsonic-server run` has no option for {key}, so a systemd unit "
                 "cannot carry it; leave it out of the file (or --env) you export"
             )
-        flag = max(action.option_strings, key=len)
+        # The long positive spelling (`--supervise`, not `--no-supervise`).
+        flag = max((s for s in action.option_strings if not s.startswith("--no-")), key=len)
         if value is None:
             # Not the default, so the option reads "none" (--restart-limit).
             argv += [flag, "none"]

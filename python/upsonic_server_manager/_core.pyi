@@ -73,6 +73,7 @@ __all__ = [
     "_event_line",
     "failed_report",
     "ready_report",
+    "OPTIONS",
     "__version__",
 ]
 
@@ -231,6 +232,7 @@ class Core:
         port: int,
         name: str,
         *,
+        python: _Path,
         workers: Optional[int],
         log_dir: _Path,
         pid_dir: Optional[_Path],
@@ -239,27 +241,26 @@ class Core:
         start_timeout: float,
         stop_timeout: float,
         uvicorn_args: Sequence[str],
-        python: _Path,
-        hold_socket: Optional[bool] = None,
-        stop_with_caller: Optional[bool] = None,
-        restart: Optional[str] = None,
-        restart_delay: Optional[float] = None,
-        restart_max_delay: Optional[float] = None,
-        restart_limit: Optional[int] = None,
-        stable_after: Optional[float] = None,
-        health_check: Optional[str] = None,
-        health_interval: Optional[float] = None,
-        health_timeout: Optional[float] = None,
-        health_failures: Optional[int] = None,
-        max_memory: Union[int, str, None] = None,
-        supervise: Optional[bool] = None,
-        log_max_bytes: Union[int, str, None] = None,
-        log_backup_count: Optional[int] = None,
-        log_timestamps: Optional[bool] = None,
-        warm: Optional[bool] = None,
-        preload: Optional[Sequence[str]] = None,
-        pid_file: Optional[_Path] = None,
-        history: Optional[bool] = None,
+        hold_socket: Optional[bool],
+        stop_with_caller: Optional[bool],
+        restart: str,
+        restart_delay: float,
+        restart_max_delay: float,
+        restart_limit: Optional[int],
+        stable_after: float,
+        health_check: Optional[str],
+        health_interval: float,
+        health_timeout: float,
+        health_failures: int,
+        max_memory: Union[int, str, None],
+        supervise: Optional[bool],
+        log_max_bytes: Union[int, str, None],
+        log_backup_count: Optional[int],
+        log_timestamps: Optional[bool],
+        warm: Optional[bool],
+        preload: Optional[Sequence[str]],
+        pid_file: Optional[_Path],
+        history: Optional[bool],
     ) -> Core: ...
     def replace_server(self, other: Core, what: str) -> None:
         """Take ``other``'s (validated) configuration from the next start on;
@@ -627,3 +628,7 @@ EVENT_LEVEL: Final[str]
 EVENT_MESSAGE: Final[str]
 EVENT_LEVEL_INFO: Final[str]
 EVENT_LEVEL_WARNING: Final[str]
+# Every option of a server (src/spec.rs): one dict per option, in the
+# signature's order, with "name", "annotation", "required", "default",
+# "help", "flag", "metavar", "group", "positional", "assignable", "restored".
+OPTIONS: Final[tuple[dict[str, Any], ...]]

@@ -19,7 +19,14 @@ if TYPE_CHECKING:
 
     PathLike = Union[str, os.PathLike[str]]
 
-DEFAULT_UVICORN_ARGS: tuple[str, ...] = ("--log-level", "error", "--no-access-log")
+# Every option of a server, from the core's spec (src/spec.rs): its name,
+# default, annotation and help. The signature below is built from it.
+_OPTIONS: tuple[dict[str, Any], ...] = _core.OPTIONS
+# Each keyword's default, for the keywords that have one.
+_DEFAULTS: dict[str, Any] = {o["name"]: o["default"] for o in _OPTIONS if not o["required"]}
+_POSITIONAL: tuple[str, ...] = tuple(o["name"] for o in _OPTIONS if o["positional"])
+
+DEFAULT_UVICORN_ARGS: tuple[str, ...] = _DEFAULTS["uvicorn_args"]
 
 
 # Built by the core: a read-only snapshot with ``as_dict()``.
@@ -115,14 +122,43 @@ _HOOKS = ("_write_pid", "_read_pid", "_cleanup_pid", "_is_port_in_use", "_force_
 _DEFAULT_HOOKS: dict[str, object] = {}
 
 # Attributes the original sets in __init__ that programs assign, and the
-# configuration keyword each one is.
+# configuration keyword each one is (the spec's assignable options; the PID
+# file's attribute is the original's ``_pid_file``).
 _ASSIGNABLE = {
-    "app_path": "app_path",
-    "host": "host",
-    "port": "port",
-    "name": "name",
-    "_pid_file": "pid_file",
+    ("_" + o["name"] if o["name"] == "pid_file" else o["name"]): o["name"]
+    for o in _OPTIONS
+    if o["assignable"]
 }
+
+
+def _spec_init() -> Any:
+    """``ServerManager.__init__``, written from the spec's table: the four
+    positional arguments, then every option as a keyword with its default
+    and annotation (what ``inspect.signature`` shows), all passed through
+    to the core, which checks them. Generated so that no keyword or default
+    is spelled twice; a program sees an ordinary function."""
+    names = [o["name"] for o in _OPTIONS if not o["positional"]]
+    head = ", ".join(_POSITIONAL)
+    keywords = ", ".join(f"{n}=_D[{n!r}]" for n in names)
+    passed = ", ".join(f"{n}={n}" for n in names)
+    source = (
+        f"def __init__(self, {head}, *, {keywords}):\n"
+        f"    self._core = _core.Core({head}, python=_sys.executable, {passed})\n"
+    )
+    scope: dict[str, Any] = {"_D": _DEFAULTS, "_core": _core, "_sys": sys}
+    exec(compile(source, __file__, "exec"), scope)  # noqa: S102 - our own table
+    init = scope["__init__"]
+    init.__qualname__ = "ServerManager.__init__"
+    if hasattr(init.__code__, "co_qualname"):  # Python 3.11+: error messages
+        init.__code__ = init.__code__.replace(co_qualname=init.__qualname__)
+    init.__annotations__ = {o["name"]: o["annotation"] for o in _OPTIONS}
+    init.__annotations__["return"] = "None"
+    init.__doc__ = (
+        "Every keyword and its default is the spec's (``_core.OPTIONS``); every "
+        "check, of types and values, is the core's: one validation for every "
+        "entry point, each error (ValueError, TypeError) naming the argument."
+    )
+    return init
 
 
 def _rebuild(
@@ -203,79 +239,50 @@ class ServerManager(_StopsOnExit):
     not run (docs/DROPIN.md).
     """
 
-    def __init__(
-        self,
-        app_path: str,
-        host: str,
-        port: int,
-        name: str,
-        *,
-        workers: Optional[int] = None,
-        log_dir: PathLike = "logs",
-        pid_dir: Optional[PathLike] = None,
-        cwd: Optional[PathLike] = None,
-        env: Optional[Mapping[str, str]] = None,
-        start_timeout: float = 30.0,
-        stop_timeout: float = 5.0,
-        uvicorn_args: Sequence[str] = DEFAULT_UVICORN_ARGS,
-        hold_socket: Optional[bool] = None,
-        stop_with_caller: bool = False,
-        restart: str = "no",
-        restart_delay: float = 0.1,
-        restart_max_delay: float = 30.0,
-        restart_limit: Optional[int] = 10,
-        stable_after: float = 10.0,
-        health_check: Optional[str] = None,
-        health_interval: float = 5.0,
-        health_timeout: float = 2.0,
-        health_failures: int = 3,
-        max_memory: Union[int, str, None] = None,
-        supervise: bool = False,
-        log_max_bytes: Union[int, str, None] = None,
-        log_backup_count: Optional[int] = None,
-        log_timestamps: bool = False,
-        warm: bool = False,
-        preload: Optional[Sequence[str]] = None,
-        pid_file: Optional[PathLike] = None,
-        history: bool = False,
-    ) -> None:
-        # Every check, of types and values, is the core's: one validation
-        # for every entry point, each error naming the argument.
-        self._core = _core.Core(
-            app_path,
-            host,
-            port,
-            name,
-            workers=workers,
-            log_dir=log_dir,
-            pid_dir=pid_dir,
-            cwd=cwd,
-            env=env,
-            start_timeout=start_timeout,
-            stop_timeout=stop_timeout,
-            uvicorn_args=uvicorn_args,
-            python=sys.executable,
-            hold_socket=hold_socket,
-            stop_with_caller=stop_with_caller,
-            restart=restart,
-            restart_delay=restart_delay,
-            restart_max_delay=restart_max_delay,
-            restart_limit=restart_limit,
-            stable_after=stable_after,
-            health_check=health_check,
-            health_interval=health_interval,
-            health_timeout=health_timeout,
-            health_failures=health_failures,
-            max_memory=max_memory,
-            supervise=supervise,
-            log_max_bytes=log_max_bytes,
-            log_backup_count=log_backup_count,
-            log_timestamps=log_timestamps,
-            warm=warm,
-            preload=preload,
-            pid_file=None if pid_file is None else os.fspath(pid_file),
-            history=history,
-        )
+    _core: _core.Core
+
+    if TYPE_CHECKING:
+        # For type checkers only: the keywords, their types (the defaults
+        # are the spec's, ``_core.OPTIONS``).
+        def __init__(
+            self,
+            app_path: str,
+            host: str,
+            port: int,
+            name: str,
+            *,
+            workers: Optional[int] = ...,
+            log_dir: PathLike = ...,
+            pid_dir: Optional[PathLike] = ...,
+            cwd: Optional[PathLike] = ...,
+            env: Optional[Mapping[str, str]] = ...,
+            start_timeout: float = ...,
+            stop_timeout: float = ...,
+            uvicorn_args: Sequence[str] = ...,
+            hold_socket: Optional[bool] = ...,
+            stop_with_caller: bool = ...,
+            restart: str = ...,
+            restart_delay: float = ...,
+            restart_max_delay: float = ...,
+            restart_limit: Optional[int] = ...,
+            stable_after: float = ...,
+            health_check: Optional[str] = ...,
+            health_interval: float = ...,
+            health_timeout: float = ...,
+            health_failures: int = ...,
+            max_memory: Union[int, str, None] = ...,
+            supervise: bool = ...,
+            log_max_bytes: Union[int, str, None] = ...,
+            log_backup_count: Optional[int] = ...,
+            log_timestamps: bool = ...,
+            warm: bool = ...,
+            preload: Optional[Sequence[str]] = ...,
+            pid_file: Optional[PathLike] = ...,
+            history: bool = ...,
+        ) -> None: ...
+
+    else:
+        __init__ = _spec_init()
 
     # -- the original's attributes ---------------------------------------------------
 
@@ -738,29 +745,9 @@ class ServerManager(_StopsOnExit):
             kwargs.setdefault("log_dir", rec["log_dir"])
         config = rec.get("config")
         if config:
-            keys = ("workers", "cwd", "env", "start_timeout", "stop_timeout", "uvicorn_args")
-            supervision = (
-                "restart",
-                "restart_delay",
-                "restart_max_delay",
-                "restart_limit",
-                "stable_after",
-                "health_check",
-                "health_interval",
-                "health_timeout",
-                "health_failures",
-                "max_memory",
-                "supervise",
-                "log_max_bytes",
-                "log_backup_count",
-                "log_timestamps",
-            )
-            for key in supervision:
-                if key in config:
-                    kwargs.setdefault(key, config[key])
-            for key in (*keys, "hold_socket", "warm", "preload", "history"):
-                if config.get(key) is not None:
-                    kwargs.setdefault(key, config[key])
+            for o in _OPTIONS:
+                if o["restored"] and o["name"] in config:
+                    kwargs.setdefault(o["name"], config[o["name"]])
         m = cls(app, host or "127.0.0.1", int(port or 8000), name, pid_dir=directory, **kwargs)
         redirected = config["redirect_output"] if config else bool(rec.get("log_dir"))
         m._core.remember_output(redirected)

@@ -52,25 +52,14 @@ _PARAMETERS: dict[str, tuple[Any, str]] = {}
 
 
 def _parameters() -> dict[str, tuple[Any, str]]:
-    """``ServerManager.__init__``'s parameters but ``self``, ``name`` and
-    ``stop_with_caller``: each one's default and annotation. Read once from the
-    function itself (what inspect.signature reads, without importing
-    inspect: `upsonic-server up` should start quickly)."""
+    """``ServerManager``'s keywords but ``name`` and ``stop_with_caller``:
+    each one's default and annotation, from the spec's table
+    (``_core.OPTIONS``, which the signature is built from)."""
     if not _PARAMETERS:
-        fn = ServerManager.__init__
-        code = fn.__code__
-        names = code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]
-        positional = code.co_varnames[: code.co_argcount]
-        given = dict(
-            zip(positional[len(positional) - len(fn.__defaults__ or ()) :], fn.__defaults__ or ())
-        )
-        given.update(fn.__kwdefaults__ or {})
-        notes = fn.__annotations__
-        for n in names:
-            if n not in _NOT_IN_FILE:
-                ann = notes.get(n, "")
-                text = ann if isinstance(ann, str) else getattr(ann, "__name__", str(ann))
-                _PARAMETERS[n] = (given.get(n, _NO_DEFAULT), text)
+        for o in _core.OPTIONS:
+            if o["name"] not in _NOT_IN_FILE:
+                default = _NO_DEFAULT if o["required"] else o["default"]
+                _PARAMETERS[o["name"]] = (default, o["annotation"])
     return _PARAMETERS
 
 

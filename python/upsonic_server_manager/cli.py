@@ -21,6 +21,7 @@ from . import (
     StartError,
     _cli_sets,
     _cli_warm,
+    _core,
     list_records,
     log_files,
 )
@@ -103,46 +104,24 @@ def _positive(text: str) -> float:
 
 
 def _add_server_args(p: argparse.ArgumentParser, log_dir: Optional[str] = "logs") -> None:
+    """APP, then every option of the spec that has a flag (``_core.OPTIONS``:
+    its flag, default, help, metavar and group), read as ``_CLI`` says:
+    `start`, `run` and `systemd-unit` accept the same options."""
     p.add_argument("app", metavar="APP", help="the ASGI app as module:attribute, e.g. myapi:app")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind")
-    p.add_argument("--port", type=int, required=True, help="port to listen on")
-    p.add_argument(
-        "--name",
-        default=None,
-        help="server name, used for its PID record and log files (default: APP's module)",
-    )
-    p.add_argument(
-        "--workers",
-        type=int,
-        default=None,
-        help="uvicorn worker processes (default: $UPSONIC_WORKERS_AMOUNT, else 1)",
-    )
-    p.add_argument("--log-dir", default=log_dir, help="directory of the redirected output")
-    p.add_argument(
-        "--cwd", default=None, help="working directory of the server (default: this one)"
-    )
-    p.add_argument(
-        "--env",
-        type=_env_pair,
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="extra environment for the server (repeatable)",
-    )
-    p.add_argument(
-        "--start-timeout",
-        type=_positive,
-        default=30.0,
-        metavar="SECONDS",
-        help="how long to wait until it listens (then it gets 1 s more to exit)",
-    )
-    p.add_argument(
-        "--stop-timeout",
-        type=_positive,
-        default=5.0,
-        metavar="SECONDS",
-        help="how long a stop waits after SIGTERM before SIGKILL",
-    )
+    groups: dict[str, Any] = {}
+    for o in _core.OPTIONS:
+        if o["flag"] is None:
+            continue
+        how = dict(_CLI.get(o["name"], {}))
+        if o["name"] == "log_dir":
+            how["default"] = log_dir
+        title = o["group"]
+        where = groups.setdefault(title, p.add_argument_group(title) if title else p)
+        if o["metavar"] and "action" not in how or how.get("action") == "append":
+            how.setdefault("metavar", o["metavar"])
+        how.setdefault("default", o["default"])
+        how.setdefault("help", o["help"])
+        where.add_argument(o["flag"], dest=o["name"], **how)
 
 
 def _seconds_or_zero(text: str) -> float:
@@ -158,148 +137,47 @@ def _limit(text: str) -> Optional[int]:
         raise argparse.ArgumentTypeError(f"expected a number or 'none', got {text!r}") from None
 
 
-def _add_supervision_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("supervision (a supervisor process keeps the server up)")
-    g.add_argument(
-        "--restart",
-        choices=("no", "on-failure", "always"),
-        default="no",
-        help="restart it when it ends: after a crash, or after any end but a stop",
-    )
-    g.add_argument(
-        "--restart-delay",
-        type=_seconds_or_zero,
-        default=0.1,
-        metavar="SECONDS",
-        help="first wait before a restart; doubles on each failure in a row",
-    )
-    g.add_argument(
-        "--restart-max-delay",
-        type=_positive,
-        default=30.0,
-        metavar="SECONDS",
-        help="the longest wait before a restart",
-    )
-    g.add_argument(
-        "--restart-limit",
-        type=_limit,
-        default=10,
-        metavar="N",
-        help="failed runs in a row before giving up ('none': never)",
-    )
-    g.add_argument(
-        "--stable-after",
-        type=_seconds_or_zero,
-        default=10.0,
-        metavar="SECONDS",
-        help="uptime after which the failure count starts again",
-    )
-    g.add_argument(
-        "--health-check",
-        default=None,
-        metavar="PATH",
-        help="HTTP GET this path on the server; failures in a row replace it",
-    )
-    g.add_argument(
-        "--health-interval", type=_positive, default=5.0, metavar="SECONDS", help="between checks"
-    )
-    g.add_argument(
-        "--health-timeout",
-        type=_positive,
-        default=2.0,
-        metavar="SECONDS",
-        help="a check slower than this fails",
-    )
-    g.add_argument(
-        "--health-failures",
-        type=int,
-        default=3,
-        metavar="N",
-        help="failed checks in a row that replace the server",
-    )
-    g.add_argument(
-        "--max-memory",
-        default=None,
-        metavar="SIZE",
-        help="replace the server when it and its workers use more (e.g. 512MiB, 1GiB)",
-    )
-    g.add_argument(
-        "--supervise",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="run the per-server supervisor even without --restart: it records how each run "
-        "ended and writes the logs",
-    )
-    g.add_argument(
-        "--log-max-bytes",
-        default=None,
-        metavar="SIZE",
-        help="rotate a log file at this size (e.g. 65536, 64KiB; default 50MiB; 0: never)",
-    )
-    g.add_argument(
-        "--log-backup-count",
-        type=int,
-        default=None,
-        metavar="N",
-        help="rotated log files kept (.1 newest; default 10)",
-    )
-    g.add_argument(
-        "--log-timestamps",
-        action="store_true",
-        default=None,
-        help="start every log line with an ISO 8601 UTC timestamp",
-    )
+def _bytes(text: str) -> object:
+    """A size: bytes as an int, else the text ("512MiB") for the core."""
+    return int(text) if text.isdigit() else text
 
 
-def _supervision_kwargs(args: argparse.Namespace) -> dict[str, object]:
-    if not hasattr(args, "restart"):
-        return {}
-    memory = args.max_memory
-    if memory is not None and memory.isdigit():
-        memory = int(memory)
-    log_max_bytes = args.log_max_bytes
-    if log_max_bytes is not None and log_max_bytes.isdigit():
-        log_max_bytes = int(log_max_bytes)
-    return {
-        "restart": args.restart,
-        "restart_delay": args.restart_delay,
-        "restart_max_delay": args.restart_max_delay,
-        "restart_limit": args.restart_limit,
-        "stable_after": args.stable_after,
-        "health_check": args.health_check,
-        "health_interval": args.health_interval,
-        "health_timeout": args.health_timeout,
-        "health_failures": args.health_failures,
-        "max_memory": memory,
-        "supervise": bool(args.supervise),
-        "log_max_bytes": log_max_bytes,
-        "log_backup_count": args.log_backup_count,
-        "log_timestamps": bool(args.log_timestamps),
-    }
+_DEFAULT_LOG_DIR: str = next(o["default"] for o in _core.OPTIONS if o["name"] == "log_dir")
+
+# How the command line reads the spec's options (the CLI table): a type,
+# an action or a default of its own where a shell word differs from a
+# Python value; the names, flags, help and other defaults are the spec's.
+_CLI: dict[str, dict[str, Any]] = {
+    "host": {"default": "127.0.0.1"},
+    "port": {"type": int, "required": True},
+    "name": {
+        "default": None,
+        "help": "server name, used for its PID record and log files (default: APP's module)",
+    },
+    "workers": {"type": int},
+    "env": {"type": _env_pair, "action": "append", "default": []},
+    "start_timeout": {"type": _positive},
+    "stop_timeout": {"type": _positive},
+    "hold_socket": {"action": "store_true", "default": None},
+    "restart": {"choices": ("no", "on-failure", "always")},
+    "restart_delay": {"type": _seconds_or_zero},
+    "restart_max_delay": {"type": _positive},
+    "restart_limit": {"type": _limit},
+    "stable_after": {"type": _seconds_or_zero},
+    "health_interval": {"type": _positive},
+    "health_timeout": {"type": _positive},
+    "health_failures": {"type": int},
+    "max_memory": {"type": _bytes},
+    "supervise": {"action": argparse.BooleanOptionalAction},
+    "log_max_bytes": {"type": _bytes},
+    "log_backup_count": {"type": int},
+    "log_timestamps": {"action": "store_true"},
+    "warm": {"action": "store_true"},
+    "preload": {"action": "append", "default": []},
+}
 
 
 def _add_start_args(p: argparse.ArgumentParser) -> None:
-    _add_supervision_args(p)
-    p.add_argument(
-        "--hold-socket",
-        action="store_true",
-        default=None,
-        help="bind and hold the listening socket here, so that `reload` and restarts "
-        "refuse no connection (default: on for --port 0)",
-    )
-    p.add_argument(
-        "--warm",
-        action="store_true",
-        help="fork the server from a preloader with uvicorn and FastAPI already imported "
-        "(much faster; falls back to a normal start, with a warning, when it cannot)",
-    )
-    p.add_argument(
-        "--preload",
-        action="append",
-        default=[],
-        metavar="MODULE",
-        help="with --warm: a module the preloader imports too (repeatable)",
-    )
     p.add_argument("--force", action="store_true", help="stop programs of yours that hold the port")
     p.add_argument(
         "--redirect-output",
@@ -397,20 +275,16 @@ def _name_of(args: argparse.Namespace) -> str:
 
 def _manager_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """ServerManager's keywords as the options of start, run and
-    systemd-unit give them (uvicorn's own arguments come after ``--``)."""
-    kw: dict[str, Any] = dict(
-        workers=args.workers,
-        log_dir=args.log_dir or "logs",
-        pid_dir=args.pid_dir,
-        cwd=args.cwd,
-        env=dict(args.env),
-        start_timeout=args.start_timeout,
-        stop_timeout=args.stop_timeout,
-        hold_socket=getattr(args, "hold_socket", None),
-        **_supervision_kwargs(args),
-        warm=getattr(args, "warm", False),
-        preload=getattr(args, "preload", None),
-    )
+    systemd-unit give them (uvicorn's own arguments come after ``--``):
+    every option of the spec with a flag but the positional ones."""
+    kw: dict[str, Any] = {
+        o["name"]: getattr(args, o["name"])
+        for o in _core.OPTIONS
+        if o["flag"] is not None and not o["positional"]
+    }
+    kw["log_dir"] = args.log_dir or _DEFAULT_LOG_DIR
+    kw["env"] = dict(args.env)
+    kw["pid_dir"] = args.pid_dir
     if getattr(args, "uvicorn_args", None) is not None:
         kw["uvicorn_args"] = args.uvicorn_args
     return kw

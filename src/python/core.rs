@@ -43,11 +43,6 @@ pub fn run<T: Send>(
     }
 }
 
-/// A keyword's value, or its default.
-fn or<'py>(v: Option<&Bound<'py, PyAny>>, d: Bound<'py, PyAny>) -> Bound<'py, PyAny> {
-    v.cloned().unwrap_or(d)
-}
-
 /// What warm starts had to say (fallbacks, preloader starts), to the
 /// `upsonic_server_manager` logger: the library never prints.
 fn log_warm_notes(py: Python<'_>) {
@@ -99,7 +94,7 @@ impl Core {
         }
         let mut cfg = slot.config().clone();
         cfg.workers = workers;
-        match slot.replaced(cfg, "workers") {
+        match slot.replaced(cfg, crate::spec::WORKERS) {
             Ok(new) => *slot = Arc::new(new),
             Err(Error::Running { .. }) => {}
             Err(e) => return Err(to_py(py, e)),
@@ -110,8 +105,11 @@ impl Core {
 
 #[pymethods]
 impl Core {
+    /// Every keyword is required: the facade passes each option, its
+    /// default filled from `_core.OPTIONS` (`crate::spec`), so no default is
+    /// spelled here and `None` always means what the option says it means.
     #[new]
-    #[pyo3(signature = (app_path, host, port, name, *, workers, log_dir, pid_dir, cwd, env, start_timeout, stop_timeout, uvicorn_args, python, hold_socket=None, stop_with_caller=None, restart=None, restart_delay=None, restart_max_delay=None, restart_limit=None, stable_after=None, health_check=None, health_interval=None, health_timeout=None, health_failures=None, max_memory=None, supervise=None, log_max_bytes=None, log_backup_count=None, log_timestamps=None, warm=None, preload=None, pid_file=None, history=None))]
+    #[pyo3(signature = (app_path, host, port, name, *, python, workers, log_dir, pid_dir, cwd, env, start_timeout, stop_timeout, uvicorn_args, hold_socket, stop_with_caller, restart, restart_delay, restart_max_delay, restart_limit, stable_after, health_check, health_interval, health_timeout, health_failures, max_memory, supervise, log_max_bytes, log_backup_count, log_timestamps, warm, preload, pid_file, history))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -119,6 +117,7 @@ impl Core {
         host: &Bound<'_, PyAny>,
         port: &Bound<'_, PyAny>,
         name: &Bound<'_, PyAny>,
+        python: PathBuf,
         workers: Option<&Bound<'_, PyAny>>,
         log_dir: PathBuf,
         pid_dir: Option<PathBuf>,
@@ -127,32 +126,28 @@ impl Core {
         start_timeout: &Bound<'_, PyAny>,
         stop_timeout: &Bound<'_, PyAny>,
         uvicorn_args: &Bound<'_, PyAny>,
-        python: PathBuf,
         hold_socket: Option<bool>,
         stop_with_caller: Option<&Bound<'_, PyAny>>,
-        restart: Option<&Bound<'_, PyAny>>,
-        restart_delay: Option<&Bound<'_, PyAny>>,
-        restart_max_delay: Option<&Bound<'_, PyAny>>,
-        restart_limit: Option<&Bound<'_, PyAny>>,
-        stable_after: Option<&Bound<'_, PyAny>>,
-        health_check: Option<&Bound<'_, PyAny>>,
-        health_interval: Option<&Bound<'_, PyAny>>,
-        health_timeout: Option<&Bound<'_, PyAny>>,
-        health_failures: Option<&Bound<'_, PyAny>>,
-        max_memory: Option<&Bound<'_, PyAny>>,
-        supervise: Option<&Bound<'_, PyAny>>,
-        log_max_bytes: Option<&Bound<'_, PyAny>>,
-        log_backup_count: Option<&Bound<'_, PyAny>>,
-        log_timestamps: Option<&Bound<'_, PyAny>>,
+        restart: &Bound<'_, PyAny>,
+        restart_delay: &Bound<'_, PyAny>,
+        restart_max_delay: &Bound<'_, PyAny>,
+        restart_limit: &Bound<'_, PyAny>,
+        stable_after: &Bound<'_, PyAny>,
+        health_check: &Bound<'_, PyAny>,
+        health_interval: &Bound<'_, PyAny>,
+        health_timeout: &Bound<'_, PyAny>,
+        health_failures: &Bound<'_, PyAny>,
+        max_memory: &Bound<'_, PyAny>,
+        supervise: &Bound<'_, PyAny>,
+        log_max_bytes: &Bound<'_, PyAny>,
+        log_backup_count: &Bound<'_, PyAny>,
+        log_timestamps: &Bound<'_, PyAny>,
         warm: Option<&Bound<'_, PyAny>>,
         preload: Option<&Bound<'_, PyAny>>,
         pid_file: Option<PathBuf>,
         history: Option<bool>,
     ) -> PyResult<Self> {
         let port = args::server_port(py, port)?;
-        // The defaults live here, with the policy's own (see `supervise::Policy`).
-        let none = py.None().into_bound(py);
-        let num = |f: f64| pyo3::types::PyFloat::new(py, f).into_any();
         let flag = |name: &str, v: Option<&Bound<'_, PyAny>>| match v.filter(|w| !w.is_none()) {
             None => Ok(false),
             Some(w) if w.is_instance_of::<pyo3::types::PyBool>() => w.extract(),
@@ -161,20 +156,20 @@ impl Core {
         let warm = flag("warm", warm)?;
         let stop_with_caller = flag("stop_with_caller", stop_with_caller)?;
         let supervision = args::SupervisionArgs {
-            restart: &or(restart, pyo3::types::PyString::new(py, "no").into_any()),
-            restart_delay: &or(restart_delay, num(0.1)),
-            restart_max_delay: &or(restart_max_delay, num(30.0)),
-            restart_limit: &or(restart_limit, 10i64.into_pyobject(py)?.into_any()),
-            stable_after: &or(stable_after, num(10.0)),
-            health_check: &or(health_check, none.clone()),
-            health_interval: &or(health_interval, num(5.0)),
-            health_timeout: &or(health_timeout, num(2.0)),
-            health_failures: &or(health_failures, 3i64.into_pyobject(py)?.into_any()),
-            max_memory: &or(max_memory, none.clone()),
-            supervise: &or(supervise, none.clone()),
-            log_max_bytes: &or(log_max_bytes, none.clone()),
-            log_backup_count: &or(log_backup_count, none.clone()),
-            log_timestamps: &or(log_timestamps, none.clone()),
+            restart,
+            restart_delay,
+            restart_max_delay,
+            restart_limit,
+            stable_after,
+            health_check,
+            health_interval,
+            health_timeout,
+            health_failures,
+            max_memory,
+            supervise,
+            log_max_bytes,
+            log_backup_count,
+            log_timestamps,
         }
         .parse(py)?;
         let workers = args::workers(py, workers)?;
@@ -243,51 +238,12 @@ impl Core {
     fn arguments<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
         let s = self.server();
         let c = s.config();
-        let d = pyo3::types::PyDict::new(py);
-        d.set_item("app_path", &c.app_path)?;
-        d.set_item("host", &c.host)?;
-        d.set_item("port", c.port)?;
-        d.set_item("name", &c.name)?;
-        let from_env = self.workers_from_env.load(Ordering::Relaxed);
-        d.set_item("workers", (!from_env).then_some(c.workers))?;
-        d.set_item("log_dir", &c.log_dir)?;
-        d.set_item("pid_dir", &c.pid_dir)?;
-        d.set_item("cwd", &c.cwd)?;
-        d.set_item(
-            "env",
-            c.env
-                .iter()
-                .cloned()
-                .collect::<std::collections::BTreeMap<_, _>>(),
-        )?;
-        d.set_item("start_timeout", c.start_timeout.as_secs_f64())?;
-        d.set_item("stop_timeout", c.stop_timeout.as_secs_f64())?;
-        d.set_item("uvicorn_args", &c.uvicorn_args)?;
-        d.set_item("python", &c.python)?;
-        d.set_item("hold_socket", c.hold_socket)?;
-        d.set_item("stop_with_caller", c.stop_with_caller)?;
-        let sup = &c.supervision;
-        let p = &sup.policy;
-        d.set_item("restart", p.restart.as_str())?;
-        d.set_item("restart_delay", p.delay.as_secs_f64())?;
-        d.set_item("restart_max_delay", p.max_delay.as_secs_f64())?;
-        d.set_item("restart_limit", p.limit)?;
-        d.set_item("stable_after", p.stable_after.as_secs_f64())?;
-        if let Some(h) = &sup.health {
-            d.set_item("health_check", &h.path)?;
-            d.set_item("health_interval", h.interval.as_secs_f64())?;
-            d.set_item("health_timeout", h.timeout.as_secs_f64())?;
-            d.set_item("health_failures", h.failures)?;
+        let d = super::spec::values(py, c, |_| true)?;
+        // `workers=None` stays None: the count is read at each start.
+        if self.workers_from_env.load(Ordering::Relaxed) {
+            d.set_item(crate::spec::WORKERS, py.None())?;
         }
-        d.set_item("max_memory", sup.max_memory)?;
-        d.set_item("supervise", sup.supervise)?;
-        d.set_item("log_max_bytes", sup.log_max_bytes)?;
-        d.set_item("log_backup_count", sup.log_backup_count)?;
-        d.set_item("log_timestamps", sup.log_timestamps)?;
-        d.set_item("warm", c.warm)?;
-        d.set_item("preload", &c.preload)?;
-        d.set_item("pid_file", &c.pid_file)?;
-        d.set_item("history", c.history)?;
+        d.set_item("python", &c.python)?;
         Ok(d)
     }
 

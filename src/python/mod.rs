@@ -5,6 +5,7 @@
 mod args;
 mod core;
 mod errors;
+mod spec;
 mod types;
 mod warm;
 
@@ -82,46 +83,13 @@ fn identity_dict<'py>(
     d.set_item("app_path", id.app_path)?;
     d.set_item("log_dir", (!id.log_dir.is_empty()).then_some(id.log_dir))?;
     d.set_item("started_ms", id.started_ms)?;
+    // The options `from_record` takes back, with the output mode and the
+    // interpreter (not options: the start and the caller chose them).
     let config = match id.config {
         Some(c) => {
-            let cd = PyDict::new(py);
-            cd.set_item("workers", c.workers)?;
-            cd.set_item("cwd", (!c.cwd.is_empty()).then_some(c.cwd))?;
-            cd.set_item(
-                "env",
-                c.env
-                    .into_iter()
-                    .collect::<std::collections::BTreeMap<_, _>>(),
-            )?;
+            let cd = spec::values(py, &c.spec, |o| o.restored)?;
             cd.set_item("redirect_output", c.redirect_output)?;
-            cd.set_item("start_timeout", c.start_timeout_ms as f64 / 1000.0)?;
-            cd.set_item("stop_timeout", c.stop_timeout_ms as f64 / 1000.0)?;
-            cd.set_item("uvicorn_args", c.uvicorn_args)?;
-            cd.set_item("python", c.python)?;
-            cd.set_item("hold_socket", c.hold_socket)?;
-            let s = &c.supervision;
-            if s.is_supervised() {
-                let p = &s.policy;
-                cd.set_item("restart", p.restart.as_str())?;
-                cd.set_item("restart_delay", p.delay.as_secs_f64())?;
-                cd.set_item("restart_max_delay", p.max_delay.as_secs_f64())?;
-                cd.set_item("restart_limit", p.limit)?;
-                cd.set_item("stable_after", p.stable_after.as_secs_f64())?;
-                if let Some(h) = &s.health {
-                    cd.set_item("health_check", &h.path)?;
-                    cd.set_item("health_interval", h.interval.as_secs_f64())?;
-                    cd.set_item("health_timeout", h.timeout.as_secs_f64())?;
-                    cd.set_item("health_failures", h.failures)?;
-                }
-                cd.set_item("max_memory", s.max_memory)?;
-                cd.set_item("supervise", s.supervise)?;
-                cd.set_item("log_max_bytes", s.log_max_bytes)?;
-                cd.set_item("log_backup_count", s.log_backup_count)?;
-                cd.set_item("log_timestamps", s.log_timestamps)?;
-            }
-            cd.set_item("warm", c.warm)?;
-            cd.set_item("preload", c.preload)?;
-            cd.set_item("history", c.history)?;
+            cd.set_item("python", c.spec.python.display().to_string())?;
             Some(cd)
         }
         None => None,
@@ -372,6 +340,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(memory_size, m)?)?;
     m.add_function(wrap_pyfunction!(hand_over_fds, m)?)?;
     warm::register(m)?;
+    // Every option of a server, its default and help (`crate::spec`): the
+    // facade's signature and the CLI's options are built from it.
+    m.add("OPTIONS", spec::table(m.py())?)?;
     // The names and descriptor numbers shared between our processes
     // (`crate::protocol`): Python imports them, never spells them.
     for (name, value) in crate::protocol::NUMBERS {

@@ -133,8 +133,8 @@ pub struct Identity {
     pub started_ms: u64,
     /// Log directory when output was redirected, else empty.
     pub log_dir: String,
-    /// The rest of the configuration it was started with (`record=2`;
-    /// absent in records written before it existed).
+    /// The configuration it was started with (`record=3`, or `record=2`
+    /// of the release before; absent in records written before those).
     pub config: Option<SavedConfig>,
 }
 
@@ -169,7 +169,7 @@ impl Identity {
         let mut have_pid = false;
         let mut have_ticks = false;
         let mut format_ok = false;
-        let mut config: Option<SavedConfig> = None;
+        let mut config: Option<saved::Reader> = None;
         for line in text.lines() {
             let Some((k, v)) = line.split_once('=') else {
                 continue;
@@ -191,7 +191,7 @@ impl Identity {
                 "app_path" => id.app_path = v.to_owned(),
                 "started_ms" => id.started_ms = v.parse().ok()?,
                 "log_dir" => id.log_dir = v.to_owned(),
-                "record" => config = (v == "2").then(SavedConfig::default),
+                "record" => config = SavedConfig::reader(v),
                 _ => {
                     if let Some(c) = config.as_mut() {
                         c.take(k, v)?;
@@ -199,7 +199,7 @@ impl Identity {
                 }
             }
         }
-        id.config = config;
+        id.config = config.map(saved::Reader::finish);
         (format_ok && have_pid && have_ticks).then_some(id)
     }
 }
@@ -360,31 +360,27 @@ mod tests {
         assert_eq!(parsed.config, None);
         // The whole configuration survives, newlines and backslashes included.
         let mut full = id.clone();
-        full.config = Some(SavedConfig {
+        let mut spec = crate::spec::ServerSpec {
             workers: 2,
-            cwd: "/srv/a\\b".into(),
+            cwd: Some("/srv/a\\b".into()),
             env: vec![("K".into(), "v=1\nx".into())],
-            redirect_output: true,
-            start_timeout_ms: 3000,
-            stop_timeout_ms: 5000,
             uvicorn_args: vec!["--log-level".into(), "a\\nb".into()],
             python: "/usr/bin/python3".into(),
             hold_socket: true,
             history: true,
-            supervision: crate::supervise::Supervision {
-                policy: crate::supervise::Policy {
-                    restart: crate::supervise::Restart::OnFailure,
-                    limit: None,
-                    ..Default::default()
-                },
-                health: None,
-                max_memory: Some(1 << 30),
-                log_max_bytes: Some(1 << 16),
-                ..Default::default()
-            },
             warm: true,
             preload: vec!["numpy".into()],
+            ..Default::default()
+        };
+        spec.supervision.policy.restart = crate::supervise::Restart::OnFailure;
+        spec.supervision.policy.limit = None;
+        spec.supervision.max_memory = Some(1 << 30);
+        spec.supervision.log_max_bytes = Some(1 << 16);
+        full.config = Some(SavedConfig {
+            spec,
+            redirect_output: true,
         });
+        assert!(full.to_text().contains("\nrecord=3\n"));
         assert_eq!(
             Identity::parse(&full.to_text()).unwrap().config,
             full.config
@@ -394,6 +390,53 @@ mod tests {
         assert_eq!(parsed.app_path, "a b:app x");
         assert!(Identity::parse("pid=42\n").is_none());
         assert!(Identity::parse("format=1\npid=1\nstart_ticks=3\n").is_none());
+    }
+
+    /// A record as the release before the spec wrote it (`record=2`)
+    /// still reads, each setting into the spec.
+    #[test]
+    fn a_record_2_still_reads() {
+        let old = "format=1\npid=4242\nstart_ticks=99\nboot_id=b\nlaunch_id=l\nhost=127.0.0.1\nport=8123\napp_path=m:app\nstarted_ms=5\nlog_dir=/tmp/logs\nrecord=2\nworkers=3\ncwd=/srv/a\\\\b\nredirect=1\nstart_timeout_ms=1500\nstop_timeout_ms=2000\npython=/usr/bin/python3\nhold_socket=1\nrestart=on-failure\nrestart_delay_ms=250\nrestart_max_delay_ms=7000\nrestart_limit=\nstable_after_ms=3000\nhealth_check=/h\nhealth_interval_ms=500\nhealth_timeout_ms=300\nhealth_failures=2\nmax_memory=536870912\nsupervise=1\nlog_max_bytes=65536\nlog_backup_count=3\nlog_timestamps=1\nenv=A=1\\n2\narg=--log-level\narg=error\nwarm=1\npreload=numpy\nhistory=1\n";
+        let id = Identity::parse(old).unwrap();
+        assert_eq!(
+            (id.pid, id.port, id.log_dir.as_str()),
+            (4242, 8123, "/tmp/logs")
+        );
+        let c = id.config.unwrap();
+        let s = &c.spec;
+        assert!(c.redirect_output);
+        assert_eq!(s.workers, 3);
+        assert_eq!(s.cwd.as_deref(), Some(Path::new("/srv/a\\b")));
+        assert_eq!(s.env, [("A".to_owned(), "1\n2".to_owned())]);
+        assert_eq!(s.uvicorn_args, ["--log-level", "error"]);
+        assert_eq!(s.start_timeout, std::time::Duration::from_millis(1500));
+        assert_eq!(s.stop_timeout, std::time::Duration::from_secs(2));
+        assert_eq!(s.python, Path::new("/usr/bin/python3"));
+        assert!(s.hold_socket && s.warm && s.history);
+        assert_eq!(s.preload, ["numpy"]);
+        let p = &s.supervision.policy;
+        assert_eq!(p.restart, crate::supervise::Restart::OnFailure);
+        assert_eq!(p.limit, None);
+        assert_eq!(p.delay, std::time::Duration::from_millis(250));
+        let h = s.supervision.health.as_ref().unwrap();
+        assert_eq!((h.path.as_str(), h.failures), ("/h", 2));
+        assert_eq!(s.supervision.max_memory, Some(512 << 20));
+        assert!(s.supervision.supervise && s.supervision.log_timestamps);
+        assert_eq!(s.supervision.log_max_bytes, Some(65536));
+        assert_eq!(s.supervision.log_backup_count, Some(3));
+        // Without a policy, record=2 wrote no supervision line: the defaults.
+        let plain = Identity::parse("format=1\npid=42\nstart_ticks=1\nrecord=2\nworkers=1\ncwd=\n")
+            .unwrap();
+        let s = plain.config.unwrap().spec;
+        assert_eq!((s.cwd, s.uvicorn_args.len()), (None, 0));
+        assert!(!s.supervision.is_supervised());
+        // A version this release does not know is no configuration.
+        assert!(
+            Identity::parse("format=1\npid=42\nstart_ticks=1\nrecord=9\nspec={}\n")
+                .unwrap()
+                .config
+                .is_none()
+        );
     }
 
     fn tempdir() -> PathBuf {

@@ -1,33 +1,25 @@
-//! The configuration a server was started with, kept in its record
-//! (`record=2` keys): one escaped `key=value` line each.
+//! The configuration a server was started with, kept in its record: the
+//! spec serialized (`record=3`, one `spec=` line of JSON). Records written
+//! by the release before it (`record=2`: one escaped `key=value` line per
+//! setting) still read (`Legacy`).
+
+use std::time::Duration;
+
+use crate::spec::ServerSpec;
+use crate::supervise::{HealthCheck, Restart};
+
+/// The record version this release writes.
+pub const RECORD: &str = "3";
 
 /// The configuration a server was started with, beyond what `Identity`
 /// always held: what `restart` needs to start it again the same way.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SavedConfig {
-    pub workers: u32,
-    /// The server's working directory (absolute), empty for the caller's.
-    pub cwd: String,
-    pub env: Vec<(String, String)>,
+    /// The spec it was started with; `cwd` is the absolute directory it
+    /// really started in, `python` the interpreter that ran it.
+    pub spec: ServerSpec,
+    /// Whether its output went to the log files.
     pub redirect_output: bool,
-    pub start_timeout_ms: u64,
-    pub stop_timeout_ms: u64,
-    pub uvicorn_args: Vec<String>,
-    /// The interpreter that ran it.
-    pub python: String,
-    /// Whether the manager held its listening socket (the server has it as
-    /// descriptor 3, where a reload from another process takes it from).
-    pub hold_socket: bool,
-    /// Restart policy, health check and memory limit.
-    pub supervision: crate::supervise::Supervision,
-    /// Whether servers are forked from a warm-start preloader.
-    pub warm: bool,
-    /// The preloader's extra modules.
-    pub preload: Vec<String>,
-    /// Whether how each run ended is kept on disk, clean stops included
-    /// (`ServerManager(history=True)`, the CLI's starts; a supervised
-    /// server always keeps it).
-    pub history: bool,
 }
 
 /// Escapes a value for one `key=value` line.
@@ -60,57 +52,133 @@ pub fn unescape(s: &str) -> String {
 
 impl SavedConfig {
     pub(super) fn to_text(&self) -> String {
-        let mut t = format!(
-            "record=2\nworkers={}\ncwd={}\nredirect={}\nstart_timeout_ms={}\nstop_timeout_ms={}\npython={}\nhold_socket={}\n",
-            self.workers,
-            escape(&self.cwd),
+        format!(
+            "record={RECORD}\nredirect={}\nspec={}\n",
             u8::from(self.redirect_output),
-            self.start_timeout_ms,
-            self.stop_timeout_ms,
-            escape(&self.python),
-            u8::from(self.hold_socket),
-        );
-        if self.supervision.is_supervised() {
-            t.push_str(&self.supervision.to_text());
+            self.spec.to_json()
+        )
+    }
+
+    /// A reader for the record version `v`, None for one it cannot read.
+    pub(super) fn reader(v: &str) -> Option<Reader> {
+        match v {
+            RECORD => Some(Reader::Spec(SavedConfig::default())),
+            "2" => Some(Reader::Legacy(Legacy::new())),
+            _ => None,
         }
-        for (k, v) in &self.env {
-            t.push_str(&format!("env={}={}\n", escape(k), escape(v)));
+    }
+}
+
+/// Reads the configuration lines of a record, of either version.
+#[derive(Debug)]
+pub(super) enum Reader {
+    Spec(SavedConfig),
+    Legacy(Legacy),
+}
+
+impl Reader {
+    /// Takes one `key=value` line; None if ours but malformed.
+    pub(super) fn take(&mut self, k: &str, v: &str) -> Option<()> {
+        match self {
+            Reader::Spec(c) => match k {
+                "redirect" => c.redirect_output = v == "1",
+                "spec" => c.spec = ServerSpec::from_json(v).ok()?,
+                _ => {}
+            },
+            Reader::Legacy(l) => {
+                l.take(k, v)?;
+            }
         }
-        for a in &self.uvicorn_args {
-            t.push_str(&format!("arg={}\n", escape(a)));
+        Some(())
+    }
+
+    pub(super) fn finish(self) -> SavedConfig {
+        match self {
+            Reader::Spec(c) => c,
+            Reader::Legacy(l) => l.finish(),
         }
-        if self.warm {
-            t.push_str("warm=1\n");
+    }
+}
+
+/// A `record=2` record being read: the spec starts from the defaults the
+/// writer of that release left out (no restart policy, no health check).
+#[derive(Debug)]
+pub(super) struct Legacy {
+    saved: SavedConfig,
+    health: Option<HealthCheck>,
+}
+
+impl Legacy {
+    /// Its uvicorn arguments were written one `arg=` line each: the list
+    /// starts empty.
+    fn new() -> Self {
+        let mut saved = SavedConfig::default();
+        saved.spec.uvicorn_args.clear();
+        Self {
+            saved,
+            health: None,
         }
-        for m in &self.preload {
-            t.push_str(&format!("preload={}\n", escape(m)));
-        }
-        if self.history {
-            t.push_str("history=1\n");
-        }
-        t
     }
 
     /// Takes one `key=value` line of a `record=2` record; false if unknown.
-    pub(super) fn take(&mut self, k: &str, v: &str) -> Option<bool> {
+    fn take(&mut self, k: &str, v: &str) -> Option<bool> {
+        let s = &mut self.saved.spec;
+        let ms = |v: &str| v.parse::<u64>().ok().map(Duration::from_millis);
+        let health = || HealthCheck {
+            path: String::new(),
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(2),
+            failures: 3,
+        };
+        let p = &mut s.supervision.policy;
         match k {
-            "workers" => self.workers = v.parse().ok()?,
-            "cwd" => self.cwd = unescape(v),
-            "redirect" => self.redirect_output = v == "1",
-            "start_timeout_ms" => self.start_timeout_ms = v.parse().ok()?,
-            "stop_timeout_ms" => self.stop_timeout_ms = v.parse().ok()?,
-            "python" => self.python = unescape(v),
-            "hold_socket" => self.hold_socket = v == "1",
+            "workers" => s.workers = v.parse().ok()?,
+            "cwd" => {
+                s.cwd = Some(unescape(v).into())
+                    .filter(|d: &std::path::PathBuf| !d.as_os_str().is_empty())
+            }
+            "redirect" => self.saved.redirect_output = v == "1",
+            "start_timeout_ms" => s.start_timeout = ms(v)?,
+            "stop_timeout_ms" => s.stop_timeout = ms(v)?,
+            "python" => s.python = unescape(v).into(),
+            "hold_socket" => s.hold_socket = v == "1",
             "env" => {
                 let (ek, ev) = v.split_once('=')?;
-                self.env.push((unescape(ek), unescape(ev)));
+                s.env.push((unescape(ek), unescape(ev)));
             }
-            "arg" => self.uvicorn_args.push(unescape(v)),
-            "warm" => self.warm = v == "1",
-            "preload" => self.preload.push(unescape(v)),
-            "history" => self.history = v == "1",
-            _ => return self.supervision.take(k, v),
+            "arg" => s.uvicorn_args.push(unescape(v)),
+            "warm" => s.warm = v == "1",
+            "preload" => s.preload.push(unescape(v)),
+            "history" => s.history = v == "1",
+            "restart" => p.restart = Restart::parse(v)?,
+            "restart_delay_ms" => p.delay = ms(v)?,
+            "restart_max_delay_ms" => p.max_delay = ms(v)?,
+            "restart_limit" => {
+                p.limit = if v.is_empty() {
+                    None
+                } else {
+                    Some(v.parse().ok()?)
+                }
+            }
+            "stable_after_ms" => p.stable_after = ms(v)?,
+            "health_check" => self.health.get_or_insert_with(health).path = unescape(v),
+            "health_interval_ms" => self.health.get_or_insert_with(health).interval = ms(v)?,
+            "health_timeout_ms" => self.health.get_or_insert_with(health).timeout = ms(v)?,
+            "health_failures" => {
+                self.health.get_or_insert_with(health).failures = v.parse().ok()?
+            }
+            "max_memory" => s.supervision.max_memory = Some(v.parse().ok()?),
+            "supervise" => s.supervision.supervise = v == "1",
+            "log_max_bytes" => s.supervision.log_max_bytes = Some(v.parse().ok()?),
+            "log_backup_count" => s.supervision.log_backup_count = Some(v.parse().ok()?),
+            "log_timestamps" => s.supervision.log_timestamps = v == "1",
+            _ => return Some(false),
         }
         Some(true)
+    }
+
+    fn finish(mut self) -> SavedConfig {
+        self.saved.spec.supervision.health = self.health;
+        self.saved
     }
 }

@@ -58,19 +58,11 @@ impl Server {
             None => here,
         };
         SavedConfig {
-            workers: self.cfg.workers,
-            cwd: cwd.display().to_string(),
-            env: self.cfg.env.clone(),
+            spec: crate::spec::ServerSpec {
+                cwd: Some(cwd),
+                ..self.cfg.clone()
+            },
             redirect_output,
-            start_timeout_ms: self.cfg.start_timeout.as_millis() as u64,
-            stop_timeout_ms: self.cfg.stop_timeout.as_millis() as u64,
-            uvicorn_args: self.cfg.uvicorn_args.clone(),
-            python: self.cfg.python.display().to_string(),
-            hold_socket: self.cfg.hold_socket,
-            supervision: self.cfg.supervision.clone(),
-            warm: self.cfg.warm,
-            preload: self.cfg.preload.clone(),
-            history: self.cfg.history,
         }
     }
 

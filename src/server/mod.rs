@@ -36,104 +36,8 @@ pub use supervised::{supervisor_main, SupervisorLink, EXTENSION};
 /// A cancellation hook called every few tens of milliseconds during waits.
 pub type Tick<'a> = &'a mut dyn FnMut() -> Result<()>;
 
-/// Everything a server is launched with.
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub app_path: String,
-    pub host: String,
-    pub port: u16,
-    pub name: String,
-    pub workers: u32,
-    pub log_dir: PathBuf,
-    pub pid_dir: PathBuf,
-    pub cwd: Option<PathBuf>,
-    pub env: Vec<(String, String)>,
-    pub start_timeout: Duration,
-    pub stop_timeout: Duration,
-    pub uvicorn_args: Vec<String>,
-    pub python: PathBuf,
-    /// Bind and hold the listening socket here and hand it to the server
-    /// (required for port 0; makes `reload()` possible).
-    pub hold_socket: bool,
-    /// The server (and its supervisor, if any) stops when the process that
-    /// started it ends, however it ends (`crate::lifeline`).
-    pub stop_with_caller: bool,
-    /// Restart policy, health check, memory limit (`crate::supervise`);
-    /// the default means no supervisor at all.
-    pub supervision: crate::supervise::Supervision,
-    /// Fork servers from a preloader (`crate::warm`) instead of starting
-    /// an interpreter; falls back to a cold start, never fails because of it.
-    pub warm: bool,
-    /// Modules the preloader imports besides its defaults.
-    pub preload: Vec<String>,
-    /// The PID file's path, when the program chose one (the original's
-    /// assignable `_pid_file`); the other files go beside it. `None`:
-    /// `{pid_dir}/.upsonic_{name}_server.pid`.
-    pub pid_file: Option<PathBuf>,
-    /// Keep how every run ended on disk (`.last`), clean stops included:
-    /// operators asked for it (the CLI's starts). A supervised server always
-    /// does; otherwise only runs that failed are kept there, and this
-    /// manager remembers its own last run in memory.
-    pub history: bool,
-}
-
-impl Config {
-    /// Checks every field (the one validation every entry point shares) and
-    /// returns the addresses the host resolves to.
-    pub fn validate(&self) -> Result<Vec<IpAddr>> {
-        validate::name(&self.name)?;
-        validate::app_path(&self.app_path)?;
-        let addrs = validate::host(&self.host)?;
-        if self.port == 0 && !self.hold_socket {
-            return Err(Error::invalid(
-                "port",
-                Some("0".into()),
-                "needs hold_socket=True (the manager binds the socket and the kernel picks the port)",
-            ));
-        }
-        if self.port != 0 {
-            validate::port(i64::from(self.port))?;
-        }
-        validate::supervision(&self.supervision)?;
-        validate::workers(i64::from(self.workers))?;
-        validate::seconds("start_timeout", self.start_timeout.as_secs_f64())?;
-        validate::seconds("stop_timeout", self.stop_timeout.as_secs_f64())?;
-        for (k, v) in &self.env {
-            validate::env_entry(k, v)?;
-        }
-        validate::preload(&self.preload)?;
-        if let Some(f) = &self.pid_file {
-            if f.as_os_str().is_empty() || f.file_name().is_none() {
-                return Err(Error::invalid(
-                    "_pid_file",
-                    Some(format!("{:?}", f.display().to_string())),
-                    "must name a file",
-                ));
-            }
-            if self.supervision.is_supervised() {
-                return Err(Error::invalid(
-                    "_pid_file",
-                    None,
-                    "cannot be combined with a restart policy (a supervisor and the CLI find the server by its name in pid_dir)",
-                ));
-            }
-        }
-        crate::cmdline::speaks(&self.uvicorn_args, &self.env).map_err(|r| {
-            Error::invalid(
-                r.arg,
-                Some(format!("{:?}", r.given)),
-                format!("is refused: {}", r.why),
-            )
-        })?;
-        Ok(addrs)
-    }
-
-    /// How the server speaks, from its uvicorn arguments (`cmdline::speaks`;
-    /// validated, so refusals cannot occur here).
-    pub fn speaks(&self) -> crate::cmdline::Speaks {
-        crate::cmdline::speaks(&self.uvicorn_args, &self.env).unwrap_or_default()
-    }
-}
+/// Everything a server is launched with: the spec (`crate::spec`).
+pub use crate::spec::ServerSpec as Config;
 
 /// A running server found through our child or the PID record.
 #[derive(Debug, Clone)]
@@ -400,7 +304,7 @@ impl Server {
             ended_ms: launch::now_ms(),
             restarts: self.supervisor_restarts(),
         };
-        let asked = |c: &record::SavedConfig| c.history || c.supervision.is_supervised();
+        let asked = |c: &record::SavedConfig| c.spec.history || c.spec.supervision.is_supervised();
         let keep = !end.is_clean()
             || self.cfg.history
             || self.cfg.supervision.is_supervised()

@@ -158,7 +158,7 @@ impl Server {
             .identity
             .as_ref()
             .and_then(|id| id.config.as_ref())
-            .is_some_and(|c| c.hold_socket);
+            .is_some_and(|c| c.spec.hold_socket);
         if !self.holds_socket() {
             if !held_by_server {
                 return Err(Error::NoHeldSocket {

@@ -296,7 +296,7 @@ impl Server {
             .or(last.map(|l| &l.identity))
             .and_then(|id| id.config.as_ref())
             .map_or(self.cfg.supervision.policy.restart, |c| {
-                c.supervision.policy.restart
+                c.spec.supervision.policy.restart
             })
             .as_str()
     }

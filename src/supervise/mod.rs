@@ -8,7 +8,7 @@
 //! - `policy`  the pure decision (restart after a wait, done, give up)
 //! - `health`  the HTTP probe
 //! - `state`   the `.upsonic_{name}_server.sup` file: who supervises, how it goes
-//! - `wire`    the configuration handed to a supervisor process
+//! - `wire`    the orders handed to a supervisor process (the spec, as JSON)
 //! - `daemon`  the supervisor's event loop (pidfd, control pipe, timers)
 //! - `channels` its control pipe (signals as bytes) and what it says (events, log)
 //! - `client`  the caller's side: spawn a supervisor, await its report, stop it
@@ -30,7 +30,8 @@ pub use policy::{Policy, Restart};
 /// How a server is supervised: the restart policy, the health check and
 /// the memory limit. The default (restart "no", nothing else) means no
 /// supervisor at all: the original's behaviour.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Supervision {
     pub policy: Policy,
     pub health: Option<HealthCheck>,
@@ -64,84 +65,6 @@ impl Supervision {
     pub fn is_supervised(&self) -> bool {
         self.policy.restart != Restart::No
     }
-
-    /// As `key=value` lines (for the record and the supervisor's wire).
-    pub fn to_text(&self) -> String {
-        let p = &self.policy;
-        let mut t = format!(
-            "restart={}\nrestart_delay_ms={}\nrestart_max_delay_ms={}\nrestart_limit={}\nstable_after_ms={}\n",
-            p.restart.as_str(),
-            p.delay.as_millis(),
-            p.max_delay.as_millis(),
-            p.limit.map(|l| l.to_string()).unwrap_or_default(),
-            p.stable_after.as_millis(),
-        );
-        if let Some(h) = &self.health {
-            t.push_str(&format!(
-                "health_check={}\nhealth_interval_ms={}\nhealth_timeout_ms={}\nhealth_failures={}\n",
-                crate::record::escape(&h.path),
-                h.interval.as_millis(),
-                h.timeout.as_millis(),
-                h.failures
-            ));
-        }
-        if let Some(m) = self.max_memory {
-            t.push_str(&format!("max_memory={m}\n"));
-        }
-        if self.supervise {
-            t.push_str("supervise=1\n");
-        }
-        if let Some(b) = self.log_max_bytes {
-            t.push_str(&format!("log_max_bytes={b}\n"));
-        }
-        if let Some(n) = self.log_backup_count {
-            t.push_str(&format!("log_backup_count={n}\n"));
-        }
-        if self.log_timestamps {
-            t.push_str("log_timestamps=1\n");
-        }
-        t
-    }
-
-    /// Takes one line written by `to_text`: Some(true) if it was one of
-    /// ours, Some(false) if not, None if ours but malformed.
-    pub fn take(&mut self, k: &str, v: &str) -> Option<bool> {
-        let ms = |v: &str| v.parse::<u64>().ok().map(Duration::from_millis);
-        let health = || HealthCheck {
-            path: String::new(),
-            interval: Duration::from_secs(5),
-            timeout: Duration::from_secs(2),
-            failures: 3,
-        };
-        match k {
-            "restart" => self.policy.restart = Restart::parse(v)?,
-            "restart_delay_ms" => self.policy.delay = ms(v)?,
-            "restart_max_delay_ms" => self.policy.max_delay = ms(v)?,
-            "restart_limit" => {
-                self.policy.limit = if v.is_empty() {
-                    None
-                } else {
-                    Some(v.parse().ok()?)
-                }
-            }
-            "stable_after_ms" => self.policy.stable_after = ms(v)?,
-            "health_check" => {
-                self.health.get_or_insert_with(health).path = crate::record::unescape(v)
-            }
-            "health_interval_ms" => self.health.get_or_insert_with(health).interval = ms(v)?,
-            "health_timeout_ms" => self.health.get_or_insert_with(health).timeout = ms(v)?,
-            "health_failures" => {
-                self.health.get_or_insert_with(health).failures = v.parse().ok()?
-            }
-            "max_memory" => self.max_memory = Some(v.parse().ok()?),
-            "supervise" => self.supervise = v == "1",
-            "log_max_bytes" => self.log_max_bytes = Some(v.parse().ok()?),
-            "log_backup_count" => self.log_backup_count = Some(v.parse().ok()?),
-            "log_timestamps" => self.log_timestamps = v == "1",
-            _ => return Some(false),
-        }
-        Some(true)
-    }
 }
 
 #[cfg(test)]
@@ -149,7 +72,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn text_round_trips() {
+    fn json_round_trips() {
         let s = Supervision {
             policy: Policy {
                 restart: Restart::Always,
@@ -170,13 +93,12 @@ mod tests {
             log_backup_count: Some(3),
             log_timestamps: true,
         };
-        let mut back = Supervision::default();
-        for (k, v) in s.to_text().lines().filter_map(|l| l.split_once('=')) {
-            assert_eq!(back.take(k, v), Some(true), "{k}");
-        }
-        assert_eq!(back, s);
-        assert_eq!(back.take("port", "1"), Some(false));
-        assert_eq!(back.take("restart", "sometimes"), None);
+        let text = serde_json::to_string(&s).unwrap();
+        assert!(text.contains(r#""restart":"always""#), "{text}");
+        assert_eq!(serde_json::from_str::<Supervision>(&text).unwrap(), s);
+        assert!(
+            serde_json::from_str::<Supervision>(r#"{"policy":{"restart":"sometimes"}}"#).is_err()
+        );
         assert!(!Supervision::default().is_supervised());
     }
 }

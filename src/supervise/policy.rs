@@ -25,7 +25,8 @@
 use std::time::Duration;
 
 /// When a server that ended is started again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Restart {
     /// Never (the original's behaviour; no supervisor at all).
     #[default]
@@ -58,7 +59,8 @@ impl Restart {
 }
 
 /// The restart policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Policy {
     pub restart: Restart,
     /// The first wait before a restart.

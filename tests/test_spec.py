@@ -1,0 +1,127 @@
+"""Every option of the spec (``_core.OPTIONS``) is accepted the same by the
+library, ``upsonic-server start``, ``run`` and ``systemd-unit``: the cases
+come from the table, so a new option is covered without a new test. At the
+validation level: the keywords each entry point builds its manager with,
+and the `run` command line a unit's ExecStart holds."""
+
+from __future__ import annotations
+
+import inspect
+import os
+import shlex
+
+import pytest
+from _helpers import cli, free_port
+from upsonic_server_manager import ServerManager, _core
+from upsonic_server_manager import cli as C
+
+# Supervision options need a policy and a health check to mean anything.
+BASE = {"restart": "on-failure", "health_check": "/healthz"}
+FLAGGED = [o for o in _core.OPTIONS if o["flag"] and not o["positional"]]
+
+
+def _action(o):
+    parser = C.build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices["start"]
+    return next(a for a in sub._actions if a.dest == o["name"])
+
+
+def sample(o, tmp):
+    """A value of option ``o`` that is neither its default nor the base's."""
+    a, d, ann = _action(o), o["default"], o["annotation"]
+    if a.choices:
+        return next(c for c in a.choices if c not in (d, BASE.get(o["name"])))
+    if a.nargs == 0:
+        return True
+    if "Mapping" in ann:
+        return {"USM_SPEC_KEY": "v"}
+    if "Sequence" in ann:
+        return ["json"]
+    if "PathLike" in ann:
+        return str(tmp)
+    if isinstance(d, float):
+        return d + 1.5
+    if isinstance(d, int) and not isinstance(d, bool):
+        return d + 1
+    if isinstance(d, str):
+        return d + "-2"
+    return {"Optional[int]": 2, "Optional[str]": "/probe"}.get(ann, 1 << 30)
+
+
+def words(o, value):
+    if value is True:
+        return [o["flag"]]
+    if isinstance(value, dict):
+        return [w for k, v in value.items() for w in (o["flag"], f"{k}={v}")]
+    if isinstance(value, list):
+        return [w for v in value for w in (o["flag"], v)]
+    return [o["flag"], str(value)]
+
+
+def base_words():
+    return [
+        w
+        for k, v in BASE.items()
+        for w in words(next(o for o in _core.OPTIONS if o["name"] == k), v)
+    ]
+
+
+def built(m, name):
+    got = m._core.arguments()[name]
+    return list(got) if isinstance(got, (list, tuple)) else got
+
+
+def test_the_signature_is_the_table():
+    params = inspect.signature(ServerManager).parameters
+    assert list(params) == [o["name"] for o in _core.OPTIONS]
+    for o in _core.OPTIONS:
+        p = params[o["name"]]
+        assert (
+            p.default is (p.empty if o["required"] else o["default"]) or p.default == o["default"]
+        )
+        positional = p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+        assert positional == o["positional"], o["name"]
+
+
+@pytest.mark.parametrize("o", FLAGGED, ids=lambda o: o["name"])
+def test_each_option_is_taken_the_same_everywhere(o, home, tmp_path):
+    value = sample(o, tmp_path)
+    port = free_port()
+    lib = ServerManager(
+        "usm_hello:app", "127.0.0.1", port, "spec", pid_dir=home, **{**BASE, o["name"]: value}
+    )
+    assert built(lib, o["name"]) == value
+    for command in ("start", "run", "systemd-unit"):
+        argv = [command, "usm_hello:app", "--port", str(port), "--name", "spec"]
+        args = C.build_parser().parse_args(
+            ["--pid-dir", str(home), *argv, *base_words(), *words(o, value)]
+        )
+        shell = C._manager_from_args(args)
+        assert built(shell, o["name"]) == value, command
+        # Everything but the option and history (operators keep it) is alike.
+        want = {k: v for k, v in lib._core.arguments().items() if k != "history"}
+        have = {k: v for k, v in shell._core.arguments().items() if k != "history"}
+        assert have == want, command
+
+
+def test_systemd_unit_hands_every_option_to_run(home, tmp_path):
+    given = {o["name"]: sample(o, tmp_path) for o in FLAGGED}
+    argv = [w for o in FLAGGED for w in words(o, given[o["name"]])]
+    # The base's restart/health_check are options too: the samples win.
+    r = cli("systemd-unit", "usm_hello:app", "--port", "7541", *argv, home=home)
+    assert r.returncode == 0, r.stderr
+    unit = r.stdout
+    exec_start = next(x for x in unit.splitlines() if x.startswith("ExecStart="))
+    run = shlex.split(exec_start.removeprefix("ExecStart="))
+    args = C.build_parser().parse_args(run[run.index("-m") + 2 :])
+    m = C._manager_from_args(args)
+    for o in FLAGGED:
+        name, value = o["name"], given[o["name"]]
+        if name == "cwd":
+            assert f"WorkingDirectory={value}" in unit
+        elif name == "env":
+            assert all(f"Environment={k}={v}" in unit for k, v in value.items()), unit
+        elif name == "log_dir":
+            assert built(m, name) == os.path.join(str(tmp_path), value)
+        else:
+            assert built(m, name) == value, name
