@@ -502,20 +502,12 @@ def canonical(m: ServerManager, extra: Mapping[str, Any]) -> dict[str, Any]:
         if key not in out and key not in ("pid_dir", "name"):
             value = extra.get(key, d[key])
             out[key] = _memory(value) if key == "max_memory" else value
-    if out["restart"] == "no":
-        # The supervision settings mean nothing without a supervisor (and
-        # are not recorded then).
-        for key in list(out):
-            if key != "restart" and key in _supervision_keys():
-                del out[key]
+    # Every key is compared, supervision's included: the record keeps every
+    # option (record=3), and one written before it (record=2, which kept
+    # them only under a restart policy) reads as the defaults. A watcher
+    # (`supervise`) or a log option changed without a restart policy is a
+    # change too.
     return out
-
-
-def _supervision_keys() -> tuple[str, ...]:
-    """The supervision keys: those the record keeps only for a supervised
-    server (the signature's keys from ``restart`` to ``max_memory``)."""
-    names = list(_parameters())
-    return tuple(names[names.index("restart") : names.index("max_memory") + 1])
 
 
 def changes(spec: ServerSpec, running: ServerManager, record: Mapping[str, Any]) -> list[str]:
