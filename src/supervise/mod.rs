@@ -9,7 +9,8 @@
 //! - `health`  the HTTP probe
 //! - `state`   the `.upsonic_{name}_server.sup` file: who supervises, how it goes
 //! - `wire`    the configuration handed to a supervisor process
-//! - `daemon`  the supervisor's event loop (pidfd, control pipe, timers)
+//! - `machine` the supervisor as a pure state machine: `step(event) -> actions`
+//! - `daemon`  its driver: the I/O (pidfd, control pipe, timers) on a `Supervised`
 //! - `channels` its control pipe (signals as bytes) and what it says (events, log)
 //! - `client`  the caller's side: spawn a supervisor, await its report, stop it
 
@@ -17,14 +18,56 @@ mod channels;
 pub mod client;
 pub mod daemon;
 pub mod health;
+pub mod machine;
 pub mod policy;
 pub mod state;
 pub mod wire;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use health::HealthCheck;
+pub use machine::Settings;
 pub use policy::{Policy, Restart};
+
+use crate::platform::PidFd;
+use crate::record::{End, Paths};
+use crate::{Result, Tick};
+
+/// What the supervisor needs of the server it supervises (`server::Server`
+/// implements it): the supervisor depends on this, never on `server`.
+pub trait Supervised {
+    /// The name, the supervision, the held socket, the stop timeout.
+    fn settings(&self) -> Settings;
+    /// Where the state file and the records live.
+    fn paths(&self) -> &Paths;
+    /// The port it serves on (for the ready report).
+    fn port(&self) -> u16;
+    /// Launches a run and waits until it is ready; its pidfd.
+    fn launch(&self, redirect_output: bool, tick: Tick<'_>) -> Result<Arc<PidFd>>;
+    /// Takes over the running server `pid` (its supervisor died).
+    fn attach(&self, pid: i32) -> Option<Arc<PidFd>>;
+    /// Replaces the run with a new generation on the held socket, the old
+    /// one stopped with `grace` once the new one is ready; the new pidfd.
+    fn reload(&self, redirect_output: bool, grace: Duration, tick: Tick<'_>) -> Result<Arc<PidFd>>;
+    /// Stops a run (SIGTERM, SIGKILL after `grace`); its exit code if known.
+    fn stop_run(
+        &self,
+        run: &Arc<PidFd>,
+        grace: Duration,
+        tick: Tick<'_>,
+    ) -> (Result<()>, Option<i32>);
+    /// After a run ended: stragglers stopped, how it ended kept, record removed.
+    fn end_run(&self, run: &PidFd, exit: Option<i32>);
+    /// The exit code of a run that ended (code, minus the signal), if known.
+    fn exit_code(&self, run: &PidFd) -> Option<i32>;
+    /// Rewrites how the last run ended once supervision is over.
+    fn note_final(&self, end: End, restarts: u32);
+    /// Resident memory of run `pid` and its workers, in bytes.
+    fn memory(&self, pid: i32) -> u64;
+    /// One health probe: Err(why) when it failed.
+    fn probe(&self, check: &HealthCheck) -> std::result::Result<(), String>;
+}
 
 /// How a server is supervised: the restart policy, the health check and
 /// the memory limit. The default (restart "no", nothing else) means no
