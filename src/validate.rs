@@ -98,6 +98,20 @@ pub fn supervision(s: &crate::supervise::Supervision) -> Result<()> {
             "is under 1 MiB: no Python server fits (give bytes, or a size such as \"512MiB\")",
         ));
     }
+    if let Some(b) = s.log_max_bytes.filter(|b| *b != 0 && *b < 1024) {
+        return Err(Error::invalid(
+            "log_max_bytes",
+            Some(b.to_string()),
+            "is under 1 KiB (give 0 to never rotate, or a size such as \"50MiB\")",
+        ));
+    }
+    if let Some(n) = s.log_backup_count.filter(|n| *n > 1000) {
+        return Err(Error::invalid(
+            "log_backup_count",
+            Some(n.to_string()),
+            "is over 1000 rotated files",
+        ));
+    }
     if !s.is_supervised() && (s.health.is_some() || s.max_memory.is_some()) {
         return Err(Error::invalid(
             if s.health.is_some() { "health_check" } else { "max_memory" },
@@ -114,6 +128,20 @@ fn seconds_or_zero(arg: &'static str, v: f64) -> Result<()> {
     } else {
         seconds(arg, v).map(|_| ())
     }
+}
+
+/// Parses a size in bytes for `arg` (as `memory_size`, 0 allowed).
+pub fn size(arg: &'static str, text: &str) -> Result<u64> {
+    if text.trim() == "0" {
+        return Ok(0);
+    }
+    memory_size(text).map_err(|_| {
+        Error::invalid(
+            arg,
+            Some(format!("{text:?}")),
+            "is not a size such as 65536, \"64KiB\" or \"50MiB\"",
+        )
+    })
 }
 
 /// Parses a memory size: bytes as an integer, or "512MiB", "1GiB", "300MB",

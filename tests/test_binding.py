@@ -116,6 +116,12 @@ def test_configuration_is_read_from_the_core(home, monkeypatch):
         ({"start_timeout": "5"}, TypeError, "start_timeout must be a number of seconds"),
         ({"uvicorn_args": "--reload"}, TypeError, "not one string"),
         ({"uvicorn_args": ["--x", 1]}, TypeError, "each uvicorn_args item must be a string"),
+        ({"log_max_bytes": 10}, ValueError, "log_max_bytes 10 is under 1 KiB"),
+        ({"log_max_bytes": "lots"}, ValueError, "log_max_bytes .* is not a size"),
+        ({"log_max_bytes": 1.5}, TypeError, "log_max_bytes must be an int of bytes"),
+        ({"log_backup_count": -1}, ValueError, "log_backup_count -1 must be 0 or more"),
+        ({"supervise": "yes"}, TypeError, "supervise must be True or False"),
+        ({"log_timestamps": 1}, TypeError, "log_timestamps must be True or False"),
     ],
 )
 def test_one_validation_names_the_argument(home, kwargs, exc, word):

@@ -184,6 +184,16 @@ class ServerManager(_StopsOnExit):
     restart policy, the supervisor keeps the server up while that process
     lives and ends supervision when it ends. See docs/OWNER.md.
 
+    ``supervise`` (bool, default False): run the per-server supervisor
+    without a restart policy too, as a watcher: the server's parent, it
+    records how each run ended and writes its output. A restart policy or
+    any ``log_*`` option implies it. ``log_max_bytes`` (int bytes or a size
+    such as ``"64KiB"``; None: 50 MiB; 0: never rotate) and
+    ``log_backup_count`` (int; None: 10) rotate the log files as
+    ``logging.handlers.RotatingFileHandler`` names them (``.1`` newest);
+    ``log_timestamps`` (default False) starts every line with an ISO 8601
+    UTC timestamp. A ``ValueError`` names a bad value.
+
     ``workers=None`` reads ``$UPSONIC_WORKERS_AMOUNT`` at each ``start()``.
     ``history=True`` keeps how every run ended on disk
     (``.upsonic_{name}_server.last``, listed by ``upsonic-server status``),
@@ -220,6 +230,10 @@ class ServerManager(_StopsOnExit):
         health_timeout: float = 2.0,
         health_failures: int = 3,
         max_memory: Union[int, str, None] = None,
+        supervise: bool = False,
+        log_max_bytes: Union[int, str, None] = None,
+        log_backup_count: Optional[int] = None,
+        log_timestamps: bool = False,
         warm: bool = False,
         preload: Optional[Sequence[str]] = None,
         pid_file: Optional[PathLike] = None,
@@ -253,6 +267,10 @@ class ServerManager(_StopsOnExit):
             health_timeout=health_timeout,
             health_failures=health_failures,
             max_memory=max_memory,
+            supervise=supervise,
+            log_max_bytes=log_max_bytes,
+            log_backup_count=log_backup_count,
+            log_timestamps=log_timestamps,
             warm=warm,
             preload=preload,
             pid_file=None if pid_file is None else os.fspath(pid_file),
@@ -732,6 +750,10 @@ class ServerManager(_StopsOnExit):
                 "health_timeout",
                 "health_failures",
                 "max_memory",
+                "supervise",
+                "log_max_bytes",
+                "log_backup_count",
+                "log_timestamps",
             )
             for key in supervision:
                 if key in config:

@@ -222,6 +222,32 @@ def _add_supervision_args(p: argparse.ArgumentParser) -> None:
         metavar="SIZE",
         help="replace the server when it and its workers use more (e.g. 512MiB, 1GiB)",
     )
+    g.add_argument(
+        "--supervise",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run the per-server supervisor even without --restart: it records how each run "
+        "ended and writes the logs",
+    )
+    g.add_argument(
+        "--log-max-bytes",
+        default=None,
+        metavar="SIZE",
+        help="rotate a log file at this size (e.g. 65536, 64KiB; default 50MiB; 0: never)",
+    )
+    g.add_argument(
+        "--log-backup-count",
+        type=int,
+        default=None,
+        metavar="N",
+        help="rotated log files kept (.1 newest; default 10)",
+    )
+    g.add_argument(
+        "--log-timestamps",
+        action="store_true",
+        default=None,
+        help="start every log line with an ISO 8601 UTC timestamp",
+    )
 
 
 def _supervision_kwargs(args: argparse.Namespace) -> dict[str, object]:
@@ -230,6 +256,9 @@ def _supervision_kwargs(args: argparse.Namespace) -> dict[str, object]:
     memory = args.max_memory
     if memory is not None and memory.isdigit():
         memory = int(memory)
+    log_max_bytes = args.log_max_bytes
+    if log_max_bytes is not None and log_max_bytes.isdigit():
+        log_max_bytes = int(log_max_bytes)
     return {
         "restart": args.restart,
         "restart_delay": args.restart_delay,
@@ -241,6 +270,10 @@ def _supervision_kwargs(args: argparse.Namespace) -> dict[str, object]:
         "health_timeout": args.health_timeout,
         "health_failures": args.health_failures,
         "max_memory": memory,
+        "supervise": bool(args.supervise),
+        "log_max_bytes": log_max_bytes,
+        "log_backup_count": args.log_backup_count,
+        "log_timestamps": bool(args.log_timestamps),
     }
 
 

@@ -110,7 +110,11 @@ def _safe_label(text: str) -> str:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    # xdist gives each worker's config its id; the environment variable would
+    # also name a session merely started from inside a worker (pytester,
+    # a nested tox run), which then took its parent's worker's names.
+    workerinput = getattr(config, "workerinput", None)
+    worker = workerinput["workerid"] if workerinput else "main"
     factory = pytest.TempPathFactory.from_config(config, _ispytest=True)
     config.stash[_KEY] = _Servers(factory.mktemp(f"uvicorn-{worker}", numbered=True), worker)
 

@@ -127,6 +127,31 @@ pub fn memory(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<u64> {
     validate::memory_size(&n.to_string()).map_err(|e| to_py(py, e))
 }
 
+/// A size in bytes: an `int` or a string such as "64KiB" (`arg` names it).
+pub fn size(py: Python<'_>, arg: &'static str, obj: &Bound<'_, PyAny>) -> PyResult<u64> {
+    if obj.is_instance_of::<PyString>() {
+        return validate::size(arg, &obj.extract::<String>()?).map_err(|e| to_py(py, e));
+    }
+    let n = int(arg, "an int of bytes or a string like '50MiB'", obj)?;
+    u64::try_from(n).map_err(|_| {
+        to_py(
+            py,
+            crate::Error::invalid(arg, Some(n.to_string()), "must be 0 or more bytes"),
+        )
+    })
+}
+
+/// True or False (None: False), a TypeError naming `arg` otherwise.
+fn flag(arg: &'static str, obj: &Bound<'_, PyAny>) -> PyResult<bool> {
+    if obj.is_none() {
+        Ok(false)
+    } else if obj.is_instance_of::<PyBool>() {
+        obj.extract()
+    } else {
+        Err(super::errors::type_error(arg, "True or False", obj))
+    }
+}
+
 /// A number of seconds that may be 0.
 fn seconds_or_zero(
     py: Python<'_>,
@@ -156,6 +181,10 @@ pub struct SupervisionArgs<'a, 'py> {
     pub health_timeout: &'a Bound<'py, PyAny>,
     pub health_failures: &'a Bound<'py, PyAny>,
     pub max_memory: &'a Bound<'py, PyAny>,
+    pub supervise: &'a Bound<'py, PyAny>,
+    pub log_max_bytes: &'a Bound<'py, PyAny>,
+    pub log_backup_count: &'a Bound<'py, PyAny>,
+    pub log_timestamps: &'a Bound<'py, PyAny>,
 }
 
 impl SupervisionArgs<'_, '_> {
@@ -220,6 +249,28 @@ impl SupervisionArgs<'_, '_> {
             },
             health,
             max_memory,
+            supervise: flag("supervise", self.supervise)?,
+            log_max_bytes: if self.log_max_bytes.is_none() {
+                None
+            } else {
+                Some(size(py, "log_max_bytes", self.log_max_bytes)?)
+            },
+            log_backup_count: if self.log_backup_count.is_none() {
+                None
+            } else {
+                let n = int("log_backup_count", "an int or None", self.log_backup_count)?;
+                Some(u32::try_from(n).map_err(|_| {
+                    to_py(
+                        py,
+                        crate::Error::invalid(
+                            "log_backup_count",
+                            Some(n.to_string()),
+                            "must be 0 or more (rotated files kept)",
+                        ),
+                    )
+                })?)
+            },
+            log_timestamps: flag("log_timestamps", self.log_timestamps)?,
         })
     }
 }

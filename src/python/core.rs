@@ -111,7 +111,7 @@ impl Core {
 #[pymethods]
 impl Core {
     #[new]
-    #[pyo3(signature = (app_path, host, port, name, *, workers, log_dir, pid_dir, cwd, env, start_timeout, stop_timeout, uvicorn_args, python, hold_socket=None, stop_with_caller=None, restart=None, restart_delay=None, restart_max_delay=None, restart_limit=None, stable_after=None, health_check=None, health_interval=None, health_timeout=None, health_failures=None, max_memory=None, warm=None, preload=None, pid_file=None, history=None))]
+    #[pyo3(signature = (app_path, host, port, name, *, workers, log_dir, pid_dir, cwd, env, start_timeout, stop_timeout, uvicorn_args, python, hold_socket=None, stop_with_caller=None, restart=None, restart_delay=None, restart_max_delay=None, restart_limit=None, stable_after=None, health_check=None, health_interval=None, health_timeout=None, health_failures=None, max_memory=None, supervise=None, log_max_bytes=None, log_backup_count=None, log_timestamps=None, warm=None, preload=None, pid_file=None, history=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -140,6 +140,10 @@ impl Core {
         health_timeout: Option<&Bound<'_, PyAny>>,
         health_failures: Option<&Bound<'_, PyAny>>,
         max_memory: Option<&Bound<'_, PyAny>>,
+        supervise: Option<&Bound<'_, PyAny>>,
+        log_max_bytes: Option<&Bound<'_, PyAny>>,
+        log_backup_count: Option<&Bound<'_, PyAny>>,
+        log_timestamps: Option<&Bound<'_, PyAny>>,
         warm: Option<&Bound<'_, PyAny>>,
         preload: Option<&Bound<'_, PyAny>>,
         pid_file: Option<PathBuf>,
@@ -167,6 +171,10 @@ impl Core {
             health_timeout: &or(health_timeout, num(2.0)),
             health_failures: &or(health_failures, 3i64.into_pyobject(py)?.into_any()),
             max_memory: &or(max_memory, none.clone()),
+            supervise: &or(supervise, none.clone()),
+            log_max_bytes: &or(log_max_bytes, none.clone()),
+            log_backup_count: &or(log_backup_count, none.clone()),
+            log_timestamps: &or(log_timestamps, none.clone()),
         }
         .parse(py)?;
         let workers = args::workers(py, workers)?;
@@ -272,6 +280,10 @@ impl Core {
             d.set_item("health_failures", h.failures)?;
         }
         d.set_item("max_memory", sup.max_memory)?;
+        d.set_item("supervise", sup.supervise)?;
+        d.set_item("log_max_bytes", sup.log_max_bytes)?;
+        d.set_item("log_backup_count", sup.log_backup_count)?;
+        d.set_item("log_timestamps", sup.log_timestamps)?;
         d.set_item("warm", c.warm)?;
         d.set_item("preload", &c.preload)?;
         d.set_item("pid_file", &c.pid_file)?;

@@ -113,6 +113,10 @@ fn identity_dict<'py>(
                     cd.set_item("health_failures", h.failures)?;
                 }
                 cd.set_item("max_memory", s.max_memory)?;
+                cd.set_item("supervise", s.supervise)?;
+                cd.set_item("log_max_bytes", s.log_max_bytes)?;
+                cd.set_item("log_backup_count", s.log_backup_count)?;
+                cd.set_item("log_timestamps", s.log_timestamps)?;
             }
             cd.set_item("warm", c.warm)?;
             cd.set_item("preload", c.preload)?;

@@ -379,6 +379,8 @@ mod tests {
                 },
                 health: None,
                 max_memory: Some(1 << 30),
+                log_max_bytes: Some(1 << 16),
+                ..Default::default()
             },
             warm: true,
             preload: vec!["numpy".into()],

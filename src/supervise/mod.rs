@@ -78,7 +78,24 @@ pub struct Supervision {
     pub health: Option<HealthCheck>,
     /// Resident memory of the server and all its workers, in bytes.
     pub max_memory: Option<u64>,
+    /// Run a supervisor even without a restart policy: a watcher that is
+    /// the server's parent and records how each run ended (`supervise=True`).
+    pub supervise: bool,
+    /// Rotate a log file when a line would take it over this many bytes
+    /// (`None`: `LOG_MAX_BYTES`; 0: never rotate).
+    pub log_max_bytes: Option<u64>,
+    /// Rotated files kept (`.1` newest ... `.N`; `None`: `LOG_BACKUP_COUNT`).
+    pub log_backup_count: Option<u32>,
+    /// Start every log line with an ISO 8601 UTC timestamp.
+    pub log_timestamps: bool,
 }
+
+/// The size a log file is rotated at when `log_max_bytes` is not given:
+/// 50 MiB, as supervisord's `stdout_logfile_maxbytes`.
+pub const LOG_MAX_BYTES: u64 = 50 << 20;
+
+/// The rotated files kept when `log_backup_count` is not given (supervisord's 10).
+pub const LOG_BACKUP_COUNT: u32 = 10;
 
 /// How often the memory of a server with a limit is read: a crossing is
 /// acted on within this (the goal is one second).
@@ -112,6 +129,18 @@ impl Supervision {
         }
         if let Some(m) = self.max_memory {
             t.push_str(&format!("max_memory={m}\n"));
+        }
+        if self.supervise {
+            t.push_str("supervise=1\n");
+        }
+        if let Some(b) = self.log_max_bytes {
+            t.push_str(&format!("log_max_bytes={b}\n"));
+        }
+        if let Some(n) = self.log_backup_count {
+            t.push_str(&format!("log_backup_count={n}\n"));
+        }
+        if self.log_timestamps {
+            t.push_str("log_timestamps=1\n");
         }
         t
     }
@@ -147,6 +176,10 @@ impl Supervision {
                 self.health.get_or_insert_with(health).failures = v.parse().ok()?
             }
             "max_memory" => self.max_memory = Some(v.parse().ok()?),
+            "supervise" => self.supervise = v == "1",
+            "log_max_bytes" => self.log_max_bytes = Some(v.parse().ok()?),
+            "log_backup_count" => self.log_backup_count = Some(v.parse().ok()?),
+            "log_timestamps" => self.log_timestamps = v == "1",
             _ => return Some(false),
         }
         Some(true)
@@ -174,6 +207,10 @@ mod tests {
                 failures: 2,
             }),
             max_memory: Some(512 << 20),
+            supervise: true,
+            log_max_bytes: Some(65536),
+            log_backup_count: Some(3),
+            log_timestamps: true,
         };
         let mut back = Supervision::default();
         for (k, v) in s.to_text().lines().filter_map(|l| l.split_once('=')) {
