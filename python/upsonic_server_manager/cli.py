@@ -227,7 +227,8 @@ def _add_supervision_args(p: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="run the per-server supervisor even without --restart: it records how each run "
-        "ended and writes the logs",
+        "ended and writes the logs (default: on; --no-supervise: the server alone, as the "
+        "original starts it)",
     )
     g.add_argument(
         "--log-max-bytes",
@@ -270,7 +271,9 @@ def _supervision_kwargs(args: argparse.Namespace) -> dict[str, object]:
         "health_timeout": args.health_timeout,
         "health_failures": args.health_failures,
         "max_memory": memory,
-        "supervise": bool(args.supervise),
+        # The CLI supervises by default (issue 20): a server that outlives
+        # the command has a parent that knows how it ended.
+        "supervise": args.supervise is not False,
         "log_max_bytes": log_max_bytes,
         "log_backup_count": args.log_backup_count,
         "log_timestamps": bool(args.log_timestamps),
@@ -764,7 +767,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     from ._foreground import run_foreground, run_supervised
 
     m = _manager_from_args(args)
-    if m.restart_policy != "no":
+    if m._core.supervised:
         return run_supervised(m, args.redirect_output, args.force, out)
     return run_foreground(m, args.redirect_output, args.force, out)
 

@@ -104,11 +104,19 @@ struct Driver<'a, S: Supervised + ?Sized> {
 impl<S: Supervised + ?Sized> Driver<'_, S> {
     /// Waits for the run's exit, the control pipe or the machine's deadline.
     fn wait(&mut self, m: &Machine) -> Event {
-        let timeout = m.deadline().map_or(Duration::from_secs(3600), |t| {
+        let mut timeout = m.deadline().map_or(Duration::from_secs(3600), |t| {
             t.saturating_duration_since(Instant::now())
         });
+        let init = self.own_pid == 1;
+        if init {
+            timeout = timeout.min(Duration::from_secs(1)); // orphans to reap
+        }
         let run = self.run.clone().filter(|_| m.has_run());
         let (ctl_ready, exited) = self.ctl.wait(run.as_deref(), timeout);
+        if init {
+            // `run` as a container's PID 1: orphans become our children.
+            platform::reap_orphans(run.as_ref().map_or(0, |r| r.pid()));
+        }
         let ask = if ctl_ready {
             self.ctl.take()
         } else {

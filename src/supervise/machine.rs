@@ -549,7 +549,13 @@ impl Machine {
         match why {
             StopFor::Final => {
                 out.push(Action::EndRun { exit: None });
-                self.over(error, out);
+                // SIGKILL after stop_timeout: the stop says so.
+                let end = if code == Some(-9) {
+                    End::StoppedKilled
+                } else {
+                    End::Stopped
+                };
+                self.over(end, error, out);
             }
             StopFor::Replace {
                 words,
@@ -580,13 +586,13 @@ impl Machine {
                 grace: self.set.stop_timeout,
             });
         } else {
-            self.over(None, out);
+            self.over(End::Stopped, None, out);
         }
     }
 
-    fn over(&mut self, error: Option<String>, out: &mut Vec<Action>) {
+    fn over(&mut self, end: End, error: Option<String>, out: &mut Vec<Action>) {
         out.push(Action::NoteFinal {
-            end: End::Stopped,
+            end,
             restarts: self.st.restarts,
         });
         out.push(Action::RemoveState);

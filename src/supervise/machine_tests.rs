@@ -17,8 +17,8 @@ fn settings(restart: Restart, limit: Option<u32>) -> Settings {
                 stable_after: Duration::from_secs(36_000),
                 ..Policy::default()
             },
-            health: None,
-            max_memory: None,
+            supervise: true,
+            ..Supervision::default()
         },
         hold_socket: false,
         stop_timeout: STOP,
@@ -86,6 +86,23 @@ fn a_stop_stops_the_run_before_exiting() {
     assert!(a.contains(&Action::RemoveState));
     assert_eq!(words(&a), ["stopped"]);
     assert_eq!(a.last(), Some(&Action::Exit(0)));
+}
+
+#[test]
+fn a_stop_that_needed_sigkill_is_noted_so() {
+    let (mut m, t) = running(settings(Restart::No, None), 100);
+    m.step(t, Event::AskStop);
+    let a = m.step(
+        t,
+        Event::RunStopped {
+            code: Some(-9),
+            error: None,
+        },
+    );
+    assert!(a.contains(&Action::NoteFinal {
+        end: End::StoppedKilled,
+        restarts: 0
+    }));
 }
 
 #[test]

@@ -103,8 +103,14 @@ pub const MEMORY_EVERY: Duration = Duration::from_millis(250);
 
 impl Supervision {
     /// True when a supervisor process runs the server.
+    /// `supervise=True`, a restart policy, or any log option asks for it
+    /// (the log writer is the supervisor's).
     pub fn is_supervised(&self) -> bool {
-        self.policy.restart != Restart::No
+        self.supervise
+            || self.policy.restart != Restart::No
+            || self.log_max_bytes.is_some()
+            || self.log_backup_count.is_some()
+            || self.log_timestamps
     }
 
     /// As `key=value` lines (for the record and the supervisor's wire).
@@ -220,5 +226,26 @@ mod tests {
         assert_eq!(back.take("port", "1"), Some(false));
         assert_eq!(back.take("restart", "sometimes"), None);
         assert!(!Supervision::default().is_supervised());
+        let implied = [
+            Supervision {
+                supervise: true,
+                ..Supervision::default()
+            },
+            Supervision {
+                log_max_bytes: Some(0),
+                ..Supervision::default()
+            },
+            Supervision {
+                log_backup_count: Some(3),
+                ..Supervision::default()
+            },
+            Supervision {
+                log_timestamps: true,
+                ..Supervision::default()
+            },
+        ];
+        for s in implied {
+            assert!(s.is_supervised(), "{s:?}");
+        }
     }
 }

@@ -1,7 +1,7 @@
 """An app to supervise: a health endpoint that fails while the file named by
 $USM_SICK_FILE exists, an endpoint that blocks the event loop (a hung
 server), one that grows resident memory, and, with $USM_CRASH_AFTER set, a
-crash (exit code 1) that many seconds after start-up."""
+crash (exit code 1, or $USM_EXIT_CODE) that many seconds after start-up."""
 
 import asyncio
 import os
@@ -17,7 +17,8 @@ _hoard: list[bytearray] = []
 async def lifespan(app: FastAPI):
     after = os.environ.get("USM_CRASH_AFTER")
     if after:
-        asyncio.get_running_loop().call_later(float(after), os._exit, 1)
+        code = int(os.environ.get("USM_EXIT_CODE", "1"))
+        asyncio.get_running_loop().call_later(float(after), os._exit, code)
     yield
 
 
