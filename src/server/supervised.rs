@@ -447,6 +447,9 @@ impl crate::supervise::Supervised for Server {
         crate::supervise::health::probe(to, &self.cfg.host, &check.path, check.timeout, tls)
             .map(|_| ())
     }
+    fn release_socket(&self) {
+        Server::release_socket(self)
+    }
 }
 
 /// With `stop_with_caller`: a thread that waits for end-of-file on the

@@ -138,7 +138,11 @@ impl<S: Supervised + ?Sized> Driver<'_, S> {
             Action::WriteState(st) => {
                 let _ = state::write(s.paths(), &st);
             }
-            Action::RemoveState => state::remove_if_names(s.paths(), self.own_pid),
+            Action::RemoveState => {
+                // Supervision ends: whoever sees the state gone finds the port free.
+                s.release_socket();
+                state::remove_if_names(s.paths(), self.own_pid);
+            }
             Action::Say(level, msg) => self.ev.say(level, &msg),
             Action::Report(word) => self.ev.report(&word),
             Action::ReportReady { pid } => self.ev.report(&format!("ready {pid} {}", s.port())),

@@ -67,6 +67,9 @@ pub trait Supervised {
     fn memory(&self, pid: i32) -> u64;
     /// One health probe: Err(why) when it failed.
     fn probe(&self, check: &HealthCheck) -> std::result::Result<(), String>;
+    /// Closes the listening socket held for the runs (supervision ends:
+    /// the port must be free once the state file is gone).
+    fn release_socket(&self);
 }
 
 /// How a server is supervised: the restart policy, the health check and
