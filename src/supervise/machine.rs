@@ -629,10 +629,13 @@ impl Machine {
                 out.push(Action::WriteState(self.st.clone()));
             }
             Decision::Done => {
-                out.push(Action::Say(
-                    "info",
-                    format!("{name} {words}: not restarted (its restart policy)"),
-                ));
+                // A watcher (restart "no") just says how the run ended.
+                let said = if self.set.supervision.policy.restart == super::Restart::No {
+                    format!("{name}: {words}")
+                } else {
+                    format!("{name} {words}: not restarted (its restart policy)")
+                };
+                out.push(Action::Say("info", said));
                 let last = self.st.last_exit;
                 out.push(Action::NoteFinal {
                     end: End::Exited(last.unwrap_or(0)),
