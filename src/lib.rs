@@ -30,5 +30,8 @@ mod fuzz;
 mod python;
 
 pub use error::{Error, Result};
+
+/// A cancellation hook called every few tens of milliseconds during waits.
+pub type Tick<'a> = &'a mut dyn FnMut() -> Result<()>;
 pub use server::{Config, Server, State, Status};
 pub use spec::ServerSpec;

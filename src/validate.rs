@@ -112,7 +112,11 @@ pub fn supervision(s: &crate::supervise::Supervision) -> Result<()> {
             "is over 1000 rotated files",
         ));
     }
-    if !s.is_supervised() && (s.health.is_some() || s.max_memory.is_some()) {
+    // A watcher (`supervise=True` alone) does not replace a server: a
+    // health check or a memory limit needs a policy that starts it again.
+    if s.policy.restart == crate::supervise::Restart::No
+        && (s.health.is_some() || s.max_memory.is_some())
+    {
         return Err(Error::invalid(
             if s.health.is_some() { "health_check" } else { "max_memory" },
             None,

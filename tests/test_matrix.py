@@ -197,8 +197,9 @@ def test_status_after_kill_9_of_the_server(
             assert after.end_reason and (
                 "SIGKILL" in after.end_reason or after.end_reason.startswith("died")
             ), after
-            if st.workers:
+            if st.workers and entry == "library":
                 # Its workers still serve: status says so, stop ends them.
+                # (The CLI's watcher sweeps them itself once it sees the end.)
                 assert "still run" in after.end_reason, after
     finally:
         m.stop()

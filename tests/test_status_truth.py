@@ -27,9 +27,10 @@ def _json_status(home: Path, name: str) -> dict:
 
 def test_orphaned_workers_of_a_killed_master_are_reported_stopped_and_kept(home: Path) -> None:
     port = free_port()
+    # Unwatched: a watcher (the CLI's default) would stop the orphans itself.
     r = cli(
         "start", "usm_hello:app", "--port", str(port), "--workers", "2", "--name", "w2",
-        "--redirect-output", home=home,
+        "--redirect-output", "--no-supervise", home=home,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     master = psutil.Process(_json_status(home, "w2")["pid"])

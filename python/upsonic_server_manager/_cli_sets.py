@@ -182,6 +182,8 @@ def run_arguments(spec: Any, extra: Sequence[str] = ()) -> list[str]:
     (found in the CLI's own parser); one `run` has no option for is an
     error naming it. ``extra`` options go last before uvicorn's own
     arguments (which follow ``--``)."""
+    from argparse import BooleanOptionalAction
+
     from ._sets import SetFileError, defaults
     from .cli import build_parser
 
@@ -199,9 +201,12 @@ def run_arguments(spec: Any, extra: Sequence[str] = ()) -> list[str]:
             if list(value) != list(d.get(key, ())):
                 uvicorn = ["--", *value]  # run takes them after --
             continue
-        if key in d and value == d[key] and key != "host":
-            continue
         action = by_dest.get(key)
+        # --x/--no-x options are spelled either way: `run`'s default for
+        # one (--supervise) need not be the library's.
+        both_ways = isinstance(action, BooleanOptionalAction)
+        if key in d and value == d[key] and key != "host" and not both_ways:
+            continue
         if action is None:
             at = spec.origin.get(key, f"servers.{spec.name}.{key}")
             raise SetFileError(
@@ -215,8 +220,11 @@ def run_arguments(spec: Any, extra: Sequence[str] = ()) -> list[str]:
             argv += [flag, "none"]
             continue
         if isinstance(value, bool):
-            if value:
-                argv.append(flag)
+            # --x for True; --no-x for False where the option has one
+            # (argparse.BooleanOptionalAction: --supervise/--no-supervise).
+            flags = [o for o in action.option_strings if o.startswith("--no-") != value]
+            if flags:
+                argv.append(max(flags, key=len))
             continue
         if isinstance(value, (list, tuple)):
             for v in value:

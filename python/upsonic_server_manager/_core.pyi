@@ -303,6 +303,9 @@ class Core:
         """(PID, events pipe fd) of the supervisor this object spawned; once."""
     @property
     def restart_policy(self) -> str: ...
+    @property
+    def supervised(self) -> bool:
+        """A supervisor process runs the server (supervise, a policy or a log option)."""
     def child_pid(self) -> Optional[int]:
         """PID of the server this object launched, if any."""
     def child_poll(self) -> Optional[int]:

@@ -168,7 +168,16 @@ _CLI: dict[str, dict[str, Any]] = {
     "health_timeout": {"type": _positive},
     "health_failures": {"type": int},
     "max_memory": {"type": _bytes},
-    "supervise": {"action": argparse.BooleanOptionalAction},
+    # The CLI supervises by default (issue 20): a server that outlives the
+    # command has a parent that knows how it ended. The library's default
+    # stays the original's (no supervisor).
+    "supervise": {
+        "action": argparse.BooleanOptionalAction,
+        "default": True,
+        "help": "run the per-server supervisor even without --restart: it records how each "
+        "run ended and writes the logs (default: on; --no-supervise: the server alone, as "
+        "the original starts it)",
+    },
     "log_max_bytes": {"type": _bytes},
     "log_backup_count": {"type": int},
     "log_timestamps": {"action": "store_true"},
@@ -646,7 +655,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     from ._foreground import run_foreground, run_supervised
 
     m = _manager_from_args(args)
-    if m.restart_policy != "no":
+    if m._core.supervised:
         return run_supervised(m, args.redirect_output, args.force, out)
     return run_foreground(m, args.redirect_output, args.force, out)
 

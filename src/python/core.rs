@@ -380,6 +380,13 @@ impl Core {
         self.server().config().supervision.policy.restart.as_str()
     }
 
+    /// True when a supervisor process runs the server (`supervise=True`, a
+    /// restart policy or a log option).
+    #[getter]
+    fn supervised(&self) -> bool {
+        self.server().config().supervision.is_supervised()
+    }
+
     fn child_pid(&self) -> Option<i32> {
         self.server().child_pid()
     }

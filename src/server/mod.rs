@@ -33,8 +33,7 @@ use child::Launched;
 pub use status::{State, Status};
 pub use supervised::{supervisor_main, SupervisorLink, EXTENSION};
 
-/// A cancellation hook called every few tens of milliseconds during waits.
-pub type Tick<'a> = &'a mut dyn FnMut() -> Result<()>;
+pub use crate::Tick;
 
 /// Everything a server is launched with: the spec (`crate::spec`).
 pub use crate::spec::ServerSpec as Config;

@@ -122,6 +122,11 @@ impl Status {
                 if s.phase == Phase::Starting && self.pid.is_some() {
                     // A held socket listens before the run is ready.
                     self.state = State::Starting;
+                } else if policy == crate::supervise::Restart::No.as_str()
+                    && s.phase == Phase::Running
+                {
+                    // A watcher (restart "no") whose run ended is recording
+                    // how: nothing comes back, the state is the run's own.
                 } else if self.pid.is_none()
                     || self.state != State::Running && self.state != State::Starting
                 {

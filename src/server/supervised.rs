@@ -399,6 +399,65 @@ impl Server {
     }
 }
 
+impl crate::supervise::Supervised for Server {
+    fn log_paths(&self) -> crate::spawn::LogPaths {
+        Server::log_paths(self)
+    }
+
+    fn settings(&self) -> crate::supervise::Settings {
+        crate::supervise::Settings {
+            name: self.cfg.name.clone(),
+            supervision: self.cfg.supervision.clone(),
+            hold_socket: self.cfg.hold_socket,
+            stop_timeout: self.cfg.stop_timeout,
+        }
+    }
+    fn paths(&self) -> &record::Paths {
+        Server::paths(self)
+    }
+    fn port(&self) -> u16 {
+        Server::port(self)
+    }
+    fn launch(&self, redirect_output: bool, tick: Tick<'_>) -> Result<Arc<PidFd>> {
+        self.supervisor_launch(redirect_output, tick)
+    }
+    fn attach(&self, pid: i32) -> Option<Arc<PidFd>> {
+        self.attach_run(pid)
+    }
+    fn reload(&self, redirect_output: bool, grace: Duration, tick: Tick<'_>) -> Result<Arc<PidFd>> {
+        self.supervisor_reload(redirect_output, grace, tick)
+    }
+    fn stop_run(
+        &self,
+        run: &Arc<PidFd>,
+        grace: Duration,
+        tick: Tick<'_>,
+    ) -> (Result<()>, Option<i32>) {
+        Server::stop_run(self, run, grace, tick)
+    }
+    fn end_run(&self, run: &PidFd, exit: Option<i32>) {
+        Server::end_run(self, run, exit)
+    }
+    fn exit_code(&self, run: &PidFd) -> Option<i32> {
+        self.run_exit_code(run)
+    }
+    fn note_final(&self, end: End, restarts: u32) {
+        Server::note_final(self, end, restarts)
+    }
+    fn memory(&self, pid: i32) -> u64 {
+        self.tree_rss(pid)
+    }
+    fn probe(&self, check: &crate::supervise::HealthCheck) -> std::result::Result<(), String> {
+        let to = crate::supervise::health::target(self.addr(), Server::port(self));
+        let tls = self.cfg.speaks().tls;
+        crate::supervise::health::probe(to, &self.cfg.host, &check.path, check.timeout, tls)
+            .map(|_| ())
+    }
+    fn release_socket(&self) {
+        Server::release_socket(self)
+    }
+}
+
 /// With `stop_with_caller`: a thread that waits for end-of-file on the
 /// caller's lifeline (the caller is gone, however it ended) and then asks
 /// this supervisor to stop as `stop()` does, with SIGTERM (which the

@@ -131,7 +131,7 @@ pub fn await_ready(
     sp: &mut Spawned,
     name: &str,
     deadline: Instant,
-    tick: crate::server::Tick<'_>,
+    tick: crate::Tick<'_>,
 ) -> Result<Ready> {
     let mut buf = Vec::new();
     loop {
@@ -209,7 +209,7 @@ fn gone(sp: &Spawned, name: &str) -> Error {
 /// Ends supervision of a live supervisor: SIGTERM, which makes it stop
 /// the server and exit; waits up to `timeout`, then SIGKILL (the caller
 /// then stops what is left itself). True if it exited on its own.
-pub fn stop(fd: &PidFd, timeout: Duration, tick: crate::server::Tick<'_>) -> Result<bool> {
+pub fn stop(fd: &PidFd, timeout: Duration, tick: crate::Tick<'_>) -> Result<bool> {
     if !fd.signal(libc::SIGTERM).unwrap_or(false) {
         return Ok(true);
     }

@@ -1,8 +1,8 @@
 """An app to supervise: a health endpoint that fails while the file named by
 $USM_SICK_FILE exists, an endpoint that blocks the event loop (a hung
 server), one that grows resident memory, and, with $USM_CRASH_AFTER set, a
-crash (exit code 1) that many seconds after start-up; while the file named by
-$USM_FAIL_FILE exists, start-up fails with RuntimeError(its text)."""
+crash (exit code 1, or $USM_EXIT_CODE) that many seconds after start-up; while
+the file named by $USM_FAIL_FILE exists, start-up fails with RuntimeError(its text)."""
 
 import asyncio
 import os
@@ -22,7 +22,8 @@ async def lifespan(app: FastAPI):
             raise RuntimeError(f.read())
     after = os.environ.get("USM_CRASH_AFTER")
     if after:
-        asyncio.get_running_loop().call_later(float(after), os._exit, 1)
+        code = int(os.environ.get("USM_EXIT_CODE", "1"))
+        asyncio.get_running_loop().call_later(float(after), os._exit, code)
     yield
 
 

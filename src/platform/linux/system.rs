@@ -131,6 +131,26 @@ pub fn hand_over(cmd: &mut Command, map: super::handover::FdMap) {
     }
 }
 
+/// As PID 1 (a container's init), reaps exited children other than `keep`
+/// (whose status its owner collects through its pidfd): orphans the
+/// kernel re-parented to us, which would stay zombies otherwise.
+pub fn reap_orphans(keep: i32) {
+    use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus};
+    loop {
+        let peek = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+        let pid = match waitid(Id::All, peek) {
+            Ok(WaitStatus::StillAlive) | Err(_) => return,
+            Ok(s) => match s.pid() {
+                Some(p) => p,
+                None => return,
+            },
+        };
+        if pid.as_raw() == keep || waitpid(pid, Some(WaitPidFlag::WNOHANG)).is_err() {
+            return;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
