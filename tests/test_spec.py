@@ -98,10 +98,30 @@ def test_each_option_is_taken_the_same_everywhere(o, home, tmp_path):
         )
         shell = C._manager_from_args(args)
         assert built(shell, o["name"]) == value, command
-        # Everything but the option and history (operators keep it) is alike.
-        want = {k: v for k, v in lib._core.arguments().items() if k != "history"}
-        have = {k: v for k, v in shell._core.arguments().items() if k != "history"}
+        # Everything else is alike but the defaults the CLI chose for itself
+        # (history, supervise: operators keep how runs ended).
+        own = cli_defaults_of_its_own(command, home, port) - {o["name"]}
+        want = {k: v for k, v in lib._core.arguments().items() if k not in own}
+        have = {k: v for k, v in shell._core.arguments().items() if k not in own}
         assert have == want, command
+
+
+def cli_defaults_of_its_own(command, home, port):
+    """The keys whose default differs between `command` and the library."""
+    args = C.build_parser().parse_args(
+        ["--pid-dir", str(home), command, "usm_hello:app", "--port", str(port), "--name", "spec"]
+    )
+    shell = C._manager_from_args(args)._core.arguments()
+    lib = ServerManager("usm_hello:app", "127.0.0.1", port, "spec", pid_dir=home)._core.arguments()
+    return {k for k in lib if lib[k] != shell.get(k)}
+
+
+def test_the_cli_chose_few_defaults_of_its_own(home):
+    # Operators keep history and a watcher (whose server holds its socket,
+    # as every supervised server does); everything else is the library's.
+    own = {"history", "supervise", "hold_socket"}
+    for command in ("start", "run", "systemd-unit"):
+        assert cli_defaults_of_its_own(command, home, free_port()) <= own
 
 
 def test_systemd_unit_hands_every_option_to_run(home, tmp_path):
