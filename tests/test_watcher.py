@@ -108,6 +108,21 @@ def test_a_stopped_watched_server_stays_listed_until_forget(home: Path, names: l
     assert "ws" not in list_records(str(home), stopped=True)
 
 
+def test_a_killed_watcher_is_reported_unsupervised(home: Path, names: list[str]) -> None:
+    names.append("wu")
+    row = _start(home, "wu", "usm_hello:app")
+    watcher = psutil.Process(row["supervisor_pid"])
+    watcher.kill()
+    assert wait_until(lambda: gone(watcher), 10)
+    # The server serves on, but nobody watches it: status says so.
+    assert get(row["port"])["hello"] == "world"
+    after = _row(home, "wu")
+    assert after["state"] == "running" and after["supervisor_pid"] is None, after
+    assert after["unsupervised"] is True, after
+    table = cli("status", home=home).stdout
+    assert "unsupervised" in table, table
+
+
 def test_no_supervise_runs_the_server_alone_as_the_original(home: Path) -> None:
     port = free_port()
     r = cli(

@@ -38,6 +38,9 @@ pub struct ServerStatus {
     last_exit: Option<i32>,
     supervisor_pid: Option<i32>,
     health: Option<String>,
+    /// Whether it was started with a supervisor (a restart policy, or the
+    /// watcher: `supervise=True`, the CLI's default).
+    supervised: bool,
 }
 
 const STATUS_FIELDS: [&str; 21] = [
@@ -89,6 +92,7 @@ impl ServerStatus {
             last_exit: st.last_exit,
             supervisor_pid: st.supervisor_pid,
             health: st.health,
+            supervised: st.supervised,
         }
     }
 }
@@ -121,6 +125,7 @@ impl ServerStatus {
         health: Option<String>,
     ) -> Self {
         Self {
+            supervised: restart != "no",
             name,
             pid,
             host,
@@ -144,11 +149,11 @@ impl ServerStatus {
         }
     }
 
-    /// True for a server whose restart policy asks for a supervisor that
-    /// is not there (it was killed): it serves, unsupervised.
+    /// True for a server started with a supervisor (a restart policy, or
+    /// the watcher) that is not there (it was killed): it serves, unsupervised.
     #[getter]
     fn unsupervised(&self) -> bool {
-        self.restart != "no" && self.supervisor_pid.is_none() && self.state == "running"
+        self.supervised && self.supervisor_pid.is_none() && self.state == "running"
     }
 
     /// The status as a JSON-ready dict.

@@ -71,6 +71,9 @@ pub struct Status {
     pub last_exit: Option<i32>,
     pub supervisor_pid: Option<i32>,
     pub health: Option<String>,
+    /// Started with a supervisor (a restart policy or the watcher), as
+    /// recorded: with `supervisor_pid` None while it runs, it lost it.
+    pub supervised: bool,
 }
 
 impl Status {
@@ -102,17 +105,19 @@ impl Status {
             last_exit: None,
             supervisor_pid: None,
             health: None,
+            supervised: false,
         }
     }
 
     /// Adds what the supervisor (live, or gone after giving up) says.
     fn supervised_by(
         mut self,
-        policy: &'static str,
+        (policy, supervised): (&'static str, bool),
         sup: Option<SupState>,
         last: Option<&LastRun>,
     ) -> Self {
         self.restart = policy;
+        self.supervised = supervised;
         match sup {
             Some(s) => {
                 self.supervisor_pid = Some(s.pid);
@@ -253,6 +258,7 @@ impl Server {
             last_exit: None,
             supervisor_pid: None,
             health: None,
+            supervised: false,
         }
         .supervised_by(policy, sup, None)
     }
@@ -295,14 +301,12 @@ impl Server {
         &self,
         found: Option<&super::Found>,
         last: Option<&LastRun>,
-    ) -> &'static str {
-        found
+    ) -> (&'static str, bool) {
+        let sup = found
             .and_then(|f| f.identity.as_ref())
             .or(last.map(|l| &l.identity))
             .and_then(|id| id.config.as_ref())
-            .map_or(self.cfg.supervision.policy.restart, |c| {
-                c.spec.supervision.policy.restart
-            })
-            .as_str()
+            .map_or(&self.cfg.supervision, |c| &c.spec.supervision);
+        (sup.policy.restart.as_str(), sup.is_supervised())
     }
 }
