@@ -135,8 +135,12 @@ class ServerStatus:
     @property
     def health(self) -> Optional[str]: ...
     @property
+    def supervised(self) -> bool:
+        """It was started with a supervisor: a restart policy, or the watcher
+        (``supervise=True``, the CLI's default)."""
+    @property
     def unsupervised(self) -> bool:
-        """A restart policy asks for a supervisor, and none runs (it was killed)."""
+        """It was started with a supervisor, and none runs (it was killed)."""
     def __new__(
         cls,
         name: str,

@@ -43,7 +43,7 @@ pub struct ServerStatus {
     supervised: bool,
 }
 
-const STATUS_FIELDS: [&str; 21] = [
+const STATUS_FIELDS: [&str; 22] = [
     "name",
     "pid",
     "host",
@@ -64,6 +64,7 @@ const STATUS_FIELDS: [&str; 21] = [
     "last_exit",
     "supervisor_pid",
     "health",
+    "supervised",
     "unsupervised",
 ];
 
