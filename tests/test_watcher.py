@@ -123,6 +123,21 @@ def test_a_killed_watcher_is_reported_unsupervised(home: Path, names: list[str])
     assert "unsupervised" in table, table
 
 
+def test_a_watched_name_with_another_app_or_port_is_taken(home: Path, managers: list) -> None:
+    from upsonic_server_manager import ServerManagerError
+
+    a = ServerManager("usm_hello:app", "127.0.0.1", free_port(), "wt", supervise=True)
+    managers.append(a)
+    a.start()
+    # Not "started" (nothing would serve there): the name is another server's.
+    b = ServerManager("usm_hello:app", "127.0.0.1", free_port(), "wt", supervise=True)
+    with pytest.raises(ServerManagerError, match='the name "wt" is taken by a running server'):
+        b.start()
+    same = ServerManager("usm_hello:app", "127.0.0.1", a.port, "wt", supervise=True)
+    same.start()  # the same server: already running, nothing to do
+    assert same.is_running()
+
+
 def test_no_supervise_runs_the_server_alone_as_the_original(home: Path) -> None:
     port = free_port()
     r = cli(

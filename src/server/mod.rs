@@ -358,6 +358,18 @@ impl Server {
         // the server is managed already.
         if self.supervised_now() {
             if let Some(id) = record::read_identity(&self.paths) {
+                // Another app or address under this name: not ours to call
+                // started (as for an unsupervised record, `Claim::OtherConfig`).
+                let other_port = self.cfg.port != 0 && id.port != self.cfg.port;
+                if id.app_path != self.cfg.app_path || id.host != self.cfg.host || other_port {
+                    return Err(Error::NameTaken {
+                        name: self.cfg.name.clone(),
+                        pid: id.pid,
+                        app_path: id.app_path,
+                        host: id.host,
+                        port: id.port,
+                    });
+                }
                 self.learn_port(id.port);
             }
             return Ok(false);
