@@ -100,7 +100,7 @@ pub struct Speaks {
 /// An argument the manager refuses: what was given, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refused {
-    /// `"uvicorn_args"` or `"env"`.
+    /// `key::UVICORN_ARGS` or `key::ENV`.
     pub arg: &'static str,
     /// The option or variable as given.
     pub given: String,
@@ -124,7 +124,7 @@ pub fn speaks(uvicorn_args: &[String], env: &[(String, String)]) -> Result<Speak
         let option = format!("--{key}");
         if let Some((_, why)) = REFUSED.iter().find(|(o, _)| *o == option) {
             return Err(Refused {
-                arg: "uvicorn_args",
+                arg: crate::spec::key::UVICORN_ARGS,
                 given: option,
                 why,
             });
@@ -148,7 +148,7 @@ pub fn speaks(uvicorn_args: &[String], env: &[(String, String)]) -> Result<Speak
                 .find(|(o, _)| *o == option)
                 .map_or("it changes how the server listens", |(_, w)| w);
             return Err(Refused {
-                arg: "env",
+                arg: crate::spec::key::ENV,
                 given: k.clone(),
                 why,
             });
@@ -322,7 +322,7 @@ mod tests {
             let r = speaks(&args(given), none).unwrap_err();
             assert_eq!(
                 (r.arg, r.given.as_str()),
-                ("uvicorn_args", option),
+                (crate::spec::key::UVICORN_ARGS, option),
                 "{given}"
             );
             assert!(!r.why.is_empty());
@@ -331,7 +331,10 @@ mod tests {
         assert!(speaks(&[], &env).unwrap().tls);
         let env = vec![("UVICORN_UDS".to_owned(), "/tmp/s".to_owned())];
         let r = speaks(&[], &env).unwrap_err();
-        assert_eq!((r.arg, r.given.as_str()), ("env", "UVICORN_UDS"));
+        assert_eq!(
+            (r.arg, r.given.as_str()),
+            (crate::spec::key::ENV, "UVICORN_UDS")
+        );
         assert!(r.why.contains("unix socket"));
         let env = vec![("UVICORN_PORT".to_owned(), "1".to_owned())];
         assert!(speaks(&[], &env).is_ok());

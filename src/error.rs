@@ -295,9 +295,13 @@ mod tests {
 
     #[test]
     fn messages_are_built_from_fields() {
-        let e = Error::invalid("port", Some("0".into()), "is outside 1..65535");
+        let e = Error::invalid(
+            crate::spec::key::PORT,
+            Some("0".into()),
+            "is outside 1..65535",
+        );
         assert_eq!(e.to_string(), "port 0 is outside 1..65535");
-        let e = Error::invalid("app_path", None, "must not be empty");
+        let e = Error::invalid(crate::spec::key::APP_PATH, None, "must not be empty");
         assert_eq!(e.to_string(), "app_path must not be empty");
         let e = Error::PortInUse {
             port: 80,

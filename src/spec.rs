@@ -261,127 +261,161 @@ macro_rules! opt {
     };
 }
 
-/// The worker count's keyword, which the binding names when it reads
-/// `$UPSONIC_WORKERS_AMOUNT` at a start.
-pub const WORKERS: &str = "workers";
+/// Every option's name (the keyword, the set file's key, the record's
+/// field), spelled here once: the table, the checks, the binding's argument
+/// errors and the `record=2` reader name an option through these.
+pub mod key {
+    pub const APP_PATH: &str = "app_path";
+    pub const HOST: &str = "host";
+    pub const PORT: &str = "port";
+    pub const NAME: &str = "name";
+    pub const WORKERS: &str = "workers";
+    pub const LOG_DIR: &str = "log_dir";
+    pub const PID_DIR: &str = "pid_dir";
+    pub const CWD: &str = "cwd";
+    pub const ENV: &str = "env";
+    pub const START_TIMEOUT: &str = "start_timeout";
+    pub const STOP_TIMEOUT: &str = "stop_timeout";
+    pub const UVICORN_ARGS: &str = "uvicorn_args";
+    pub const HOLD_SOCKET: &str = "hold_socket";
+    pub const STOP_WITH_CALLER: &str = "stop_with_caller";
+    pub const RESTART: &str = "restart";
+    pub const RESTART_DELAY: &str = "restart_delay";
+    pub const RESTART_MAX_DELAY: &str = "restart_max_delay";
+    pub const RESTART_LIMIT: &str = "restart_limit";
+    pub const STABLE_AFTER: &str = "stable_after";
+    pub const HEALTH_CHECK: &str = "health_check";
+    pub const HEALTH_INTERVAL: &str = "health_interval";
+    pub const HEALTH_TIMEOUT: &str = "health_timeout";
+    pub const HEALTH_FAILURES: &str = "health_failures";
+    pub const MAX_MEMORY: &str = "max_memory";
+    pub const SUPERVISE: &str = "supervise";
+    pub const LOG_MAX_BYTES: &str = "log_max_bytes";
+    pub const LOG_BACKUP_COUNT: &str = "log_backup_count";
+    pub const LOG_TIMESTAMPS: &str = "log_timestamps";
+    pub const WARM: &str = "warm";
+    pub const PRELOAD: &str = "preload";
+    pub const PID_FILE: &str = "pid_file";
+    pub const HISTORY: &str = "history";
+}
 
 /// Every option, in the drop-in signature's order.
 pub static OPTIONS: &[Opt] = &[
-    opt!("app_path", "str", Default_::Required, "the ASGI app, as 'package.module:app'",
+    opt!(key::APP_PATH, "str", Default_::Required, "the ASGI app, as 'package.module:app'",
         flag: None, metavar: Some("APP"), group: "", positional: true, assignable: true, restored: false,
         get: |s| Value::Str(s.app_path.clone())),
-    opt!("host", "str", Default_::Required, "the address to bind",
+    opt!(key::HOST, "str", Default_::Required, "the address to bind",
         flag: Some("--host"), metavar: None, group: "", positional: true, assignable: true, restored: false,
         get: |s| Value::Str(s.host.clone())),
-    opt!("port", "int", Default_::Required, "the port to bind (0: the kernel picks one)",
+    opt!(key::PORT, "int", Default_::Required, "the port to bind (0: the kernel picks one)",
         flag: Some("--port"), metavar: None, group: "", positional: true, assignable: true, restored: false,
         get: |s| Value::Int(i64::from(s.port))),
-    opt!("name", "str", Default_::Required, "the server's name (its PID record and log files)",
+    opt!(key::NAME, "str", Default_::Required, "the server's name (its PID record and log files)",
         flag: Some("--name"), metavar: None, group: "", positional: true, assignable: true, restored: false,
         get: |s| Value::Str(s.name.clone())),
-    opt!(WORKERS, "Optional[int]", Default_::None,
+    opt!(key::WORKERS, "Optional[int]", Default_::None,
         "uvicorn worker processes (None: $UPSONIC_WORKERS_AMOUNT, read at each start)",
         flag: Some("--workers"), metavar: Some("N"), group: "", positional: false, assignable: false, restored: true,
         get: |s| Value::Int(i64::from(s.workers))),
-    opt!("log_dir", "PathLike", Default_::Str("logs"),
+    opt!(key::LOG_DIR, "PathLike", Default_::Str("logs"),
         "where redirected output goes (relative: under the server's working directory)",
         flag: Some("--log-dir"), metavar: None, group: "", positional: false, assignable: false, restored: false,
         get: |s| path(&s.log_dir)),
-    opt!("pid_dir", "Optional[PathLike]", Default_::None,
+    opt!(key::PID_DIR, "Optional[PathLike]", Default_::None,
         "where PID records live (None: your home directory)",
         flag: None, metavar: None, group: "", positional: false, assignable: false, restored: false,
         get: |s| path(&s.pid_dir)),
-    opt!("cwd", "Optional[PathLike]", Default_::None,
+    opt!(key::CWD, "Optional[PathLike]", Default_::None,
         "the server's working directory (None: the caller's)",
         flag: Some("--cwd"), metavar: None, group: "", positional: false, assignable: false, restored: true,
         get: |s| s.cwd.as_deref().map_or(Value::None, path)),
-    opt!("env", "Optional[Mapping[str, str]]", Default_::None,
+    opt!(key::ENV, "Optional[Mapping[str, str]]", Default_::None,
         "extra environment variables of the server",
         flag: Some("--env"), metavar: Some("KEY=VALUE"), group: "", positional: false, assignable: false, restored: true,
         get: |s| Value::Pairs(s.env.clone())),
-    opt!("start_timeout", "float", Default_::Float(30.0), "seconds to wait for the server to accept",
+    opt!(key::START_TIMEOUT, "float", Default_::Float(30.0), "seconds to wait for the server to accept",
         flag: Some("--start-timeout"), metavar: Some("SECONDS"), group: "", positional: false, assignable: false, restored: true,
         get: |s| secs(s.start_timeout)),
-    opt!("stop_timeout", "float", Default_::Float(5.0), "seconds of graceful shutdown before SIGKILL",
+    opt!(key::STOP_TIMEOUT, "float", Default_::Float(5.0), "seconds of graceful shutdown before SIGKILL",
         flag: Some("--stop-timeout"), metavar: Some("SECONDS"), group: "", positional: false, assignable: false, restored: true,
         get: |s| secs(s.stop_timeout)),
-    opt!("uvicorn_args", "Sequence[str]", Default_::Strs(DEFAULT_UVICORN_ARGS),
+    opt!(key::UVICORN_ARGS, "Sequence[str]", Default_::Strs(DEFAULT_UVICORN_ARGS),
         "uvicorn's extra arguments (the CLI's are those after --)",
         flag: None, metavar: None, group: "", positional: false, assignable: false, restored: true,
         get: |s| Value::Strs(s.uvicorn_args.clone())),
-    opt!("hold_socket", "Optional[bool]", Default_::None,
+    opt!(key::HOLD_SOCKET, "Optional[bool]", Default_::None,
         "bind and hold the listening socket here, so that `reload` and restarts refuse no connection (default: on for port 0 and a restart policy)",
         flag: Some("--hold-socket"), metavar: None, group: "", positional: false, assignable: false, restored: true,
         get: |s| Value::Bool(s.hold_socket)),
-    opt!("stop_with_caller", "bool", Default_::Bool(false),
+    opt!(key::STOP_WITH_CALLER, "bool", Default_::Bool(false),
         "stop the server when the process that started it ends, however it ends",
         flag: None, metavar: None, group: "", positional: false, assignable: false, restored: false,
         get: |s| Value::Bool(s.stop_with_caller)),
-    opt!("restart", "str", Default_::Str("no"),
+    opt!(key::RESTART, "str", Default_::Str("no"),
         "restart it when it ends: after a crash, or after any end but a stop",
         flag: Some("--restart"), metavar: None, group: SUPERVISION, positional: false, assignable: false, restored: true,
         get: |s| Value::Str(s.supervision.policy.restart.as_str().to_owned())),
-    opt!("restart_delay", "float", Default_::Float(0.1),
+    opt!(key::RESTART_DELAY, "float", Default_::Float(0.1),
         "first wait before a restart; doubles on each failure in a row",
         flag: Some("--restart-delay"), metavar: Some("SECONDS"), group: SUPERVISION, positional: false, assignable: false, restored: true,
         get: |s| secs(s.supervision.policy.delay)),
-    opt!("restart_max_delay", "float", Default_::Float(30.0), "the longest wait before a restart",
+    opt!(key::RESTART_MAX_DELAY, "float", Default_::Float(30.0), "the longest wait before a restart",
         flag: Some("--restart-max-delay"), metavar: Some("SECONDS"), group: SUPERVISION, positional: false, assignable: false, restored: true,
         get: |s| secs(s.supervision.policy.max_delay)),
-    opt!("restart_limit", "Optional[int]", Default_::Int(10),
+    opt!(key::RESTART_LIMIT, "Optional[int]", Default_::Int(10),
         "failed runs in a row before giving up (None, 'none' on the CLI: never)",
         flag: Some("--restart-limit"), metavar: Some("N"), group: SUPERVISION, positional: false, assignable: false, restored: true,
         get: |s| s.supervision.policy.limit.map_or(Value::None, |l| Value::Int(i64::from(l)))),
-    opt!("stable_after", "float", Default_::Float(10.0),
+    opt!(key::STABLE_AFTER, "float", Default_::Float(10.0),
         "uptime after which the failure count starts again",
         flag: Some("--stable-after"), metavar: Some("SECONDS"), group: SUPERVISION, positional: false, assignable: false, restored: true,
         get: |s| secs(s.supervision.policy.stable_after)),
-    opt!("health_check", "Optional[str]", Default_::None,
+    opt!(key::HEALTH_CHECK, "Optional[str]", Default_::None,
         "HTTP GET this path on the server; failures in a row replace it",
         flag: Some("--health-check"), metavar: Some("PATH"), group: SUPERVISION, positional: false, assignable: false, restored: true,
         get: |s| health(s, |h| Value::Str(h.path.clone())).unwrap_or(Value::None)),
-    opt!("health_interval", "float", Default_::Float(5.0), "seconds between checks",
+    opt!(key::HEALTH_INTERVAL, "float", Default_::Float(5.0), "seconds between checks",
         flag: Some("--health-interval"), metavar: Some("SECONDS"), group: SUPERVISION, positional: false, assignable: false, restored: true,
         get: |s| health(s, |h| secs(h.interval)).unwrap_or(Value::Float(5.0))),
-    opt!("health_timeout", "float", Default_::Float(2.0), "a check slower than this (seconds) fails",
+    opt!(key::HEALTH_TIMEOUT, "float", Default_::Float(2.0), "a check slower than this (seconds) fails",
         flag: Some("--health-timeout"), metavar: Some("SECONDS"), group: SUPERVISION, positional: false, assignable: false, restored: true,
         get: |s| health(s, |h| secs(h.timeout)).unwrap_or(Value::Float(2.0))),
-    opt!("health_failures", "int", Default_::Int(3), "failed checks in a row that replace the server",
+    opt!(key::HEALTH_FAILURES, "int", Default_::Int(3), "failed checks in a row that replace the server",
         flag: Some("--health-failures"), metavar: Some("N"), group: SUPERVISION, positional: false, assignable: false, restored: true,
         get: |s| health(s, |h| Value::Int(i64::from(h.failures))).unwrap_or(Value::Int(3))),
-    opt!("max_memory", "Union[int, str, None]", Default_::None,
+    opt!(key::MAX_MEMORY, "Union[int, str, None]", Default_::None,
         "replace the server when it and its workers use more (bytes, or a size such as 512MiB, 1GiB)",
         flag: Some("--max-memory"), metavar: Some("SIZE"), group: SUPERVISION, positional: false, assignable: false, restored: true,
         get: |s| s.supervision.max_memory.map_or(Value::None, |m| Value::Int(i64::try_from(m).unwrap_or(i64::MAX)))),
-    opt!("supervise", "bool", Default_::Bool(false),
+    opt!(key::SUPERVISE, "bool", Default_::Bool(false),
         "run the per-server supervisor even without a restart policy: it records how each run ended and writes the logs",
         flag: Some("--supervise"), metavar: None, group: SUPERVISION, positional: false, assignable: false, restored: true,
         get: |s| Value::Bool(s.supervision.supervise)),
-    opt!("log_max_bytes", "Union[int, str, None]", Default_::None,
+    opt!(key::LOG_MAX_BYTES, "Union[int, str, None]", Default_::None,
         "rotate a log file at this size (bytes, or a size such as 64KiB; None: 50MiB; 0: never)",
         flag: Some("--log-max-bytes"), metavar: Some("SIZE"), group: SUPERVISION, positional: false, assignable: false, restored: true,
         get: |s| s.supervision.log_max_bytes.map_or(Value::None, |b| Value::Int(i64::try_from(b).unwrap_or(i64::MAX)))),
-    opt!("log_backup_count", "Optional[int]", Default_::None,
+    opt!(key::LOG_BACKUP_COUNT, "Optional[int]", Default_::None,
         "rotated log files kept (.1 newest; None: 10)",
         flag: Some("--log-backup-count"), metavar: Some("N"), group: SUPERVISION, positional: false, assignable: false, restored: true,
         get: |s| s.supervision.log_backup_count.map_or(Value::None, |n| Value::Int(i64::from(n)))),
-    opt!("log_timestamps", "bool", Default_::Bool(false),
+    opt!(key::LOG_TIMESTAMPS, "bool", Default_::Bool(false),
         "start every log line with an ISO 8601 UTC timestamp",
         flag: Some("--log-timestamps"), metavar: None, group: SUPERVISION, positional: false, assignable: false, restored: true,
         get: |s| Value::Bool(s.supervision.log_timestamps)),
-    opt!("warm", "bool", Default_::Bool(false),
+    opt!(key::WARM, "bool", Default_::Bool(false),
         "fork the server from a preloader with uvicorn and FastAPI already imported (falls back to a normal start when it cannot)",
         flag: Some("--warm"), metavar: None, group: "", positional: false, assignable: false, restored: true,
         get: |s| Value::Bool(s.warm)),
-    opt!("preload", "Optional[Sequence[str]]", Default_::None,
+    opt!(key::PRELOAD, "Optional[Sequence[str]]", Default_::None,
         "with warm: modules the preloader imports too",
         flag: Some("--preload"), metavar: Some("MODULE"), group: "", positional: false, assignable: false, restored: true,
         get: |s| Value::Strs(s.preload.clone())),
-    opt!("pid_file", "Optional[PathLike]", Default_::None,
+    opt!(key::PID_FILE, "Optional[PathLike]", Default_::None,
         "the PID file's path (None: {pid_dir}/.upsonic_{name}_server.pid); the other record files go beside it",
         flag: None, metavar: None, group: "", positional: false, assignable: true, restored: false,
         get: |s| s.pid_file.as_deref().map_or(Value::None, path)),
-    opt!("history", "bool", Default_::Bool(false),
+    opt!(key::HISTORY, "bool", Default_::Bool(false),
         "keep how every run ended on disk, clean stops included",
         flag: None, metavar: None, group: "", positional: false, assignable: false, restored: true,
         get: |s| Value::Bool(s.history)),

@@ -6,6 +6,7 @@ use std::net::{IpAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::spec::key;
 
 /// The most worker processes a server may ask for.
 pub const MAX_WORKERS: i64 = 4096;
@@ -17,7 +18,7 @@ pub fn name(name: &str) -> Result<()> {
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
     if name.is_empty() || !ok_chars || name == "." || name == ".." || name.len() > 200 {
         return Err(Error::invalid(
-            "name",
+            key::NAME,
             Some(format!("{name:?}")),
             "is not a plain file name: use letters, digits, '.', '_' and '-' (not '.' or '..', at most 200 characters)",
         ));
@@ -31,7 +32,7 @@ pub fn port(port: i64) -> Result<u16> {
         Ok(port as u16)
     } else {
         Err(Error::invalid(
-            "port",
+            key::PORT,
             Some(port.to_string()),
             "is outside 1..65535",
         ))
@@ -41,11 +42,11 @@ pub fn port(port: i64) -> Result<u16> {
 /// Checks an application path such as `package.module:app`.
 pub fn app_path(app: &str) -> Result<()> {
     if app.trim().is_empty() {
-        return Err(Error::invalid("app_path", None, "must not be empty"));
+        return Err(Error::invalid(key::APP_PATH, None, "must not be empty"));
     }
     if app.contains('\0') || app.starts_with('-') {
         return Err(Error::invalid(
-            "app_path",
+            key::APP_PATH,
             Some(format!("{app:?}")),
             "is not an import path like 'package.module:app'",
         ));
@@ -56,36 +57,36 @@ pub fn app_path(app: &str) -> Result<()> {
 /// Checks the supervision settings (restart policy, health check, memory).
 pub fn supervision(s: &crate::supervise::Supervision) -> Result<()> {
     let p = &s.policy;
-    seconds_or_zero("restart_delay", p.delay.as_secs_f64())?;
-    seconds_or_zero("restart_max_delay", p.max_delay.as_secs_f64())?;
+    seconds_or_zero(key::RESTART_DELAY, p.delay.as_secs_f64())?;
+    seconds_or_zero(key::RESTART_MAX_DELAY, p.max_delay.as_secs_f64())?;
     if p.max_delay < p.delay {
         return Err(Error::invalid(
-            "restart_max_delay",
+            key::RESTART_MAX_DELAY,
             Some(format!("{}", p.max_delay.as_secs_f64())),
             "is below restart_delay",
         ));
     }
     if p.limit == Some(0) {
         return Err(Error::invalid(
-            "restart_limit",
+            key::RESTART_LIMIT,
             Some("0".into()),
             "must be at least 1 (or None: never give up)",
         ));
     }
-    seconds_or_zero("stable_after", p.stable_after.as_secs_f64())?;
+    seconds_or_zero(key::STABLE_AFTER, p.stable_after.as_secs_f64())?;
     if let Some(h) = &s.health {
         if !h.path.starts_with('/') || h.path.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(Error::invalid(
-                "health_check",
+                key::HEALTH_CHECK,
                 Some(format!("{:?}", h.path)),
                 "must be a path on the server such as '/healthz' (starting with '/', no spaces)",
             ));
         }
-        seconds("health_interval", h.interval.as_secs_f64())?;
-        seconds("health_timeout", h.timeout.as_secs_f64())?;
+        seconds(key::HEALTH_INTERVAL, h.interval.as_secs_f64())?;
+        seconds(key::HEALTH_TIMEOUT, h.timeout.as_secs_f64())?;
         if h.failures == 0 {
             return Err(Error::invalid(
-                "health_failures",
+                key::HEALTH_FAILURES,
                 Some("0".into()),
                 "must be at least 1",
             ));
@@ -93,21 +94,21 @@ pub fn supervision(s: &crate::supervise::Supervision) -> Result<()> {
     }
     if let Some(m) = s.max_memory.filter(|m| *m < 1 << 20) {
         return Err(Error::invalid(
-            "max_memory",
+            key::MAX_MEMORY,
             Some(m.to_string()),
             "is under 1 MiB: no Python server fits (give bytes, or a size such as \"512MiB\")",
         ));
     }
     if let Some(b) = s.log_max_bytes.filter(|b| *b != 0 && *b < 1024) {
         return Err(Error::invalid(
-            "log_max_bytes",
+            key::LOG_MAX_BYTES,
             Some(b.to_string()),
             "is under 1 KiB (give 0 to never rotate, or a size such as \"50MiB\")",
         ));
     }
     if let Some(n) = s.log_backup_count.filter(|n| *n > 1000) {
         return Err(Error::invalid(
-            "log_backup_count",
+            key::LOG_BACKUP_COUNT,
             Some(n.to_string()),
             "is over 1000 rotated files",
         ));
@@ -118,7 +119,7 @@ pub fn supervision(s: &crate::supervise::Supervision) -> Result<()> {
         && (s.health.is_some() || s.max_memory.is_some())
     {
         return Err(Error::invalid(
-            if s.health.is_some() { "health_check" } else { "max_memory" },
+            if s.health.is_some() { key::HEALTH_CHECK } else { key::MAX_MEMORY },
             None,
             "needs a restart policy (restart=\"on-failure\" or \"always\"): a supervisor acts on it",
         ));
@@ -169,7 +170,7 @@ pub fn memory_size(text: &str) -> Result<u64> {
     let v = num.parse::<f64>().unwrap_or(f64::NAN) * scale;
     if !v.is_finite() || !(1.0..=1e15).contains(&v) {
         return Err(Error::invalid(
-            "max_memory",
+            key::MAX_MEMORY,
             Some(format!("{text:?}")),
             "is not a memory size such as 536870912, \"512MiB\" or \"1GiB\"",
         ));
@@ -195,7 +196,7 @@ pub fn is_app_target(app: &str) -> bool {
 
 /// Resolves `host` to the addresses a server bound to it would listen on.
 pub fn host(host: &str) -> Result<Vec<IpAddr>> {
-    let bad = |problem: String| Error::invalid("host", Some(format!("{host:?}")), problem);
+    let bad = |problem: String| Error::invalid(key::HOST, Some(format!("{host:?}")), problem);
     if host.is_empty() || host.contains('\0') || host.starts_with('-') {
         return Err(bad("is not a host name or address".into()));
     }
@@ -221,7 +222,7 @@ pub fn workers(workers: i64) -> Result<u32> {
         Ok(workers as u32)
     } else {
         Err(Error::invalid(
-            "workers",
+            key::WORKERS,
             None,
             format!("must be between 1 and {MAX_WORKERS}, got {workers}"),
         ))
@@ -265,7 +266,7 @@ pub fn seconds(arg: &'static str, v: f64) -> Result<Duration> {
 pub fn env_entry(key: &str, value: &str) -> Result<()> {
     if key.is_empty() || key.contains('=') || key.contains('\0') || value.contains('\0') {
         return Err(Error::invalid(
-            "env",
+            key::ENV,
             None,
             format!("has an invalid entry {key:?}"),
         ));
@@ -284,7 +285,7 @@ pub fn preload(modules: &[String]) -> Result<()> {
             });
         if !ok {
             return Err(Error::invalid(
-                "preload",
+                key::PRELOAD,
                 Some(m.clone()),
                 "must be module names like 'numpy' or 'package.module'",
             ));
@@ -352,7 +353,7 @@ mod tests {
         for (k, v) in [("", "x"), ("A=B", "x"), ("A\0", "x"), ("A", "x\0")] {
             assert!(env_entry(k, v).is_err(), "{k:?}");
         }
-        assert!(seconds("stop_timeout", -1.0)
+        assert!(seconds(key::STOP_TIMEOUT, -1.0)
             .unwrap_err()
             .to_string()
             .starts_with("stop_timeout must be"));

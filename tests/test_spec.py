@@ -145,3 +145,76 @@ def test_systemd_unit_hands_every_option_to_run(home, tmp_path):
             assert built(m, name) == os.path.join(str(tmp_path), value)
         else:
             assert built(m, name) == value, name
+
+
+# ---- one spelling of each key ---------------------------------------------------------------
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The spec, its checks and the CLI table: the only files that may quote a
+# configuration key (issue 18). Everything else names a key through the
+# spec's constants (Rust `spec::key::*`, Python `_spec.K`).
+MAY_SPELL_KEYS = {
+    "src/spec.rs",
+    "src/validate.rs",
+    "python/upsonic_server_manager/cli/_parser.py",
+}
+# Quoted words that are a key's word but not the configuration key.
+NOT_THE_KEY = {
+    ("host", "src/cmdline.rs"): "uvicorn's own --host option",
+    ("port", "src/cmdline.rs"): "uvicorn's own --port option",
+    ("workers", "src/cmdline.rs"): "uvicorn's own --workers option",
+    ("host", "src/python/types.rs"): "a ServerStatus field",
+    ("port", "src/python/types.rs"): "a ServerStatus field",
+    ("workers", "src/python/types.rs"): "a ServerStatus field",
+    ("restart", "src/python/types.rs"): "a ServerStatus field",
+    ("port", "src/python/errors.rs"): "PortInUseError's attribute",
+    ("port", "src/protocol/events.rs"): "a field of a supervisor event",
+    ("restart", "src/supervise/mod.rs"): "the serde field of Supervision, in its test",
+    ("restart", "python/upsonic_server_manager/cli/__init__.py"): "the command restart",
+    ("warm", "python/upsonic_server_manager/cli/__init__.py"): "the command warm",
+    ("warm", "python/upsonic_server_manager/_cli_warm.py"): "the command warm",
+    ("workers", "python/upsonic_server_manager/cli/_servers.py"): "English (orphaned workers)",
+}
+# "name" is also the field of every OPTIONS row, of a process and of a
+# status: the word cannot be told from the key, so it is not counted.
+UNCOUNTED = {"name"}
+
+
+def _quoting(key):
+    found = set()
+    quoted = (f'"{key}"', f"'{key}'")
+    for top in ("src", "python"):
+        for d, _, files in os.walk(os.path.join(ROOT, top)):
+            for f in files:
+                if f.endswith((".rs", ".py", ".pyi")):
+                    path = os.path.join(d, f)
+                    with open(path, encoding="utf-8") as fh:
+                        text = fh.read()
+                    if any(q in text for q in quoted):
+                        found.add(os.path.relpath(path, ROOT))
+    return found
+
+
+def test_each_key_is_spelled_only_by_the_spec_its_checks_and_the_cli_table():
+    if not os.path.isdir(os.path.join(ROOT, "src")):
+        pytest.skip("needs the source tree")
+    spelled = {}
+    for o in _core.OPTIONS:
+        if o["name"] in UNCOUNTED:
+            continue
+        files = _quoting(o["name"])
+        exempt = {f for (k, f) in NOT_THE_KEY if k == o["name"]}
+        # An exemption that no longer matches would hide a future spelling.
+        assert exempt <= files, (o["name"], exempt - files)
+        spelled[o["name"]] = sorted(files - exempt - MAY_SPELL_KEYS)
+    assert {k: v for k, v in spelled.items() if v} == {}
+    assert all(len(_quoting(k) - {f for (j, f) in NOT_THE_KEY if j == k}) <= 3 for k in spelled)
+
+
+def test_K_names_every_option_and_nothing_else():
+    from upsonic_server_manager._spec import K
+
+    for o in _core.OPTIONS:
+        assert getattr(K, o["name"]) == o["name"]
+    with pytest.raises(AttributeError, match="no option"):
+        K.no_such_option  # noqa: B018

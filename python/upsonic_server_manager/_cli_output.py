@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import time
 
+from ._spec import K
+
 TYPE_CHECKING = False
 
 if TYPE_CHECKING:
@@ -153,7 +155,7 @@ _SHELL_PHRASES = (
     ("start(redirect_output=True)", "--redirect-output"),
     ('restart="on-failure" or "always"', "--restart on-failure or always"),
     ("(or None: never give up)", "(or none: never give up)"),
-    ("uvicorn_args", "the uvicorn arguments after --"),
+    (K.uvicorn_args, "the uvicorn arguments after --"),
 )
 
 
@@ -162,7 +164,7 @@ def for_the_shell(message: str) -> str:
     ``--hold-socket``, ``start_timeout`` becomes ``--start-timeout``. The
     keywords are ``ServerManager``'s own (the spec's table, so a new
     option is covered without a new entry); only keywords with an
-    underscore are rewritten, since one-word ones ("restart", "warm") are
+    underscore are rewritten, since one-word ones (restart, warm) are
     also plain English."""
     import re
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 import sys
 
+from ._spec import K
+
 TYPE_CHECKING = False
 
 if TYPE_CHECKING:
@@ -185,19 +187,19 @@ def run_arguments(spec: Any, extra: Sequence[str] = ()) -> list[str]:
     from argparse import BooleanOptionalAction
 
     from ._sets import SetFileError, defaults
-    from .cli import build_parser
+    from .cli._parser import build_parser
 
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
     run = sub.choices["run"]  # type: ignore[index]
     by_dest = {a.dest: a for a in run._actions}
     d = defaults()
-    argv = [spec.kwargs["app_path"], "--name", spec.name]
+    argv = [spec.kwargs[K.app_path], "--name", spec.name]
     uvicorn: list[str] = []
     for key, value in spec.kwargs.items():
-        if key in ("app_path", "cwd", "env", "pid_dir", "log_dir"):
+        if key in (K.app_path, K.cwd, K.env, K.pid_dir, K.log_dir):
             continue  # WorkingDirectory=, Environment=, and the unit's directories
-        if key == "uvicorn_args":
+        if key == K.uvicorn_args:
             if list(value) != list(d.get(key, ())):
                 uvicorn = ["--", *value]  # run takes them after --
             continue
@@ -205,7 +207,7 @@ def run_arguments(spec: Any, extra: Sequence[str] = ()) -> list[str]:
         # --x/--no-x options are spelled either way: `run`'s default for
         # one (--supervise) need not be the library's.
         both_ways = isinstance(action, BooleanOptionalAction)
-        if key in d and value == d[key] and key != "host" and not both_ways:
+        if key in d and value == d[key] and key != K.host and not both_ways:
             continue
         if action is None:
             at = spec.origin.get(key, f"servers.{spec.name}.{key}")
@@ -243,7 +245,7 @@ def cmd_export(args: argparse.Namespace, out: TextIO) -> int:
     import pwd
     import re
 
-    from .cli import _systemd_quote
+    from .cli._systemd import _systemd_quote
 
     s = _load(args)
     base = os.path.dirname(os.path.abspath(s.path))
@@ -254,15 +256,15 @@ def cmd_export(args: argparse.Namespace, out: TextIO) -> int:
         unit = _unit_name(app, name)
         m = s[name]
         directories = ""
-        if spec.origin.get("pid_dir") or args.pid_dir:
+        if spec.origin.get(K.pid_dir) or args.pid_dir:
             pid_dir = os.fspath(m._core.pid_dir)
         else:
             # The user's home may not be writable (or exist) for a service.
             pid_dir = f"/run/{unit}"
             directories += f"RuntimeDirectory={unit}\n"
         run = [sys.executable, "-m", "upsonic_server_manager", "--pid-dir", pid_dir, "run"]
-        run += run_arguments(spec, ["--log-dir", spec.kwargs["log_dir"], "--redirect-output"])
-        env = [("PYTHONUNBUFFERED", "1"), *(spec.kwargs.get("env") or {}).items()]
+        run += run_arguments(spec, ["--log-dir", spec.kwargs[K.log_dir], "--redirect-output"])
+        env = [("PYTHONUNBUFFERED", "1"), *(spec.kwargs.get(K.env) or {}).items()]
         env_lines = "".join(
             f"Environment={_systemd_quote(f'{k}={v}', dollars=False)}\n" for k, v in env
         )
@@ -273,7 +275,7 @@ def cmd_export(args: argparse.Namespace, out: TextIO) -> int:
         units[f"{unit}.service"] = f"""\
 # upsonic server {name!r} of {s.path} (upsonic-server export systemd).
 [Unit]
-Description=upsonic server {name} ({spec.kwargs["app_path"]} on port {spec.kwargs["port"]})
+Description=upsonic server {name} ({spec.kwargs[K.app_path]} on port {spec.kwargs[K.port]})
 PartOf={app}.target
 After=network.target
 {requires}
@@ -281,12 +283,12 @@ After=network.target
 Type=notify
 NotifyAccess=main
 User={user}
-WorkingDirectory={spec.kwargs["cwd"].replace("%", "%%")}
+WorkingDirectory={spec.kwargs[K.cwd].replace("%", "%%")}
 {directories}{env_lines}ExecStart={exec_start}
 {reload}Restart=on-failure
 RestartSec=2s
 KillMode=mixed
-TimeoutStopSec={int(spec.kwargs["stop_timeout"]) + 10}
+TimeoutStopSec={int(spec.kwargs[K.stop_timeout]) + 10}
 
 [Install]
 WantedBy={app}.target

@@ -6,6 +6,8 @@ import os
 import sys
 
 from . import _core
+from ._compat import overridden_hooks, remember_default_hooks, server_process
+from ._spec import K
 
 # typing is imported for type checkers only: at run time it costs milliseconds.
 TYPE_CHECKING = False
@@ -26,106 +28,18 @@ _OPTIONS: tuple[dict[str, Any], ...] = _core.OPTIONS
 _DEFAULTS: dict[str, Any] = {o["name"]: o["default"] for o in _OPTIONS if not o["required"]}
 _POSITIONAL: tuple[str, ...] = tuple(o["name"] for o in _OPTIONS if o["positional"])
 
-DEFAULT_UVICORN_ARGS: tuple[str, ...] = _DEFAULTS["uvicorn_args"]
+DEFAULT_UVICORN_ARGS: tuple[str, ...] = _DEFAULTS[K.uvicorn_args]
 
 
 # Built by the core: a read-only snapshot with ``as_dict()``.
 ServerStatus = _core.ServerStatus
 
 
-_server_process_class: Optional[type] = None
-
-
-def _server_process(core: _core.Core, pid: int) -> Any:
-    """The launched server as upsonic's ``_process`` exposed it: a
-    ``subprocess.Popen`` (built lazily: importing subprocess costs
-    milliseconds, and most programs never look)."""
-    global _server_process_class
-    if _server_process_class is None:
-        _server_process_class = _define_server_process()
-    return _server_process_class(core, pid)
-
-
-def _define_server_process() -> type:
-    import subprocess
-
-    class ServerProcess(subprocess.Popen):  # type: ignore[type-arg]
-        """The server this manager launched, as the ``subprocess.Popen``
-        upsonic's original kept in ``_process``: ``pid``, ``args``,
-        ``poll()``, ``returncode``, ``wait(timeout=None)`` (raising
-        ``subprocess.TimeoutExpired``), ``send_signal()``, ``terminate()``,
-        ``kill()``, ``communicate()`` (it has no pipes). Every signal goes to
-        the process itself through its pidfd, so never to a reused PID; once
-        it has ended, a signal does nothing. The manager's core reaps it.
-        Exit codes are negative for a signal, as Popen's are."""
-
-        # Popen.__init__ is not run: the process exists already.
-        def __init__(self, core: _core.Core, pid: int) -> None:
-            self._core = core
-            self.pid = pid
-            self.args = core.child_cmdline(pid) or []
-            self.stdin = self.stdout = self.stderr = None
-            self.text_mode = False
-            self.encoding = self.errors = None
-            self._communication_started = False
-            self._code: Optional[int] = None
-
-        @property  # type: ignore[override]
-        def returncode(self) -> Optional[int]:
-            return self.poll()
-
-        @returncode.setter
-        def returncode(self, value: Optional[int]) -> None:
-            self._code = value
-
-        def poll(self) -> Optional[int]:
-            """The exit code once it ended, else None. Once the manager let
-            go of it (``_process = None``), the last code seen."""
-            code = self._core.poll_pid(self.pid, self._code)
-            if code is not None:
-                self._code = code
-            return code
-
-        def wait(self, timeout: Optional[float] = None) -> int:  # type: ignore[override]
-            """Waits (seconds; None: as long as it takes) and returns the exit
-            code; raises ``subprocess.TimeoutExpired`` when ``timeout`` passes
-            first."""
-            code = self._core.wait_pid(self.pid, timeout)
-            if code is None:
-                if timeout is not None:
-                    raise subprocess.TimeoutExpired(self.args, timeout)
-                code = self._code
-            else:
-                self._code = code
-            return code  # type: ignore[return-value]
-
-        def communicate(
-            self, input: Any = None, timeout: Optional[float] = None
-        ) -> tuple[None, None]:
-            """Waits for it to end (it has no pipes): ``(None, None)``."""
-            self.wait(timeout)
-            return (None, None)
-
-        def send_signal(self, sig: int) -> None:
-            self._core.signal_pid(self.pid, int(sig))
-
-        def __reduce__(self) -> Any:
-            raise TypeError("a server process cannot be pickled")
-
-    return ServerProcess
-
-
-# The original's overridable helpers, as this class defines them: a subclass
-# that replaces one gets it called where the original's start(), stop() and
-# is_running() call it (see _overridden_hooks).
-_HOOKS = ("_write_pid", "_read_pid", "_cleanup_pid", "_is_port_in_use", "_force_cleanup_port")
-_DEFAULT_HOOKS: dict[str, object] = {}
-
 # Attributes the original sets in __init__ that programs assign, and the
 # configuration keyword each one is (the spec's assignable options; the PID
 # file's attribute is the original's ``_pid_file``).
 _ASSIGNABLE = {
-    ("_" + o["name"] if o["name"] == "pid_file" else o["name"]): o["name"]
+    ("_" + o["name"] if o["name"] == K.pid_file else o["name"]): o["name"]
     for o in _OPTIONS
     if o["assignable"]
 }
@@ -166,7 +80,7 @@ def _rebuild(
 ) -> ServerManager:
     """A manager equal to a pickled or copied one (see ``__reduce__``)."""
     m = cls.__new__(cls)
-    args = [kwargs.pop(k) for k in ("app_path", "host", "port", "name")]
+    args = [kwargs.pop(k) for k in (K.app_path, K.host, K.port, K.name)]
     ServerManager.__init__(m, *args, **kwargs)
     m._core.remember_output(redirect_output)
     return m
@@ -299,11 +213,11 @@ class ServerManager(_StopsOnExit):
         first while it runs."""
         kw = self._core.arguments()
         key = _ASSIGNABLE[attr]
-        if key == "port":
+        if key == K.port:
             # hold_socket left to its default follows the port (0 holds one).
-            if kw["hold_socket"] == (kw["port"] == 0 or kw["restart"] != "no"):
-                kw["hold_socket"] = None
-        if key == "pid_file" and value is not None:
+            if kw[K.hold_socket] == (kw[K.port] == 0 or kw[K.restart] != "no"):
+                kw[K.hold_socket] = None
+        if key == K.pid_file and value is not None:
             value = os.fspath(value)  # type: ignore[call-overload]
         kw[key] = value
         self._core.replace_server(_core.Core(**kw), attr)
@@ -314,7 +228,7 @@ class ServerManager(_StopsOnExit):
 
     @app_path.setter
     def app_path(self, value: str) -> None:
-        self._reconfigure("app_path", value)
+        self._reconfigure(K.app_path, value)
 
     @property
     def host(self) -> str:
@@ -322,7 +236,7 @@ class ServerManager(_StopsOnExit):
 
     @host.setter
     def host(self, value: str) -> None:
-        self._reconfigure("host", value)
+        self._reconfigure(K.host, value)
 
     @property
     def port(self) -> int:
@@ -332,7 +246,7 @@ class ServerManager(_StopsOnExit):
 
     @port.setter
     def port(self, value: int) -> None:
-        self._reconfigure("port", value)
+        self._reconfigure(K.port, value)
 
     @property
     def url(self) -> str:
@@ -367,7 +281,7 @@ class ServerManager(_StopsOnExit):
     def name(self, value: str) -> None:
         # Unlike the original, the PID file follows the name (unless one was
         # chosen with _pid_file): the name is what finds the server again.
-        self._reconfigure("name", value)
+        self._reconfigure(K.name, value)
 
     @property
     def workers(self) -> int:
@@ -425,7 +339,7 @@ class ServerManager(_StopsOnExit):
             return None
         p = self._process_obj
         if p is None or p.pid != pid:
-            p = self._process_obj = _server_process(self._core, pid)
+            p = self._process_obj = server_process(self._core, pid)
         return p
 
     @_process.setter
@@ -441,7 +355,7 @@ class ServerManager(_StopsOnExit):
         cls = type(self)
         if cls is ServerManager:
             return ()
-        return tuple(h for h in _HOOKS if getattr(cls, h) is not _DEFAULT_HOOKS[h])
+        return overridden_hooks(cls)
 
     def __reduce__(self) -> Any:
         """Pickling and ``copy.deepcopy`` rebuild an equal manager, as the
@@ -731,25 +645,25 @@ class ServerManager(_StopsOnExit):
         rec = _core.read_record(directory, name, last_run=True)
         if rec is None:
             return None
-        app, host, port = rec.get("app_path"), rec.get("host"), rec.get("port")
+        app, host, port = rec.get(K.app_path), rec.get(K.host), rec.get(K.port)
         if app is None and rec["pid"] is not None:
             info = _core.process_info(rec["pid"])
             cmd = _core.parse_uvicorn_cmdline(info["cmdline"]) if info else None
             if cmd is not None:
                 app, host, port = cmd.app, cmd.host, cmd.port
                 if cmd.workers:
-                    kwargs.setdefault("workers", cmd.workers)
+                    kwargs.setdefault(K.workers, cmd.workers)
         if not app:
             return None
-        if rec.get("log_dir"):
-            kwargs.setdefault("log_dir", rec["log_dir"])
+        if rec.get(K.log_dir):
+            kwargs.setdefault(K.log_dir, rec[K.log_dir])
         config = rec.get("config")
         if config:
             for o in _OPTIONS:
                 if o["restored"] and o["name"] in config:
                     kwargs.setdefault(o["name"], config[o["name"]])
         m = cls(app, host or "127.0.0.1", int(port or 8000), name, pid_dir=directory, **kwargs)
-        redirected = config["redirect_output"] if config else bool(rec.get("log_dir"))
+        redirected = config["redirect_output"] if config else bool(rec.get(K.log_dir))
         m._core.remember_output(redirected)
         return m
 
@@ -765,7 +679,7 @@ class ServerManager(_StopsOnExit):
         )
 
 
-_DEFAULT_HOOKS.update((h, getattr(ServerManager, h)) for h in _HOOKS)
+remember_default_hooks(ServerManager)
 
 
 def list_records(pid_dir: Optional[PathLike] = None, *, stopped: bool = False) -> list[str]:

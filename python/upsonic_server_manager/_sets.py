@@ -20,6 +20,7 @@ from ._cli_sets import DEFAULT_FILE
 from ._errors import ServerManagerError
 from ._group import ServerGroup, stop_all
 from ._manager import ServerManager
+from ._spec import K
 
 TYPE_CHECKING = False
 
@@ -31,10 +32,10 @@ DEFAULT_HOST = "127.0.0.1"
 
 # Not in a file: the name is the table's, and stop_with_caller would tie each
 # server to the `up` command that started it (it would stop as `up` exits).
-_NOT_IN_FILE = ("self", "name", "stop_with_caller")
+_NOT_IN_FILE = ("self", K.name, K.stop_with_caller)
 
 #: Relative paths in these keys resolve against the file's directory.
-_PATH_KEYS = ("cwd", "log_dir", "pid_dir")
+_PATH_KEYS = (K.cwd, K.log_dir, K.pid_dir)
 
 
 class SetFileError(ValueError):
@@ -68,7 +69,7 @@ def defaults() -> dict[str, Any]:
     keys without one (``app_path``, ``port``) are required."""
     out: dict[str, Any] = {}
     for n, (default, _) in _parameters().items():
-        if n == "host":
+        if n == K.host:
             out[n] = DEFAULT_HOST
         elif default is not _NO_DEFAULT:
             out[n] = default
@@ -194,7 +195,7 @@ class ServerSpec:
 
     def manager(self) -> ServerManager:
         kw = dict(self.kwargs)
-        return ServerManager(kw.pop("app_path"), kw.pop("host"), kw.pop("port"), self.name, **kw)
+        return ServerManager(kw.pop(K.app_path), kw.pop(K.host), kw.pop(K.port), self.name, **kw)
 
     def __repr__(self) -> str:
         return f"ServerSpec({self.name!r}, depends_on={self.depends_on!r})"
@@ -324,15 +325,15 @@ def _spec(
         )
     merged = {**defaults(), **raw}
     kwargs = {k: merged[k] for k in _parameters() if k in merged}
-    if kwargs.get("cwd") is None:
-        kwargs["cwd"] = base
+    if kwargs.get(K.cwd) is None:
+        kwargs[K.cwd] = base
     for key in _PATH_KEYS:
         v = kwargs.get(key)
-        if isinstance(v, str) and (key in raw or key == "log_dir"):
+        if isinstance(v, str) and (key in raw or key == K.log_dir):
             kwargs[key] = os.path.normpath(os.path.join(base, os.path.expanduser(v)))
-    if pid_dir is not None and "pid_dir" not in raw:
+    if pid_dir is not None and K.pid_dir not in raw:
         # --pid-dir: relative to where the command runs, as for every command.
-        kwargs["pid_dir"] = os.path.abspath(pid_dir)
+        kwargs[K.pid_dir] = os.path.abspath(pid_dir)
     spec = ServerSpec(name, kwargs, list(dict.fromkeys(depends)), origin)
     try:
         spec.manager()
@@ -409,12 +410,12 @@ _WILDCARDS = ("0.0.0.0", "::", "")
 def _check_ports(where: str, specs: dict[str, ServerSpec]) -> None:
     seen: list[ServerSpec] = []
     for s in specs.values():
-        port, host = s.kwargs["port"], s.kwargs["host"]
+        port, host = s.kwargs[K.port], s.kwargs[K.host]
         for o in seen:
-            oh = o.kwargs["host"]
+            oh = o.kwargs[K.host]
             clash = host == oh or host in _WILDCARDS or oh in _WILDCARDS
-            if port and port == o.kwargs["port"] and clash:
-                at = s.origin.get("port", f"servers.{s.name}.port")
+            if port and port == o.kwargs[K.port] and clash:
+                at = s.origin.get(K.port, f"servers.{s.name}.port")
                 raise SetFileError(
                     f"{where}: {at}: port {port} is also servers.{o.name}'s "
                     f"({oh}:{port}); give each server its own port"
@@ -480,28 +481,28 @@ def canonical(m: ServerManager, extra: Mapping[str, Any]) -> dict[str, Any]:
     for keys the manager does not expose, ``extra`` (defaults filled)."""
     core = m._core
     out: dict[str, Any] = {
-        "app_path": core.app_path,
-        "host": core.host,
-        "port": core.port,
-        "workers": core.workers,
-        "cwd": None if core.cwd is None else os.path.abspath(core.cwd),
-        "env": dict(sorted(core.env)),
-        "log_dir": os.path.abspath(os.path.join(core.cwd or "", core.log_dir))
+        K.app_path: core.app_path,
+        K.host: core.host,
+        K.port: core.port,
+        K.workers: core.workers,
+        K.cwd: None if core.cwd is None else os.path.abspath(core.cwd),
+        K.env: dict(sorted(core.env)),
+        K.log_dir: os.path.abspath(os.path.join(core.cwd or "", core.log_dir))
         if not os.path.isabs(core.log_dir)
         else os.path.normpath(core.log_dir),
-        "start_timeout": core.start_timeout,
-        "stop_timeout": core.stop_timeout,
-        "uvicorn_args": list(core.uvicorn_args),
-        "hold_socket": core.hold_socket,
-        "warm": core.warm,
-        "preload": list(core.preload),
-        "restart": core.restart_policy,
+        K.start_timeout: core.start_timeout,
+        K.stop_timeout: core.stop_timeout,
+        K.uvicorn_args: list(core.uvicorn_args),
+        K.hold_socket: core.hold_socket,
+        K.warm: core.warm,
+        K.preload: list(core.preload),
+        K.restart: core.restart_policy,
     }
     d = defaults()
     for key in d:
-        if key not in out and key not in ("pid_dir", "name"):
+        if key not in out and key not in (K.pid_dir, K.name):
             value = extra.get(key, d[key])
-            out[key] = _memory(value) if key == "max_memory" else value
+            out[key] = _memory(value) if key == K.max_memory else value
     # Every key is compared, supervision's included: the record keeps every
     # option (record=3), and one written before it (record=2, which kept
     # them only under a restart policy) reads as the defaults. A watcher
@@ -517,8 +518,8 @@ def changes(spec: ServerSpec, running: ServerManager, record: Mapping[str, Any])
     config = record.get("config") or {}
     want = canonical(spec.manager(), spec.kwargs)
     have = canonical(running, config)
-    if spec.kwargs["port"] == 0:
-        want["port"] = have["port"]
+    if spec.kwargs[K.port] == 0:
+        want[K.port] = have[K.port]
     diff = [k for k in want if want[k] != have.get(k)]
     if config and not config.get("redirect_output", False):
         diff.append("redirect_output")
@@ -764,7 +765,7 @@ class ServerSet(ServerGroup):
         before = old.status().pid
         supervised = old.restart_policy != "no" or m.restart_policy != "no"
         same_place = old.app_path == m.app_path and old.host == m.host
-        same_place = same_place and spec.kwargs["port"] in (0, old.port)
+        same_place = same_place and spec.kwargs[K.port] in (0, old.port)
         if old.hold_socket and m.hold_socket and same_place and not supervised:
             # reload() reuses the manager's output mode: this one never started.
             m._core.remember_output(redirect)

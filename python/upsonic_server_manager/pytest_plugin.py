@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Optional
 import pytest
 
 from ._manager import ServerManager
+from ._spec import K
 
 if TYPE_CHECKING:
     import httpx
@@ -70,8 +71,8 @@ class _Servers:
         name = f"{self.worker}-{n}-{label}"[:120]
         directory = self.base / name
         directory.mkdir(parents=True)
-        kwargs.setdefault("pid_dir", directory)
-        kwargs.setdefault("log_dir", directory / "logs")
+        kwargs.setdefault(K.pid_dir, directory)
+        kwargs.setdefault(K.log_dir, directory / "logs")
         srv = LiveServer(
             app_path,
             host,

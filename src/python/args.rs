@@ -7,6 +7,7 @@ use std::time::Duration;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyFloat, PyInt, PyString};
 
+use crate::spec::key;
 use crate::supervise::{HealthCheck, Policy, Restart, Supervision};
 use crate::validate;
 
@@ -31,13 +32,13 @@ pub fn int(arg: &str, what: &str, obj: &Bound<'_, PyAny>) -> PyResult<i64> {
 
 /// A port number.
 pub fn port(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<u16> {
-    validate::port(int("port", "an int", obj)?).map_err(|e| to_py(py, e))
+    validate::port(int(key::PORT, "an int", obj)?).map_err(|e| to_py(py, e))
 }
 
 /// A server's port: 1..65535, or 0 for "the kernel picks" (checked against
 /// hold_socket by the configuration's validation).
 pub fn server_port(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<u16> {
-    match int("port", "an int", obj)? {
+    match int(key::PORT, "an int", obj)? {
         0 => Ok(0),
         p => validate::port(p).map_err(|e| to_py(py, e)),
     }
@@ -59,7 +60,7 @@ pub fn seconds(py: Python<'_>, arg: &'static str, obj: &Bound<'_, PyAny>) -> PyR
 pub fn workers(py: Python<'_>, obj: Option<&Bound<'_, PyAny>>) -> PyResult<Option<u32>> {
     match obj.filter(|o| !o.is_none()) {
         None => Ok(None),
-        Some(o) => validate::workers(int("workers", "an int or None", o)?)
+        Some(o) => validate::workers(int(key::WORKERS, "an int or None", o)?)
             .map(Some)
             .map_err(|e| to_py(py, e)),
     }
@@ -120,7 +121,7 @@ pub fn memory(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<u64> {
         return validate::memory_size(&obj.extract::<String>()?).map_err(|e| to_py(py, e));
     }
     let n = int(
-        "max_memory",
+        key::MAX_MEMORY,
         "an int of bytes or a string like '512MiB'",
         obj,
     )?;
@@ -190,7 +191,7 @@ pub struct SupervisionArgs<'a, 'py> {
 impl SupervisionArgs<'_, '_> {
     pub fn parse(&self, py: Python<'_>) -> PyResult<Supervision> {
         let name = string(
-            "restart",
+            key::RESTART,
             "one of 'no', 'on-failure', 'always'",
             self.restart,
         )?;
@@ -198,7 +199,7 @@ impl SupervisionArgs<'_, '_> {
             to_py(
                 py,
                 crate::Error::invalid(
-                    "restart",
+                    key::RESTART,
                     Some(format!("{name:?}")),
                     "must be 'no', 'on-failure' or 'always'",
                 ),
@@ -207,12 +208,12 @@ impl SupervisionArgs<'_, '_> {
         let limit = if self.restart_limit.is_none() {
             None
         } else {
-            let n = int("restart_limit", "an int or None", self.restart_limit)?;
+            let n = int(key::RESTART_LIMIT, "an int or None", self.restart_limit)?;
             Some(u32::try_from(n).map_err(|_| {
                 to_py(
                     py,
                     crate::Error::invalid(
-                        "restart_limit",
+                        key::RESTART_LIMIT,
                         Some(n.to_string()),
                         "must be at least 1 (or None: never give up)",
                     ),
@@ -222,15 +223,15 @@ impl SupervisionArgs<'_, '_> {
         let health = if self.health_check.is_none() {
             None
         } else {
-            let failures = int("health_failures", "an int", self.health_failures)?;
+            let failures = int(key::HEALTH_FAILURES, "an int", self.health_failures)?;
             Some(HealthCheck {
                 path: string(
-                    "health_check",
+                    key::HEALTH_CHECK,
                     "a path such as '/healthz' or None",
                     self.health_check,
                 )?,
-                interval: seconds(py, "health_interval", self.health_interval)?,
-                timeout: seconds(py, "health_timeout", self.health_timeout)?,
+                interval: seconds(py, key::HEALTH_INTERVAL, self.health_interval)?,
+                timeout: seconds(py, key::HEALTH_TIMEOUT, self.health_timeout)?,
                 failures: u32::try_from(failures.clamp(0, i64::from(u32::MAX))).unwrap_or(0),
             })
         };
@@ -242,35 +243,39 @@ impl SupervisionArgs<'_, '_> {
         Ok(Supervision {
             policy: Policy {
                 restart,
-                delay: seconds_or_zero(py, "restart_delay", self.restart_delay)?,
-                max_delay: seconds(py, "restart_max_delay", self.restart_max_delay)?,
+                delay: seconds_or_zero(py, key::RESTART_DELAY, self.restart_delay)?,
+                max_delay: seconds(py, key::RESTART_MAX_DELAY, self.restart_max_delay)?,
                 limit,
-                stable_after: seconds_or_zero(py, "stable_after", self.stable_after)?,
+                stable_after: seconds_or_zero(py, key::STABLE_AFTER, self.stable_after)?,
             },
             health,
             max_memory,
-            supervise: flag("supervise", self.supervise)?,
+            supervise: flag(key::SUPERVISE, self.supervise)?,
             log_max_bytes: if self.log_max_bytes.is_none() {
                 None
             } else {
-                Some(size(py, "log_max_bytes", self.log_max_bytes)?)
+                Some(size(py, key::LOG_MAX_BYTES, self.log_max_bytes)?)
             },
             log_backup_count: if self.log_backup_count.is_none() {
                 None
             } else {
-                let n = int("log_backup_count", "an int or None", self.log_backup_count)?;
+                let n = int(
+                    key::LOG_BACKUP_COUNT,
+                    "an int or None",
+                    self.log_backup_count,
+                )?;
                 Some(u32::try_from(n).map_err(|_| {
                     to_py(
                         py,
                         crate::Error::invalid(
-                            "log_backup_count",
+                            key::LOG_BACKUP_COUNT,
                             Some(n.to_string()),
                             "must be 0 or more (rotated files kept)",
                         ),
                     )
                 })?)
             },
-            log_timestamps: flag("log_timestamps", self.log_timestamps)?,
+            log_timestamps: flag(key::LOG_TIMESTAMPS, self.log_timestamps)?,
         })
     }
 }

@@ -11,6 +11,7 @@ use pyo3::prelude::*;
 
 use crate::error::Error;
 use crate::server::{Config, Server};
+use crate::spec::key;
 
 use super::args;
 use super::errors::to_py;
@@ -94,7 +95,7 @@ impl Core {
         }
         let mut cfg = slot.config().clone();
         cfg.workers = workers;
-        match slot.replaced(cfg, crate::spec::WORKERS) {
+        match slot.replaced(cfg, crate::spec::key::WORKERS) {
             Ok(new) => *slot = Arc::new(new),
             Err(Error::Running { .. }) => {}
             Err(e) => return Err(to_py(py, e)),
@@ -153,8 +154,8 @@ impl Core {
             Some(w) if w.is_instance_of::<pyo3::types::PyBool>() => w.extract(),
             Some(w) => Err(super::errors::type_error(name, "True or False", w)),
         };
-        let warm = flag("warm", warm)?;
-        let stop_with_caller = flag("stop_with_caller", stop_with_caller)?;
+        let warm = flag(key::WARM, warm)?;
+        let stop_with_caller = flag(key::STOP_WITH_CALLER, stop_with_caller)?;
         let supervision = args::SupervisionArgs {
             restart,
             restart_delay,
@@ -174,18 +175,22 @@ impl Core {
         .parse(py)?;
         let workers = args::workers(py, workers)?;
         let cfg = Config {
-            app_path: args::string("app_path", "a string like 'package.module:app'", app_path)?,
-            host: args::string("host", "a string", host)?,
+            app_path: args::string(
+                key::APP_PATH,
+                "a string like 'package.module:app'",
+                app_path,
+            )?,
+            host: args::string(key::HOST, "a string", host)?,
             port,
-            name: args::string("name", "a string", name)?,
+            name: args::string(key::NAME, "a string", name)?,
             // Until a start reads it (`refresh_workers`), a bad value is 1.
             workers: workers.unwrap_or_else(|| crate::validate::workers_from_env().unwrap_or(1)),
             log_dir,
             pid_dir: args::dir_or_home(pid_dir),
             cwd,
             env: args::env(py, env)?,
-            start_timeout: args::seconds(py, "start_timeout", start_timeout)?,
-            stop_timeout: args::seconds(py, "stop_timeout", stop_timeout)?,
+            start_timeout: args::seconds(py, key::START_TIMEOUT, start_timeout)?,
+            stop_timeout: args::seconds(py, key::STOP_TIMEOUT, stop_timeout)?,
             uvicorn_args: args::uvicorn_args(uvicorn_args)?,
             python,
             // Held by default where it is needed: the kernel picks the port,
@@ -241,7 +246,7 @@ impl Core {
         let d = super::spec::values(py, c, |_| true)?;
         // `workers=None` stays None: the count is read at each start.
         if self.workers_from_env.load(Ordering::Relaxed) {
-            d.set_item(crate::spec::WORKERS, py.None())?;
+            d.set_item(crate::spec::key::WORKERS, py.None())?;
         }
         d.set_item("python", &c.python)?;
         Ok(d)

@@ -20,6 +20,7 @@ use crate::platform;
 use crate::port;
 use crate::record;
 use crate::spawn::LogPaths;
+use crate::spec::key;
 use crate::validate;
 
 use self::core::{run, Core};
@@ -78,10 +79,10 @@ fn identity_dict<'py>(
     d: &Bound<'py, PyDict>,
     id: record::Identity,
 ) -> PyResult<()> {
-    d.set_item("host", id.host)?;
-    d.set_item("port", id.port)?;
-    d.set_item("app_path", id.app_path)?;
-    d.set_item("log_dir", (!id.log_dir.is_empty()).then_some(id.log_dir))?;
+    d.set_item(key::HOST, id.host)?;
+    d.set_item(key::PORT, id.port)?;
+    d.set_item(key::APP_PATH, id.app_path)?;
+    d.set_item(key::LOG_DIR, (!id.log_dir.is_empty()).then_some(id.log_dir))?;
     d.set_item("started_ms", id.started_ms)?;
     // The options `from_record` takes back, with the output mode and the
     // interpreter (not options: the start and the caller chose them).

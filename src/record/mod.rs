@@ -10,6 +10,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::spec::key;
 
 mod last;
 mod saved;
@@ -186,11 +187,11 @@ impl Identity {
                 }
                 "boot_id" => id.boot_id = v.to_owned(),
                 "launch_id" => id.launch_id = v.to_owned(),
-                "host" => id.host = v.to_owned(),
-                "port" => id.port = v.parse().ok()?,
-                "app_path" => id.app_path = v.to_owned(),
+                key::HOST => id.host = v.to_owned(),
+                key::PORT => id.port = v.parse().ok()?,
+                key::APP_PATH => id.app_path = v.to_owned(),
                 "started_ms" => id.started_ms = v.parse().ok()?,
-                "log_dir" => id.log_dir = v.to_owned(),
+                key::LOG_DIR => id.log_dir = v.to_owned(),
                 "record" => config = SavedConfig::reader(v),
                 _ => {
                     if let Some(c) = config.as_mut() {

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use crate::spec::key;
 use crate::spec::ServerSpec;
 use crate::supervise::{HealthCheck, Restart};
 
@@ -132,8 +133,8 @@ impl Legacy {
         };
         let p = &mut s.supervision.policy;
         match k {
-            "workers" => s.workers = v.parse().ok()?,
-            "cwd" => {
+            key::WORKERS => s.workers = v.parse().ok()?,
+            key::CWD => {
                 s.cwd = Some(unescape(v).into())
                     .filter(|d: &std::path::PathBuf| !d.as_os_str().is_empty())
             }
@@ -141,19 +142,19 @@ impl Legacy {
             "start_timeout_ms" => s.start_timeout = ms(v)?,
             "stop_timeout_ms" => s.stop_timeout = ms(v)?,
             "python" => s.python = unescape(v).into(),
-            "hold_socket" => s.hold_socket = v == "1",
-            "env" => {
+            key::HOLD_SOCKET => s.hold_socket = v == "1",
+            key::ENV => {
                 let (ek, ev) = v.split_once('=')?;
                 s.env.push((unescape(ek), unescape(ev)));
             }
             "arg" => s.uvicorn_args.push(unescape(v)),
-            "warm" => s.warm = v == "1",
-            "preload" => s.preload.push(unescape(v)),
-            "history" => s.history = v == "1",
-            "restart" => p.restart = Restart::parse(v)?,
+            key::WARM => s.warm = v == "1",
+            key::PRELOAD => s.preload.push(unescape(v)),
+            key::HISTORY => s.history = v == "1",
+            key::RESTART => p.restart = Restart::parse(v)?,
             "restart_delay_ms" => p.delay = ms(v)?,
             "restart_max_delay_ms" => p.max_delay = ms(v)?,
-            "restart_limit" => {
+            key::RESTART_LIMIT => {
                 p.limit = if v.is_empty() {
                     None
                 } else {
@@ -161,17 +162,17 @@ impl Legacy {
                 }
             }
             "stable_after_ms" => p.stable_after = ms(v)?,
-            "health_check" => self.health.get_or_insert_with(health).path = unescape(v),
+            key::HEALTH_CHECK => self.health.get_or_insert_with(health).path = unescape(v),
             "health_interval_ms" => self.health.get_or_insert_with(health).interval = ms(v)?,
             "health_timeout_ms" => self.health.get_or_insert_with(health).timeout = ms(v)?,
-            "health_failures" => {
+            key::HEALTH_FAILURES => {
                 self.health.get_or_insert_with(health).failures = v.parse().ok()?
             }
-            "max_memory" => s.supervision.max_memory = Some(v.parse().ok()?),
-            "supervise" => s.supervision.supervise = v == "1",
-            "log_max_bytes" => s.supervision.log_max_bytes = Some(v.parse().ok()?),
-            "log_backup_count" => s.supervision.log_backup_count = Some(v.parse().ok()?),
-            "log_timestamps" => s.supervision.log_timestamps = v == "1",
+            key::MAX_MEMORY => s.supervision.max_memory = Some(v.parse().ok()?),
+            key::SUPERVISE => s.supervision.supervise = v == "1",
+            key::LOG_MAX_BYTES => s.supervision.log_max_bytes = Some(v.parse().ok()?),
+            key::LOG_BACKUP_COUNT => s.supervision.log_backup_count = Some(v.parse().ok()?),
+            key::LOG_TIMESTAMPS => s.supervision.log_timestamps = v == "1",
             _ => return Some(false),
         }
         Some(true)

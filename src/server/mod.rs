@@ -536,12 +536,15 @@ mod tests {
         let mut bad = config(&dir);
         bad.port = 0; // without hold_socket
         assert!(matches!(
-            old.replaced(bad, "port"),
-            Err(Error::InvalidArgument { arg: "port", .. })
+            old.replaced(bad, crate::spec::key::PORT),
+            Err(Error::InvalidArgument {
+                arg: crate::spec::key::PORT,
+                ..
+            })
         ));
         let mut moved = config(&dir);
         moved.port = 8124;
-        let new = old.replaced(moved, "port").unwrap();
+        let new = old.replaced(moved, crate::spec::key::PORT).unwrap();
         assert_eq!(new.port(), 8124);
         assert_eq!(new.last_run(), Some(last));
         // A chosen PID file takes the other files beside it; a supervisor
