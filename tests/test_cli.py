@@ -311,11 +311,25 @@ def test_logs_follow_prints_new_lines(cli_start, tmp_path):
     assert r.returncode == 0, r.stderr
     follow = [*CLI, "logs", "tail", "-f", "-n", "0"]
     with running(follow, stdout=subprocess.PIPE, text=True) as p:
-        time.sleep(0.5)
+        # `-n 0` starts at the end of the file whenever the follower is up
+        # (a busy machine takes a while): append numbered lines until it
+        # prints one, then it must print the next ones in order.
+        import select
+
+        seen, n, deadline = "", 0, time.monotonic() + 60
         with open(logs / "tail_server.log", "a") as f:
-            f.write("first appended line\nsecond appended line\n")
-        assert p.stdout.readline().strip() == "out | first appended line"
-        assert p.stdout.readline().strip() == "out | second appended line"
+            while not seen and time.monotonic() < deadline:
+                n += 1
+                f.write(f"appended line {n}\n")
+                f.flush()
+                if select.select([p.stdout], [], [], 0.3)[0]:
+                    seen = p.stdout.readline().strip()
+            assert seen.startswith("out | appended line "), seen
+            first = int(seen.rsplit(" ", 1)[1])
+            f.write(f"appended line {n + 1}\n")
+            f.flush()
+        for k in range(first + 1, n + 2):
+            assert p.stdout.readline().strip() == f"out | appended line {k}"
         p.send_signal(signal.SIGINT)
         assert p.wait(10) == 0
 
