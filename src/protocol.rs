@@ -44,6 +44,11 @@ pub const LIFELINE_ENV: &str = "UPSONIC_LIFELINE_FD";
 /// The PID file of a server with a lifeline: its launcher removes the record
 /// there when the caller is gone (`lifeline::release_record`).
 pub const RECORD_ENV: &str = "UPSONIC_PID_FILE";
+/// The log files of a server whose output goes through its supervisor's
+/// pipes (`supervise::logwriter`): should the supervisor die (the pipes
+/// break), our launcher in the server writes there directly instead.
+pub const LOG_OUT_ENV: &str = "UPSONIC_LOG_STDOUT";
+pub const LOG_ERR_ENV: &str = "UPSONIC_LOG_STDERR";
 
 // ---- the launcher -----------------------------------------------------------------
 
@@ -70,8 +75,10 @@ pub const NUMBERS: [(&str, RawFd); 4] = [
     ("SUPERVISOR_LIFELINE_FD", SUPERVISOR_LIFELINE_FD),
 ];
 /// The environment names and other words, as (attribute, value).
-pub const NAMES: [(&str, &str); 7] = [
+pub const NAMES: [(&str, &str); 9] = [
     ("LAUNCH_ENV", LAUNCH_ENV),
+    ("LOG_OUT_ENV", LOG_OUT_ENV),
+    ("LOG_ERR_ENV", LOG_ERR_ENV),
     ("RECORD_ENV", RECORD_ENV),
     ("READY_ENV", READY_ENV),
     ("LIFELINE_ENV", LIFELINE_ENV),

@@ -179,3 +179,17 @@ def test_systemd_unit_carries_the_choice_to_run(home: Path, flag: str) -> None:
     assert r.returncode == 0, r.stderr
     exec_start = next(x for x in r.stdout.splitlines() if x.startswith("ExecStart="))
     assert " run usm_hello:app " in exec_start and f" {flag} " in exec_start, exec_start
+
+
+def test_a_server_whose_watcher_was_killed_still_prints(home: Path, names: list[str]) -> None:
+    # Its output went through the watcher's pipes: with the watcher gone, a
+    # route that prints must not fail (BrokenPipeError), and what it prints
+    # lands in the log file.
+    names.append("wp")
+    row = _start(home, "wp", "usm_printer:app", "--log-dir", str(home / "logs"))
+    watcher = psutil.Process(row["supervisor_pid"])
+    watcher.kill()
+    assert wait_until(lambda: gone(watcher), 10)
+    assert get(row["port"], "/print?start=7000&n=3")
+    log = home / "logs" / "wp_server.log"
+    assert wait_until(lambda: "out 0007002" in log.read_text(), 10), log.read_text()[-500:]

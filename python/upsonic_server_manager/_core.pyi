@@ -32,6 +32,8 @@ __all__ = [
     "LAUNCH_ENV",
     "LIFELINE_ENV",
     "RECORD_ENV",
+    "LOG_OUT_ENV",
+    "LOG_ERR_ENV",
     "LIFELINE_FD",
     "LOG_STAMP_PATTERN",
     "NO_HELD_FD",
@@ -457,6 +459,8 @@ LAUNCH_ENV: Final[str]
 READY_ENV: Final[str]
 LIFELINE_ENV: Final[str]
 RECORD_ENV: Final[str]
+LOG_OUT_ENV: Final[str]
+LOG_ERR_ENV: Final[str]
 LAUNCHER_MODULE: Final[str]
 NO_HELD_FD: Final[str]
 #: A regular expression matching the timestamp the supervisor puts at the

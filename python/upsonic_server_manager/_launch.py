@@ -22,6 +22,7 @@ import asyncio
 import os
 import socket
 import sys
+from typing import Any
 
 import uvicorn.config
 import uvicorn.server
@@ -30,6 +31,8 @@ from uvicorn.main import main as uvicorn_command
 from upsonic_server_manager._core import (
     LAUNCH_ENV,
     LIFELINE_ENV,
+    LOG_ERR_ENV,
+    LOG_OUT_ENV,
     NO_HELD_FD,
     READY_ENV,
     RECORD_ENV,
@@ -38,6 +41,56 @@ from upsonic_server_manager._core import (
 )
 
 from . import _report
+
+
+class _FallbackStream:
+    """``sys.stdout``/``sys.stderr`` of a server whose output goes through its
+    supervisor's pipes: should the supervisor die (the pipe breaks), the
+    descriptor is pointed at the log file itself and writing goes on, so a
+    route that prints does not fail with BrokenPipeError."""
+
+    def __init__(self, stream: Any, path: str) -> None:
+        self._stream = stream
+        self._path = path
+
+    def _reopen(self) -> None:
+        fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.dup2(fd, self._stream.fileno())
+        finally:
+            os.close(fd)
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            # The text is in the stream's buffer: it goes to the file now.
+            self._reopen()
+            self._stream.flush()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._reopen()
+            self._stream.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _fall_back_to_the_log_files() -> None:
+    # Module level: uvicorn's spawned workers import this module too, and
+    # its logging takes sys.stderr when it is configured, after this.
+    for var, attr in ((LOG_OUT_ENV, "stdout"), (LOG_ERR_ENV, "stderr")):
+        path = os.environ.get(var)
+        stream = getattr(sys, attr)
+        if path and stream is not None and not isinstance(stream, _FallbackStream):
+            setattr(sys, attr, _FallbackStream(stream, path))
+
+
+_fall_back_to_the_log_files()
 
 # Why a process fails to start goes to the manager (before `startup` is
 # wrapped again below, for readiness).

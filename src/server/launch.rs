@@ -94,6 +94,18 @@ impl Server {
         } else {
             (None, None)
         };
+        // Through the supervisor's pipes: where to write should they break.
+        let mut env = self.cfg.env.clone();
+        if files.is_some() && crate::supervise::logwriter::is_active() {
+            env.push((
+                crate::protocol::LOG_OUT_ENV.to_owned(),
+                logs.stdout.display().to_string(),
+            ));
+            env.push((
+                crate::protocol::LOG_ERR_ENV.to_owned(),
+                logs.stderr.display().to_string(),
+            ));
+        }
         let launch_id = spawn::new_launch_id();
         let held = if self.cfg.hold_socket {
             Some(self.held_socket()?)
@@ -120,7 +132,7 @@ impl Server {
             uvicorn_args: &self.cfg.uvicorn_args,
             graceful_timeout_secs: self.graceful_timeout_secs(),
             cwd: self.cfg.cwd.as_deref(),
-            env: &self.cfg.env,
+            env: &env,
             launch_id: &launch_id,
             held: held
                 .as_ref()

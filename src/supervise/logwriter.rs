@@ -631,6 +631,11 @@ pub fn stdio() -> Option<io::Result<(File, File)>> {
     active.map(|w| w.stdio())
 }
 
+/// Whether this process writes its runs' logs (a supervisor that began one).
+pub fn is_active() -> bool {
+    ACTIVE.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+}
+
 /// After a run ended (or failed to start): waits until what it wrote is in
 /// the files, its partial last line completed. No-op without a writer.
 pub fn settle() {
