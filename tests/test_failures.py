@@ -202,3 +202,15 @@ def test_cli_reload_that_fails_says_the_old_generation_still_serves(home: Path) 
         assert get(port)["pid"] == old
     finally:
         cli("stop", "flap", home=home)
+
+
+def test_a_missing_cwd_is_named_and_nothing_is_made_under_it(home, tmp_path):
+    missing = tmp_path / "no-such-dir"
+    m = ServerManager("usm_hello:app", "127.0.0.1", free_port(), "nocwd", cwd=missing)
+    with pytest.raises(ValueError, match="cwd .*no-such-dir.* is not a directory"):
+        m.start(redirect_output=True)
+    assert not missing.exists()
+    r = cli("start", "usm_hello:app", "--port", str(free_port()), "--name", "nocwd2",
+            "--cwd", str(missing), home=home)  # fmt: skip
+    assert r.returncode != 0 and "is not a directory" in r.stderr, r.stderr
+    assert not missing.exists()

@@ -353,6 +353,18 @@ impl Server {
                 app_path: self.cfg.app_path.clone(),
             });
         }
+        if let Some(dir) = &self.cfg.cwd {
+            // Checked before anything is made under it (the log directory):
+            // a mistyped cwd otherwise read as the app failing to import.
+            let here = std::env::current_dir().unwrap_or_default();
+            if !here.join(dir).is_dir() {
+                return Err(Error::invalid(
+                    crate::spec::key::CWD,
+                    Some(format!("{:?}", dir.display().to_string())),
+                    "is not a directory: give the directory the app is imported from",
+                ));
+            }
+        }
         let lock = crate::lock::acquire(&self.paths.lock_file, self.lock_deadline(), tick)?;
         // A supervisor of this name runs (serving, or between two runs):
         // the server is managed already.
