@@ -2,6 +2,7 @@
 
 - crash (SIGKILL of the server) to serving again, against bare uvicorn's
   own start (``python -m uvicorn``, until it answers) in the same run;
+- start() with ``supervise=True`` against a plain start, paired per round;
 - a hung event loop to replaced (health check), against its bound
   ``health_interval x health_failures`` + one start;
 - memory limit crossed to replaced;
@@ -12,6 +13,7 @@
 
     python benchmarks/supervise.py                 # 20 crashes, 200 chaos rounds
     python benchmarks/supervise.py --quick         # 5 crashes, 30 rounds
+    python benchmarks/supervise.py --only start,hung --hangs 8   # parts only
 
 Needs the package installed, fastapi, httpx and uvicorn. Everything it
 starts is stopped at the end, errors included; records live in a temporary
@@ -80,25 +82,32 @@ def bare_uvicorn_start(port: int) -> float:
 
 
 def start_cost(manager_cls, pid_dir: str, n: int) -> tuple[list[float], list[float]]:
-    """start() until ready, (unsupervised, supervised), interleaved, both on a
-    held socket so that only the supervisor differs."""
+    """start() until ready, (plain, ``supervise=True``), paired per round (the
+    order alternating, so that neither always comes first), both on a held
+    socket so that only the supervisor differs."""
     plain, supervised = [], []
     for i in range(n):
-        for policy, out in (("no", plain), ("on-failure", supervised)):
+        pair = [(False, plain), (True, supervised)]
+        for supervise, out in pair if i % 2 == 0 else pair[::-1]:
             m = manager_cls(
                 APP,
                 "127.0.0.1",
                 0,
-                f"bench-cost-{i}-{policy}",
+                f"bench-cost-{i}-{int(supervise)}",
                 pid_dir=pid_dir,
                 hold_socket=True,
-                restart=policy,
+                supervise=supervise,
             )
             t0 = time.perf_counter()
             m.start()
             out.append(time.perf_counter() - t0)
             m.stop()
     return plain, supervised
+
+
+def paired_delta(plain: list[float], supervised: list[float]) -> float:
+    """Median over the rounds of (supervised - plain), in seconds."""
+    return statistics.median(s - p for s, p in zip(supervised, plain))
 
 
 def crash_to_serving(manager_cls, pid_dir: str, n: int) -> tuple[list[float], list[float]]:
@@ -130,8 +139,24 @@ def crash_to_serving(manager_cls, pid_dir: str, n: int) -> tuple[list[float], li
     return ours, bare
 
 
-def hung_to_replaced(manager_cls, pid_dir: str, n: int) -> list[float]:
-    out = []
+HUNG_INTERVAL = 0.5
+HUNG_FAILURES = 2
+
+
+def one_start(manager_cls, pid_dir: str, name: str) -> float:
+    """A plain start() until ready, on a held socket: the bound's "one start"."""
+    m = manager_cls(APP, "127.0.0.1", 0, name, pid_dir=pid_dir, hold_socket=True)
+    t0 = time.perf_counter()
+    m.start()
+    took = time.perf_counter() - t0
+    m.stop()
+    return took
+
+
+def hung_to_replaced(manager_cls, pid_dir: str, n: int) -> tuple[list[float], list[float]]:
+    """(a hung event loop to a new generation answering, one plain start),
+    interleaved: the bound is ``health_interval x health_failures`` + one start."""
+    out, starts = [], []
     m = manager_cls(
         APP,
         "127.0.0.1",
@@ -141,13 +166,14 @@ def hung_to_replaced(manager_cls, pid_dir: str, n: int) -> list[float]:
         restart="always",
         restart_delay=0,
         health_check="/healthz",
-        health_interval=0.5,
-        health_timeout=0.5,
-        health_failures=2,
+        health_interval=HUNG_INTERVAL,
+        health_timeout=HUNG_INTERVAL,
+        health_failures=HUNG_FAILURES,
     )
     m.start()
     try:
-        for _ in range(n):
+        for i in range(n):
+            starts.append(one_start(manager_cls, pid_dir, f"bench-one-{i}"))
             old = pid_serving(m.port)
             s = socket.create_connection(("127.0.0.1", m.port))
             s.sendall(b"GET /hang HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -160,7 +186,7 @@ def hung_to_replaced(manager_cls, pid_dir: str, n: int) -> list[float]:
             until(lambda old=old: not psutil.pid_exists(old), 30, 0.05)
     finally:
         m.stop()
-    return out
+    return out, starts
 
 
 def memory_to_replaced(manager_cls, pid_dir: str, n: int) -> tuple[list[float], list[float]]:
@@ -339,6 +365,9 @@ def ms(xs: list[float]) -> str:
     return f"{statistics.median(xs) * 1000:.0f} ms (max {max(xs) * 1000:.0f})"
 
 
+PARTS = ("start", "crash", "hung", "memory", "idle", "chaos")
+
+
 def main() -> int:
     import logging
 
@@ -348,57 +377,77 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--crashes", type=int, default=None)
+    ap.add_argument("--starts", type=int, default=15, help="paired start rounds (15)")
+    ap.add_argument("--hangs", type=int, default=None, help="hung-loop rounds")
     ap.add_argument("--rounds", type=int, default=None)
     ap.add_argument("--idle", type=float, default=None)
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument(
+        "--only",
+        default=",".join(PARTS),
+        help=f"comma-separated parts to measure, of {','.join(PARTS)} (all)",
+    )
     ap.add_argument("--chaos-only", action="store_true", help="only the chaos rounds")
     a = ap.parse_args()
+    parts = {"chaos"} if a.chaos_only else set(a.only.split(","))
+    if parts - set(PARTS):
+        ap.error(f"unknown parts: {sorted(parts - set(PARTS))}")
     crashes = a.crashes or (5 if a.quick else 20)
+    hangs = a.hangs or max(3, crashes // 4)
     rounds = a.rounds if a.rounds is not None else (30 if a.quick else 200)
     idle = a.idle or (10.0 if a.quick else 60.0)
     os.environ["PYTHONPATH"] = str(APPS)
     from upsonic_server_manager import ServerManager
 
+    rows: list[str] = []
+    bad: list[str] = []
     with tempfile.TemporaryDirectory(prefix="usm-supbench-") as pid_dir:
         os.chdir(pid_dir)
-        if a.chaos_only:
+        if "start" in parts:
+            plain, sup = start_cost(ServerManager, pid_dir, a.starts)
+            rows.append(
+                f"| start() `supervise=True` vs plain, paired ({a.starts} rounds) "
+                f"| {ms(sup)} vs {ms(plain)}: median delta "
+                f"{paired_delta(plain, sup) * 1000:+.0f} ms | ≤ +15 ms |"
+            )
+        if "crash" in parts:
+            ours, bare = crash_to_serving(ServerManager, pid_dir, crashes)
+            gap = (statistics.median(ours) - statistics.median(bare)) * 1000
+            bare_row = f"| bare uvicorn start, until it answers ({crashes} runs) | {ms(bare)} | — |"
+            rows.append(bare_row)
+            rows.append(
+                f"| SIGKILL to serving again ({crashes} runs) | {ms(ours)}, {gap:+.0f} ms vs bare "
+                f"| ≤ bare start + 20 ms |"
+            )
+        if "hung" in parts:
+            hung, start = hung_to_replaced(ServerManager, pid_dir, hangs)
+            bound = HUNG_INTERVAL * HUNG_FAILURES + statistics.median(start)
+            rows.append(
+                f"| hung event loop to replaced ({HUNG_INTERVAL} s x {HUNG_FAILURES} checks, "
+                f"{hangs} runs) | {ms(hung)} | ≤ bound {bound * 1000:.0f} ms "
+                f"({HUNG_INTERVAL * HUNG_FAILURES:.1f} s + one start, {ms(start)}) |"
+            )
+        if "memory" in parts:
+            gone, mem = memory_to_replaced(ServerManager, pid_dir, hangs)
+            rows.append(f"| memory over max_memory to old server gone | {ms(gone)} | ≤ 1 s |")
+            rows.append(f"| memory over max_memory to serving again | {ms(mem)} | — |")
+        if "idle" in parts:
+            rss, pss, cpu = supervisor_idle(ServerManager, pid_dir, idle)
+            rows.append(
+                f"| supervisor idle {idle:.0f} s: RSS / PSS | {rss:.1f} MiB / {pss:.1f} MiB "
+                "| RSS ≤ 10 MiB |"
+            )
+            rows.append(f"| supervisor idle {idle:.0f} s: CPU | {cpu:.3f} % of a core | — |")
+        if "chaos" in parts:
             n_bad, bad, kills = chaos(pid_dir, rounds, a.seed)
-            print(f"chaos: {rounds} rounds ({kills}): {n_bad} violations")
-            for line in bad:
-                print(f"  - {line}")
-            return 0
-        plain, sup_start = start_cost(ServerManager, pid_dir, crashes)
-        ours, bare = crash_to_serving(ServerManager, pid_dir, crashes)
-        hung = hung_to_replaced(ServerManager, pid_dir, max(3, crashes // 4))
-        gone, mem = memory_to_replaced(ServerManager, pid_dir, max(3, crashes // 4))
-        rss, pss, cpu = supervisor_idle(ServerManager, pid_dir, idle)
-        n_bad, bad, kills = chaos(pid_dir, rounds, a.seed)
+            rows.append(
+                f"| chaos: {rounds} rounds of SIGKILL "
+                f"({', '.join(f'{k} {v}' for k, v in kills.items())}) | {n_bad} violations | 0 |"
+            )
     print(f"## Supervision ({platform_line()})\n")
     print("| measurement | result | goal |")
     print("|---|---|---|")
-    print(f"| bare uvicorn start, until it answers ({crashes} runs) | {ms(bare)} | — |")
-    extra = (statistics.median(sup_start) - statistics.median(plain)) * 1000
-    print(
-        f"| start() supervised vs not ({crashes} runs each) | {ms(sup_start)} vs {ms(plain)}: "
-        f"{extra:+.0f} ms | ≤ +15 ms |"
-    )
-    gap = (statistics.median(ours) - statistics.median(bare)) * 1000
-    print(
-        f"| SIGKILL to serving again ({crashes} runs) | {ms(ours)}, {gap:+.0f} ms vs bare "
-        f"| ≤ bare start + 20 ms |"
-    )
-    print(f"| hung event loop to replaced (0.5 s x 2 checks) | {ms(hung)} | ≤ 1.0 s + one start |")
-    print(f"| memory over max_memory to old server gone | {ms(gone)} | ≤ 1 s |")
-    print(f"| memory over max_memory to serving again | {ms(mem)} | — |")
-    print(
-        f"| supervisor idle {idle:.0f} s: RSS / PSS | {rss:.1f} MiB / {pss:.1f} MiB "
-        "| RSS ≤ 10 MiB |"
-    )
-    print(f"| supervisor idle {idle:.0f} s: CPU | {cpu:.3f} % of a core | — |")
-    print(
-        f"| chaos: {rounds} rounds of SIGKILL ({', '.join(f'{k} {v}' for k, v in kills.items())}) "
-        f"| {n_bad} violations | 0 |"
-    )
+    print("\n".join(rows))
     for line in bad[:10]:
         print(f"  - {line}")
     return 0

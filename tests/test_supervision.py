@@ -180,6 +180,37 @@ def test_failing_health_check_replaces_the_server(supervised, tmp_path: Path) ->
     assert wait_until(lambda: not psutil.pid_exists(pid), 15)
 
 
+def test_a_check_that_answers_again_drops_the_replacement(supervised, tmp_path: Path) -> None:
+    """One failed check of the two needed starts the next generation beside
+    the server (held socket); the next check answers, so the new one is
+    stopped and the server keeps serving, nothing counted."""
+    once = tmp_path / "sick-once"
+    m = supervised(
+        "flicker",
+        env={"USM_SICK_ONCE_FILE": str(once)},
+        health_check="/healthz",
+        health_interval=0.2,
+        health_timeout=1.0,
+        health_failures=2,
+    )
+    m.start()
+    pid = serving_pid(m)
+    assert wait_until(lambda: m.status().health == "ok"), m.status()
+    once.touch()
+    log = Path("logs/flicker_supervisor.log")
+    said = "answers its health check again: not replaced"
+    assert wait_until(lambda: log.exists() and said in log.read_text(), 60), (
+        log.read_text() if log.exists() else "no supervisor log"
+    )
+    assert not once.exists()
+    st = m.status()
+    assert (st.pid, st.restarts, st.health) == (pid, 0, "ok"), st
+    assert serving_pid(m) == pid
+    # The new generation is gone: the supervisor's only child is the server.
+    sup = psutil.Process(st.supervisor_pid)
+    assert [c.pid for c in sup.children()] == [pid]
+
+
 def test_hung_event_loop_is_replaced(supervised) -> None:
     m = supervised(
         "hung", health_check="/healthz", health_interval=0.2, health_timeout=0.3, health_failures=2

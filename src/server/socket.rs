@@ -136,17 +136,21 @@ impl Server {
         if self.replace_supervised(tick)? {
             return Ok(());
         }
-        self.reload_with_grace(redirect_output, self.cfg.stop_timeout, tick)
+        self.reload_with_grace(redirect_output, self.cfg.stop_timeout, &mut || true, tick)
+            .map(|_| ())
     }
 
     /// `reload()`, the old generation getting `grace` to finish (a hung
     /// one, replaced by its supervisor, gets little: it answers nothing).
+    /// `confirm` is asked once the new generation is ready: false stops
+    /// the new one and keeps the old (returns false); true replaces it.
     pub(super) fn reload_with_grace(
         &self,
         redirect_output: bool,
         grace: std::time::Duration,
+        confirm: &mut dyn FnMut() -> bool,
         tick: Tick<'_>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let _lock = crate::lock::acquire(&self.paths.lock_file, self.lock_deadline(), tick)?;
         let old = self
             .find()
@@ -191,11 +195,18 @@ impl Server {
             *self.launched.lock() = previous;
             return Err(e);
         }
+        if !confirm() {
+            // Not needed after all: the new generation goes (it may have
+            // taken requests from the queue: its full stop timeout).
+            let _ = self.stop_launched(self.cfg.stop_timeout, &mut || Ok(()));
+            *self.launched.lock() = previous;
+            return Ok(false);
+        }
         record::write(&self.paths, &identity)?;
         let result = self.terminate_server(old.pidfd.clone(), old.identity.as_ref(), grace, tick);
         if let Some(mut p) = previous {
             p.reap();
         }
-        result.map(|_| ())
+        result.map(|_| true)
     }
 }

@@ -285,11 +285,14 @@ impl Server {
         &self,
         redirect_output: bool,
         grace: Duration,
+        confirm: &mut dyn FnMut() -> bool,
         tick: Tick<'_>,
-    ) -> Result<Arc<PidFd>> {
-        self.reload_with_grace(redirect_output, grace, tick)?;
+    ) -> Result<Option<Arc<PidFd>>> {
+        if !self.reload_with_grace(redirect_output, grace, confirm, tick)? {
+            return Ok(None);
+        }
         self.own_child()
-            .map(|(fd, _, _)| fd)
+            .map(|(fd, _, _)| Some(fd))
             .ok_or_else(|| Error::NotRunning {
                 name: self.cfg.name.clone(),
             })
@@ -424,8 +427,14 @@ impl crate::supervise::Supervised for Server {
     fn attach(&self, pid: i32) -> Option<Arc<PidFd>> {
         self.attach_run(pid)
     }
-    fn reload(&self, redirect_output: bool, grace: Duration, tick: Tick<'_>) -> Result<Arc<PidFd>> {
-        self.supervisor_reload(redirect_output, grace, tick)
+    fn reload(
+        &self,
+        redirect_output: bool,
+        grace: Duration,
+        confirm: &mut dyn FnMut() -> bool,
+        tick: Tick<'_>,
+    ) -> Result<Option<Arc<PidFd>>> {
+        self.supervisor_reload(redirect_output, grace, confirm, tick)
     }
     fn stop_run(
         &self,

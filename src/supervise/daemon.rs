@@ -26,7 +26,7 @@ use super::Supervised;
 /// 0 after a stop, the last run's status (as a shell reports it) when the
 /// policy was done with it, 1 after giving up; the error if the first run
 /// never became ready (nothing is left running then).
-pub fn run<S: Supervised + ?Sized>(
+pub fn run<S: Supervised + Sync + ?Sized>(
     server: &S,
     redirect_output: bool,
     attach: Option<i32>,
@@ -107,7 +107,7 @@ struct Driver<'a, S: Supervised + ?Sized> {
     error: Option<Error>,
 }
 
-impl<S: Supervised + ?Sized> Driver<'_, S> {
+impl<S: Supervised + Sync + ?Sized> Driver<'_, S> {
     /// Waits for the run's exit, the control pipe or the machine's deadline.
     fn wait(&mut self, m: &Machine) -> Event {
         let mut timeout = m.deadline().map_or(Duration::from_secs(3600), |t| {
@@ -205,7 +205,55 @@ impl<S: Supervised + ?Sized> Driver<'_, S> {
                 });
                 (found, false)
             }
-            Action::Reload { grace } => (s.reload(self.redirect_output, grace, &mut tick), true),
+            Action::Reload { grace, confirm } if confirm.is_empty() => {
+                let r = s.reload(self.redirect_output, grace, &mut || true, &mut tick);
+                (r.map(|p| p.expect("confirmed")), true)
+            }
+            Action::Reload { grace, confirm } => {
+                let redirect = self.redirect_output;
+                let done = std::sync::atomic::AtomicBool::new(false);
+                let (result, all_failed) = std::thread::scope(|sc| {
+                    let mut checks = Some(sc.spawn(|| probe_at(s, &confirm, &done)));
+                    let mut verdict = None;
+                    let result = s.reload(
+                        redirect,
+                        grace,
+                        &mut || {
+                            let all_failed = joined(&mut checks);
+                            verdict = Some(all_failed);
+                            all_failed
+                        },
+                        &mut tick,
+                    );
+                    // The new generation failed or a stop came: the checks
+                    // still say whether the old one answers.
+                    done.store(
+                        matches!(result, Err(Error::Interrupted)),
+                        std::sync::atomic::Ordering::Relaxed,
+                    );
+                    let all_failed = verdict.unwrap_or_else(|| joined(&mut checks));
+                    (result, all_failed)
+                });
+                self.ev.warm_notes();
+                return match result {
+                    Ok(Some(pidfd)) => {
+                        let pid = pidfd.pid();
+                        self.run = Some(pidfd);
+                        Event::ReloadDone { pid }
+                    }
+                    Ok(None) => Event::ReloadAbandoned { failed: None },
+                    Err(Error::Interrupted) => Event::Interrupted,
+                    Err(e) => {
+                        let why = first_line(&e.to_string()).to_owned();
+                        self.error = Some(e);
+                        if all_failed {
+                            Event::ReloadFailed { why }
+                        } else {
+                            Event::ReloadAbandoned { failed: Some(why) }
+                        }
+                    }
+                };
+            }
             _ => (s.launch(self.redirect_output, &mut tick), false),
         };
         self.ev.warm_notes();
@@ -235,6 +283,37 @@ impl<S: Supervised + ?Sized> Driver<'_, S> {
             }
         }
     }
+}
+
+/// The checks' verdict (true: every one failed), once.
+fn joined(checks: &mut Option<std::thread::ScopedJoinHandle<'_, bool>>) -> bool {
+    checks.take().is_none_or(|c| c.join().unwrap_or(true))
+}
+
+/// Probes the run's health at each instant of `at` (a `Reload`'s
+/// `confirm`); true when every probe failed, false at the first that
+/// answered. `done`: give up waiting (a stop came), counted as failed.
+fn probe_at<S: Supervised + ?Sized>(
+    s: &S,
+    at: &[Instant],
+    done: &std::sync::atomic::AtomicBool,
+) -> bool {
+    let Some(h) = s.settings().supervision.health else {
+        return true;
+    };
+    for t in at {
+        while Instant::now() < *t {
+            if done.load(std::sync::atomic::Ordering::Relaxed) {
+                return true;
+            }
+            let left = t.saturating_duration_since(Instant::now());
+            std::thread::sleep(left.min(Duration::from_millis(20)));
+        }
+        if s.probe(&h).is_ok() {
+            return false;
+        }
+    }
+    true
 }
 
 fn first_line(s: &str) -> &str {

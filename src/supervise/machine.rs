@@ -67,6 +67,10 @@ pub enum Event {
     ReloadDone { pid: i32 },
     /// The new generation failed; the old run keeps serving.
     ReloadFailed { why: String },
+    /// A reload with `confirm` checks: one of them answered, so the new
+    /// generation was stopped and the old run keeps serving; `failed`: why
+    /// the new generation failed first, if it did.
+    ReloadAbandoned { failed: Option<String> },
 }
 
 /// What to do.
@@ -88,7 +92,15 @@ pub enum Action {
     Attach(i32),
     /// A new generation beside the run, the old stopped with this grace
     /// once it is ready: `ReloadDone` / `ReloadFailed` / `Interrupted`.
-    Reload { grace: Duration },
+    /// With `confirm` (not empty), the run is probed at each of these
+    /// instants while the new generation starts, and the old is replaced
+    /// only if every one fails (the driver stops at the first that
+    /// answers: `ReloadAbandoned`); `ReloadFailed` then also means that
+    /// every one failed.
+    Reload {
+        grace: Duration,
+        confirm: Vec<Instant>,
+    },
     /// Stop the run with this grace: `RunStopped`.
     StopRun { grace: Duration },
     /// Clean up after the run ended (stragglers, its record, how it ended).
@@ -140,6 +152,12 @@ enum Busy {
     },
     /// A reload asked for (SIGHUP on a held socket).
     ReloadAsked,
+    /// A replacement started on the first failed health check on a held
+    /// socket, committed if the rest of the checks fail too: `why` the
+    /// first failed.
+    Preparing {
+        why: String,
+    },
     /// A replacement for failing health checks on a held socket.
     ReloadUnhealthy {
         words: String,
@@ -222,6 +240,7 @@ impl Machine {
             Busy::Idle => self.idle(now, ev, &mut out),
             Busy::Launch { first } => self.launched(now, first, ev, &mut out),
             Busy::ReloadAsked => self.reloaded_asked(now, ev, &mut out),
+            Busy::Preparing { why } => self.prepared(now, ev, why, &mut out),
             Busy::ReloadUnhealthy {
                 words,
                 ran,
@@ -339,6 +358,22 @@ impl Machine {
         };
         r.health_fails += 1;
         if r.health_fails < h.failures {
+            if r.health_fails == 1 && self.set.hold_socket {
+                let ran = now.saturating_duration_since(r.since);
+                // The rest of the checks are made while the next
+                // generation starts beside this one (a held socket), so
+                // that the time to replaced is the checks, not the checks
+                // plus a start (issue 20). Only if the policy would
+                // restart it: otherwise it is stopped as before.
+                if self.would_restart(ran) {
+                    let confirm = (1..h.failures).map(|k| due + h.interval * k).collect();
+                    self.busy = Busy::Preparing { why };
+                    out.push(Action::Reload {
+                        grace: self.replace_grace(),
+                        confirm,
+                    });
+                }
+            }
             return;
         }
         let words = format!(
@@ -367,7 +402,83 @@ impl Machine {
         };
         out.push(Action::Reload {
             grace: self.replace_grace(),
+            confirm: Vec::new(),
         });
+    }
+
+    /// Whether the policy would restart the run were it replaced now
+    /// (asked without counting anything).
+    fn would_restart(&self, ran: Duration) -> bool {
+        let mut failures = self.failures;
+        let d = policy::decide(
+            &self.set.supervision.policy,
+            &mut failures,
+            RunEnd::Replaced,
+            ran,
+            0.0,
+        );
+        matches!(d, Decision::Restart(_))
+    }
+
+    /// The outcome of a replacement started on the first failed check.
+    fn prepared(&mut self, now: Instant, ev: Event, first: String, out: &mut Vec<Action>) {
+        let Some(h) = self.set.supervision.health.clone() else {
+            return;
+        };
+        let Some(since) = self.run.as_ref().map(|r| r.since) else {
+            return;
+        };
+        let ran = now.saturating_duration_since(since);
+        let words = format!(
+            "{} health checks of {} failed in a row (first: {first})",
+            h.failures, h.path
+        );
+        match ev {
+            Event::ReloadDone { pid } => {
+                // Every check failed: the failed run is counted now, and
+                // the count goes with the new PID in one write.
+                let _ = self.decide(RunEnd::Replaced, ran);
+                self.st.restarts += 1;
+                self.st.server_pid = pid;
+                self.st.health = None;
+                self.st.reason = words.clone();
+                out.push(Action::WriteState(self.st.clone()));
+                out.push(Action::Say(
+                    "warning",
+                    format!(
+                        "{} {words}: replaced by a new generation, pid {pid} (restart {})",
+                        self.set.name, self.st.restarts
+                    ),
+                ));
+                self.run = Some(self.new_run(pid, now));
+            }
+            Event::ReloadAbandoned { failed } => {
+                let r = self.run.as_mut().expect("a run");
+                r.health_fails = 0;
+                r.next_health = Some(now + h.interval);
+                self.st.health = Some("ok".to_owned());
+                out.push(Action::WriteState(self.st.clone()));
+                let also = failed.map_or_else(String::new, |why| {
+                    format!(" (the replacement had failed: {why})")
+                });
+                out.push(Action::Say(
+                    "info",
+                    format!(
+                        "{} answers its health check again: not replaced{also}",
+                        self.set.name
+                    ),
+                ));
+            }
+            Event::ReloadFailed { why } => {
+                // Every check failed and so did the new generation: stop
+                // and start, as without a held socket.
+                let d = self.decide(RunEnd::Replaced, ran);
+                let words = format!("{words}; a new generation beside it failed: {why}");
+                self.replace(now, words, false, Some(d), out);
+            }
+            Event::Interrupted => self.stop_everything(out),
+            _ => self.busy = Busy::Preparing { why: first },
+        }
     }
 
     fn replace_grace(&self) -> Duration {
@@ -384,6 +495,7 @@ impl Machine {
             self.busy = Busy::ReloadAsked;
             out.push(Action::Reload {
                 grace: self.set.stop_timeout,
+                confirm: Vec::new(),
             });
             return;
         }

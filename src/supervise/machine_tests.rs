@@ -159,33 +159,124 @@ fn the_first_launch_failing_fails_supervision() {
     assert_eq!(a, [Action::RemoveState, Action::Fail]);
 }
 
-#[test]
-fn failing_health_on_a_held_socket_reloads_counted_first() {
+fn held_with_health(failures: u32) -> Settings {
     let mut set = settings(Restart::OnFailure, None);
     set.hold_socket = true;
     set.supervision.health = Some(HealthCheck {
         path: "/h".into(),
         interval: Duration::from_millis(500),
-        timeout: Duration::from_millis(200),
-        failures: 2,
+        timeout: Duration::from_millis(500),
+        failures,
     });
-    let (mut m, t) = running(set, 100);
+    set
+}
+
+#[test]
+fn failing_health_on_a_held_socket_reloads_counted_first() {
+    let (mut m, t) = running(held_with_health(1), 100);
     let due = m.deadline().expect("a probe");
     assert_eq!(due, t + Duration::from_millis(500));
     assert_eq!(m.step(due, Event::Timer), [Action::Probe]);
     let a = m.step(due, Event::Health(Err("timed out".into())));
-    assert!(matches!(&a[..], [Action::WriteState(s)] if s.health.as_deref() == Some("failing")));
-    let due = m.deadline().expect("a probe");
-    assert_eq!(due, t + Duration::from_secs(1));
-    m.step(due, Event::Timer);
-    let a = m.step(due, Event::Health(Err("timed out".into())));
     assert!(
-        matches!(&a[..], [Action::WriteState(s), Action::Reload { grace }]
-        if s.restarts == 1 && *grace == REPLACE_GRACE)
+        matches!(&a[..], [Action::WriteState(s), Action::WriteState(c), Action::Reload { grace, confirm }]
+        if s.health.as_deref() == Some("failing") && c.restarts == 1
+            && *grace == REPLACE_GRACE && confirm.is_empty())
     );
     let a = m.step(due, Event::ReloadDone { pid: 101 });
     assert!(matches!(&a[0], Action::WriteState(s) if s.server_pid == 101 && s.restarts == 1));
     assert_eq!(m.run_pid(), Some(101));
+}
+
+/// Fails the first check of a run started at `t`: the actions, and when
+/// that check was due.
+fn first_check_fails(m: &mut Machine, t: Instant) -> (Vec<Action>, Instant) {
+    let due = m.deadline().expect("a probe");
+    assert_eq!(due, t + Duration::from_millis(500));
+    assert_eq!(m.step(due, Event::Timer), [Action::Probe]);
+    // A hung server: the probe fails at its timeout.
+    let decided = due + Duration::from_millis(500);
+    (m.step(decided, Event::Health(Err("timed out".into()))), due)
+}
+
+#[test]
+fn the_first_failed_check_starts_the_replacement_beside_the_run() {
+    let (mut m, t) = running(held_with_health(3), 100);
+    let (a, due) = first_check_fails(&mut m, t);
+    // The remaining checks are made while the new generation starts, on
+    // the same cadence: the time to replaced is the checks, not the
+    // checks plus a start.
+    let half = Duration::from_millis(500);
+    assert!(
+        matches!(&a[..], [Action::WriteState(s), Action::Reload { grace, confirm }]
+        if s.health.as_deref() == Some("failing") && s.restarts == 0
+            && *grace == REPLACE_GRACE && *confirm == [due + half, due + 2 * half])
+    );
+    // Nothing is counted before the old one is replaced.
+    assert_eq!(m.state().restarts, 0);
+    assert_eq!(m.run_pid(), Some(100));
+    let end = due + 5 * half;
+    let a = m.step(end, Event::ReloadDone { pid: 101 });
+    assert!(matches!(&a[0], Action::WriteState(s)
+        if s.server_pid == 101 && s.restarts == 1 && s.health.is_none()
+            && s.reason.starts_with("3 health checks of /h failed in a row (first: timed out)")));
+    assert_eq!(m.run_pid(), Some(101));
+    // The new run is probed on its own cadence.
+    assert_eq!(m.deadline(), Some(end + half));
+}
+
+#[test]
+fn a_check_that_answers_keeps_the_run_and_drops_the_replacement() {
+    let (mut m, t) = running(held_with_health(2), 100);
+    let (a, _) = first_check_fails(&mut m, t);
+    assert!(matches!(a.last(), Some(Action::Reload { confirm, .. }) if confirm.len() == 1));
+    let now = t + Duration::from_millis(1600);
+    let a = m.step(now, Event::ReloadAbandoned { failed: None });
+    assert!(matches!(&a[0], Action::WriteState(s)
+        if s.health.as_deref() == Some("ok") && s.server_pid == 100 && s.restarts == 0));
+    assert_eq!(m.run_pid(), Some(100));
+    assert_eq!(m.deadline(), Some(now + Duration::from_millis(500)));
+    // A failure later starts again from one.
+    let due = m.deadline().unwrap();
+    m.step(due, Event::Timer);
+    let a = m.step(due, Event::Health(Err("timed out".into())));
+    assert!(matches!(a.last(), Some(Action::Reload { confirm, .. }) if confirm.len() == 1));
+}
+
+#[test]
+fn every_check_failing_and_the_replacement_too_stops_and_restarts() {
+    let (mut m, t) = running(held_with_health(2), 100);
+    first_check_fails(&mut m, t);
+    let now = t + Duration::from_millis(2000);
+    let a = m.step(now, Event::ReloadFailed { why: "boom".into() });
+    assert_eq!(
+        a,
+        [Action::StopRun {
+            grace: REPLACE_GRACE
+        }]
+    );
+    let a = m.step(
+        now,
+        Event::RunStopped {
+            code: Some(-9),
+            error: None,
+        },
+    );
+    assert_eq!(a[0], Action::EndRun { exit: Some(-9) });
+    assert!(matches!(a.last(), Some(Action::WriteState(s))
+        if s.phase == Phase::Backoff && s.reason.contains("a new generation beside it failed: boom")));
+    let wake = m.deadline().expect("a backoff");
+    let a = m.step(wake, Event::Timer);
+    assert!(matches!(&a[..], [Action::WriteState(s), Action::Launch] if s.restarts == 1));
+}
+
+#[test]
+fn no_replacement_is_started_early_when_the_policy_would_not_restart() {
+    let mut set = held_with_health(2);
+    set.supervision.policy.restart = Restart::No;
+    let (mut m, t) = running(set, 100);
+    let (a, _) = first_check_fails(&mut m, t);
+    assert!(matches!(&a[..], [Action::WriteState(s)] if s.health.as_deref() == Some("failing")));
 }
 
 #[test]
@@ -195,7 +286,10 @@ fn a_failed_asked_reload_is_reported_and_the_old_run_serves() {
     let (mut m, t) = running(set, 100);
     assert_eq!(
         m.step(t, Event::AskReplace),
-        [Action::Reload { grace: STOP }]
+        [Action::Reload {
+            grace: STOP,
+            confirm: vec![]
+        }]
     );
     let a = m.step(t, Event::ReloadFailed { why: "bad".into() });
     assert!(matches!(&a[0], Action::WriteState(s) if s.replaced == 1 && s.replace_error == "bad"));
@@ -314,6 +408,25 @@ impl World {
                         self.live = None;
                         Event::Interrupted
                     }
+                }
+            }
+            Action::Reload { confirm, .. } if !confirm.is_empty() => {
+                assert!(self.live.is_some(), "a reload beside a run");
+                match r.below(10) {
+                    0..=3 => {
+                        let pid = self.new_pid();
+                        self.live = Some(pid);
+                        self.fails += 1; // every check failed: counted
+                        Event::ReloadDone { pid }
+                    }
+                    4 | 5 => {
+                        self.fails += 1;
+                        Event::ReloadFailed { why: "y".into() }
+                    }
+                    6..=8 => Event::ReloadAbandoned {
+                        failed: r.chance(50).then(|| "w".into()),
+                    },
+                    _ => Event::Interrupted,
                 }
             }
             Action::Reload { .. } => {
@@ -438,7 +551,13 @@ fn story(seed: u64) {
         let was_ready = matches!(ev, Event::RunReady { .. });
         let actions = m.step(w.now, ev);
         for a in &actions {
-            if w.counting && matches!(a, Action::StopRun { .. } | Action::Reload { .. }) {
+            let counted_now = match a {
+                Action::StopRun { .. } => true,
+                // Started on the first failed check: counted on its outcome.
+                Action::Reload { confirm, .. } => confirm.is_empty(),
+                _ => false,
+            };
+            if w.counting && counted_now {
                 w.fails += 1; // replaced for health or memory: a failure
             }
             w.check(&set, a, &mut reports);

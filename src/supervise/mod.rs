@@ -52,7 +52,15 @@ pub trait Supervised {
     fn attach(&self, pid: i32) -> Option<Arc<PidFd>>;
     /// Replaces the run with a new generation on the held socket, the old
     /// one stopped with `grace` once the new one is ready; the new pidfd.
-    fn reload(&self, redirect_output: bool, grace: Duration, tick: Tick<'_>) -> Result<Arc<PidFd>>;
+    /// `confirm` is asked once the new one is ready: false stops it and
+    /// keeps the old run (None).
+    fn reload(
+        &self,
+        redirect_output: bool,
+        grace: Duration,
+        confirm: &mut dyn FnMut() -> bool,
+        tick: Tick<'_>,
+    ) -> Result<Option<Arc<PidFd>>>;
     /// Stops a run (SIGTERM, SIGKILL after `grace`); its exit code if known.
     fn stop_run(
         &self,

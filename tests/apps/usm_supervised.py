@@ -37,6 +37,11 @@ def root() -> dict:
 
 @app.get("/healthz")
 def healthz(response: Response) -> dict:
+    once = os.environ.get("USM_SICK_ONCE_FILE")
+    if once and os.path.exists(once):
+        os.unlink(once)  # one failed check, then healthy again
+        response.status_code = 503
+        return {"ok": False}
     sick = os.environ.get("USM_SICK_FILE")
     if sick and os.path.exists(sick):
         response.status_code = 503
