@@ -209,51 +209,7 @@ impl<S: Supervised + Sync + ?Sized> Driver<'_, S> {
                 let r = s.reload(self.redirect_output, grace, &mut || true, &mut tick);
                 (r.map(|p| p.expect("confirmed")), true)
             }
-            Action::Reload { grace, confirm } => {
-                let redirect = self.redirect_output;
-                let done = std::sync::atomic::AtomicBool::new(false);
-                let (result, all_failed) = std::thread::scope(|sc| {
-                    let mut checks = Some(sc.spawn(|| probe_at(s, &confirm, &done)));
-                    let mut verdict = None;
-                    let result = s.reload(
-                        redirect,
-                        grace,
-                        &mut || {
-                            let all_failed = joined(&mut checks);
-                            verdict = Some(all_failed);
-                            all_failed
-                        },
-                        &mut tick,
-                    );
-                    // The new generation failed or a stop came: the checks
-                    // still say whether the old one answers.
-                    done.store(
-                        matches!(result, Err(Error::Interrupted)),
-                        std::sync::atomic::Ordering::Relaxed,
-                    );
-                    let all_failed = verdict.unwrap_or_else(|| joined(&mut checks));
-                    (result, all_failed)
-                });
-                self.ev.warm_notes();
-                return match result {
-                    Ok(Some(pidfd)) => {
-                        let pid = pidfd.pid();
-                        self.run = Some(pidfd);
-                        Event::ReloadDone { pid }
-                    }
-                    Ok(None) => Event::ReloadAbandoned { failed: None },
-                    Err(Error::Interrupted) => Event::Interrupted,
-                    Err(e) => {
-                        let why = first_line(&e.to_string()).to_owned();
-                        self.error = Some(e);
-                        if all_failed {
-                            Event::ReloadFailed { why }
-                        } else {
-                            Event::ReloadAbandoned { failed: Some(why) }
-                        }
-                    }
-                };
-            }
+            Action::Reload { grace, confirm } => return self.reload_confirmed(grace, &confirm),
             _ => (s.launch(self.redirect_output, &mut tick), false),
         };
         self.ev.warm_notes();
@@ -279,6 +235,57 @@ impl<S: Supervised + Sync + ?Sized> Driver<'_, S> {
                     Event::ReloadFailed { why }
                 } else {
                     Event::StartFailed { why, exit }
+                }
+            }
+        }
+    }
+    /// A replacement that the health checks still due (`confirm`) decide:
+    /// the new generation starts at once beside the failing one and takes
+    /// over only if every one of them fails; else it is dropped.
+    fn reload_confirmed(&mut self, grace: Duration, confirm: &[Instant]) -> Event {
+        let s = self.server;
+        let (ctl, stop_asked) = (&self.ctl, &mut self.stop_asked);
+        let mut tick = || check(ctl, stop_asked);
+        let redirect = self.redirect_output;
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let (result, all_failed) = std::thread::scope(|sc| {
+            let mut checks = Some(sc.spawn(|| probe_at(s, confirm, &done)));
+            let mut verdict = None;
+            let result = s.reload(
+                redirect,
+                grace,
+                &mut || {
+                    let all_failed = joined(&mut checks);
+                    verdict = Some(all_failed);
+                    all_failed
+                },
+                &mut tick,
+            );
+            // The new generation failed or a stop came: the checks
+            // still say whether the old one answers.
+            done.store(
+                matches!(result, Err(Error::Interrupted)),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            let all_failed = verdict.unwrap_or_else(|| joined(&mut checks));
+            (result, all_failed)
+        });
+        self.ev.warm_notes();
+        match result {
+            Ok(Some(pidfd)) => {
+                let pid = pidfd.pid();
+                self.run = Some(pidfd);
+                Event::ReloadDone { pid }
+            }
+            Ok(None) => Event::ReloadAbandoned { failed: None },
+            Err(Error::Interrupted) => Event::Interrupted,
+            Err(e) => {
+                let why = first_line(&e.to_string()).to_owned();
+                self.error = Some(e);
+                if all_failed {
+                    Event::ReloadFailed { why }
+                } else {
+                    Event::ReloadAbandoned { failed: Some(why) }
                 }
             }
         }
