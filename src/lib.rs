@@ -19,6 +19,7 @@ pub mod server;
 pub mod spawn;
 pub mod spec;
 pub mod supervise;
+pub mod supervision;
 pub mod terminate;
 pub mod validate;
 pub mod warm;

@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::supervise::Supervision;
+use crate::supervision::Supervision;
 use crate::validate;
 
 /// Everything a server is launched with.
@@ -237,7 +237,7 @@ fn path(p: &std::path::Path) -> Value {
     Value::Str(p.display().to_string())
 }
 
-fn health<T>(s: &ServerSpec, f: impl Fn(&crate::supervise::HealthCheck) -> T) -> Option<T> {
+fn health<T>(s: &ServerSpec, f: impl Fn(&crate::supervision::HealthCheck) -> T) -> Option<T> {
     s.supervision.health.as_ref().map(f)
 }
 
@@ -429,7 +429,7 @@ pub fn option(name: &str) -> Option<&'static Opt> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::supervise::{HealthCheck, Restart};
+    use crate::supervision::{HealthCheck, Restart};
 
     fn sample() -> ServerSpec {
         let mut s = ServerSpec {

@@ -373,7 +373,7 @@ mod tests {
             preload: vec!["numpy".into()],
             ..Default::default()
         };
-        spec.supervision.policy.restart = crate::supervise::Restart::OnFailure;
+        spec.supervision.policy.restart = crate::supervision::Restart::OnFailure;
         spec.supervision.policy.limit = None;
         spec.supervision.max_memory = Some(1 << 30);
         spec.supervision.log_max_bytes = Some(1 << 16);
@@ -416,7 +416,7 @@ mod tests {
         assert!(s.hold_socket && s.warm && s.history);
         assert_eq!(s.preload, ["numpy"]);
         let p = &s.supervision.policy;
-        assert_eq!(p.restart, crate::supervise::Restart::OnFailure);
+        assert_eq!(p.restart, crate::supervision::Restart::OnFailure);
         assert_eq!(p.limit, None);
         assert_eq!(p.delay, std::time::Duration::from_millis(250));
         let h = s.supervision.health.as_ref().unwrap();

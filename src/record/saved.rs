@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::spec::key;
 use crate::spec::ServerSpec;
-use crate::supervise::{HealthCheck, Restart};
+use crate::supervision::{HealthCheck, Restart};
 
 /// The record version this release writes.
 pub const RECORD: &str = "3";

@@ -17,16 +17,7 @@ use rustls::crypto::{self, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, SignatureScheme, StreamOwned};
 
-/// The health check of a supervised server.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct HealthCheck {
-    /// The path requested, e.g. "/healthz".
-    pub path: String,
-    pub interval: Duration,
-    pub timeout: Duration,
-    /// Failures in a row that replace the server.
-    pub failures: u32,
-}
+pub use crate::supervision::HealthCheck;
 
 /// Where to connect for a server bound to `host`: a wildcard address is
 /// reached through the loopback of its family.

@@ -83,27 +83,7 @@ pub trait Supervised {
     fn release_socket(&self);
 }
 
-/// How a server is supervised: the restart policy, the health check and
-/// the memory limit. The default (restart "no", nothing else) means no
-/// supervisor at all: the original's behaviour.
-#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(default)]
-pub struct Supervision {
-    pub policy: Policy,
-    pub health: Option<HealthCheck>,
-    /// Resident memory of the server and all its workers, in bytes.
-    pub max_memory: Option<u64>,
-    /// Run a supervisor even without a restart policy: a watcher that is
-    /// the server's parent and records how each run ended (`supervise=True`).
-    pub supervise: bool,
-    /// Rotate a log file when a line would take it over this many bytes
-    /// (`None`: `LOG_MAX_BYTES`; 0: never rotate).
-    pub log_max_bytes: Option<u64>,
-    /// Rotated files kept (`.1` newest ... `.N`; `None`: `LOG_BACKUP_COUNT`).
-    pub log_backup_count: Option<u32>,
-    /// Start every log line with an ISO 8601 UTC timestamp.
-    pub log_timestamps: bool,
-}
+pub use crate::supervision::Supervision;
 
 /// The size a log file is rotated at when `log_max_bytes` is not given:
 /// 50 MiB, as supervisord's `stdout_logfile_maxbytes`.

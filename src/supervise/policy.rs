@@ -24,18 +24,7 @@
 
 use std::time::Duration;
 
-/// When a server that ended is started again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Restart {
-    /// Never (the original's behaviour; no supervisor at all).
-    #[default]
-    No,
-    /// After an exit other than code 0, a signal, a failed start, or a replacement.
-    OnFailure,
-    /// After any end that was not a deliberate stop.
-    Always,
-}
+pub use crate::supervision::{Policy, Restart};
 
 impl Restart {
     /// The names used in Python, the CLI and the record.
@@ -56,21 +45,6 @@ impl Restart {
             _ => return None,
         })
     }
-}
-
-/// The restart policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(default)]
-pub struct Policy {
-    pub restart: Restart,
-    /// The first wait before a restart.
-    pub delay: Duration,
-    /// The cap of the doubling wait.
-    pub max_delay: Duration,
-    /// Failed runs in a row before giving up; None: never give up.
-    pub limit: Option<u32>,
-    /// Uptime after which a run counts as stable (the failure count resets).
-    pub stable_after: Duration,
 }
 
 impl Default for Policy {
