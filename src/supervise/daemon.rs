@@ -205,11 +205,15 @@ impl<S: Supervised + Sync + ?Sized> Driver<'_, S> {
                 });
                 (found, false)
             }
-            Action::Reload { grace, confirm } if confirm.is_empty() => {
+            Action::Reload { grace, confirm, .. } if confirm.is_empty() => {
                 let r = s.reload(self.redirect_output, grace, &mut || true, &mut tick);
                 (r.map(|p| p.expect("confirmed")), true)
             }
-            Action::Reload { grace, confirm } => return self.reload_confirmed(grace, &confirm),
+            Action::Reload {
+                grace,
+                confirm,
+                counted,
+            } => return self.reload_confirmed(grace, &confirm, counted.as_ref()),
             _ => (s.launch(self.redirect_output, &mut tick), false),
         };
         self.ev.warm_notes();
@@ -242,7 +246,12 @@ impl<S: Supervised + Sync + ?Sized> Driver<'_, S> {
     /// A replacement that the health checks still due (`confirm`) decide:
     /// the new generation starts at once beside the failing one and takes
     /// over only if every one of them fails; else it is dropped.
-    fn reload_confirmed(&mut self, grace: Duration, confirm: &[Instant]) -> Event {
+    fn reload_confirmed(
+        &mut self,
+        grace: Duration,
+        confirm: &[Instant],
+        counted: Option<&SupState>,
+    ) -> Event {
         let s = self.server;
         let (ctl, stop_asked) = (&self.ctl, &mut self.stop_asked);
         let mut tick = || check(ctl, stop_asked);
@@ -257,6 +266,10 @@ impl<S: Supervised + Sync + ?Sized> Driver<'_, S> {
                 &mut || {
                     let all_failed = joined(&mut checks);
                     verdict = Some(all_failed);
+                    if let Some(st) = counted.filter(|_| all_failed) {
+                        // Counted before the new generation takes over.
+                        let _ = state::write(s.paths(), st);
+                    }
                     all_failed
                 },
                 &mut tick,

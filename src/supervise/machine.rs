@@ -100,6 +100,10 @@ pub enum Action {
     Reload {
         grace: Duration,
         confirm: Vec<Instant>,
+        /// With `confirm`: the state to write the moment the checks have
+        /// all failed, before the new generation takes over (it is counted
+        /// before it serves: `status()` never shows it with the old count).
+        counted: Option<SupState>,
     },
     /// Stop the run with this grace: `RunStopped`.
     StopRun { grace: Duration },
@@ -367,10 +371,18 @@ impl Machine {
                 // restart it: otherwise it is stopped as before.
                 if self.would_restart(ran) {
                     let confirm = (1..h.failures).map(|k| due + h.interval * k).collect();
+                    let mut counted = self.st.clone();
+                    counted.restarts += 1;
+                    counted.health = None;
+                    counted.reason = format!(
+                        "{} health checks of {} failed in a row (first: {why})",
+                        h.failures, h.path
+                    );
                     self.busy = Busy::Preparing { why };
                     out.push(Action::Reload {
                         grace: self.replace_grace(),
                         confirm,
+                        counted: Some(counted),
                     });
                 }
             }
@@ -403,6 +415,7 @@ impl Machine {
         out.push(Action::Reload {
             grace: self.replace_grace(),
             confirm: Vec::new(),
+            counted: None,
         });
     }
 
@@ -496,6 +509,7 @@ impl Machine {
             out.push(Action::Reload {
                 grace: self.set.stop_timeout,
                 confirm: Vec::new(),
+                counted: None,
             });
             return;
         }

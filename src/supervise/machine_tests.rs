@@ -179,7 +179,7 @@ fn failing_health_on_a_held_socket_reloads_counted_first() {
     assert_eq!(m.step(due, Event::Timer), [Action::Probe]);
     let a = m.step(due, Event::Health(Err("timed out".into())));
     assert!(
-        matches!(&a[..], [Action::WriteState(s), Action::WriteState(c), Action::Reload { grace, confirm }]
+        matches!(&a[..], [Action::WriteState(s), Action::WriteState(c), Action::Reload { grace, confirm, .. }]
         if s.health.as_deref() == Some("failing") && c.restarts == 1
             && *grace == REPLACE_GRACE && confirm.is_empty())
     );
@@ -208,7 +208,7 @@ fn the_first_failed_check_starts_the_replacement_beside_the_run() {
     // checks plus a start.
     let half = Duration::from_millis(500);
     assert!(
-        matches!(&a[..], [Action::WriteState(s), Action::Reload { grace, confirm }]
+        matches!(&a[..], [Action::WriteState(s), Action::Reload { grace, confirm, .. }]
         if s.health.as_deref() == Some("failing") && s.restarts == 0
             && *grace == REPLACE_GRACE && *confirm == [due + half, due + 2 * half])
     );
@@ -229,7 +229,9 @@ fn the_first_failed_check_starts_the_replacement_beside_the_run() {
 fn a_check_that_answers_keeps_the_run_and_drops_the_replacement() {
     let (mut m, t) = running(held_with_health(2), 100);
     let (a, _) = first_check_fails(&mut m, t);
-    assert!(matches!(a.last(), Some(Action::Reload { confirm, .. }) if confirm.len() == 1));
+    // Counted at the moment the checks confirm it, before it takes over.
+    assert!(matches!(a.last(),
+        Some(Action::Reload { confirm, counted: Some(c), .. }) if confirm.len() == 1 && c.restarts == 1));
     let now = t + Duration::from_millis(1600);
     let a = m.step(now, Event::ReloadAbandoned { failed: None });
     assert!(matches!(&a[0], Action::WriteState(s)
@@ -288,7 +290,8 @@ fn a_failed_asked_reload_is_reported_and_the_old_run_serves() {
         m.step(t, Event::AskReplace),
         [Action::Reload {
             grace: STOP,
-            confirm: vec![]
+            confirm: vec![],
+            counted: None,
         }]
     );
     let a = m.step(t, Event::ReloadFailed { why: "bad".into() });
