@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from _helpers import cli, free_port, get
-from upsonic_server_manager import ServerManager, StartError
+from upsonic_server_manager import ServerManager, ServerManagerError, StartError
 
 IMPORT_ERROR = "ModuleNotFoundError: No module named 'usm_this_module_does_not_exist'"
 LIFESPAN_ERROR = "RuntimeError: the database is unreachable at startup"
@@ -207,10 +207,10 @@ def test_cli_reload_that_fails_says_the_old_generation_still_serves(home: Path) 
 def test_a_missing_cwd_is_named_and_nothing_is_made_under_it(home, tmp_path):
     missing = tmp_path / "no-such-dir"
     m = ServerManager("usm_hello:app", "127.0.0.1", free_port(), "nocwd", cwd=missing)
-    with pytest.raises(ValueError, match="cwd .*no-such-dir.* is not a directory"):
+    with pytest.raises(ServerManagerError, match="in its cwd .*no-such-dir: No such file"):
         m.start(redirect_output=True)
     assert not missing.exists()
     r = cli("start", "usm_hello:app", "--port", str(free_port()), "--name", "nocwd2",
             "--cwd", str(missing), home=home)  # fmt: skip
-    assert r.returncode != 0 and "is not a directory" in r.stderr, r.stderr
+    assert r.returncode != 0 and "in its cwd" in r.stderr, r.stderr
     assert not missing.exists()

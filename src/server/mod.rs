@@ -357,11 +357,17 @@ impl Server {
             // Checked before anything is made under it (the log directory):
             // a mistyped cwd otherwise read as the app failing to import.
             let here = std::env::current_dir().unwrap_or_default();
-            if !here.join(dir).is_dir() {
-                return Err(Error::invalid(
-                    crate::spec::key::CWD,
-                    Some(format!("{:?}", dir.display().to_string())),
-                    "is not a directory: give the directory the app is imported from",
+            let full = here.join(dir);
+            if !full.is_dir() {
+                let errno = if full.exists() {
+                    libc::ENOTDIR
+                } else {
+                    libc::ENOENT
+                };
+                return Err(Error::path(
+                    "cannot start the server in its cwd (give the directory the app is imported from)",
+                    full,
+                    std::io::Error::from_raw_os_error(errno),
                 ));
             }
         }
