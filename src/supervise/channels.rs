@@ -88,27 +88,14 @@ impl Events {
     }
 }
 
-/// UTC, as "2026-11-27 15:24:05.123Z" (days to a civil date, no crate).
+/// UTC, as "2026-11-27 15:24:05.123Z": `logwriter::stamp` with a space for the T.
 fn timestamp() -> String {
     let ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0);
-    let (days, rest) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let (h, m, s) = (rest / 3_600_000, rest / 60_000 % 60, rest / 1000 % 60);
-    format!(
-        "{year:04}-{month:02}-{day:02} {h:02}:{m:02}:{s:02}.{:03}Z",
-        rest % 1000
-    )
+    // The log writer's stamp (one civil-date routine), with a space for the T.
+    super::logwriter::stamp(ms).trim_end().replacen('T', " ", 1)
 }
 
 /// What the control pipe asked for.
