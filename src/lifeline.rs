@@ -70,6 +70,20 @@ pub fn release_record(pid_file: &std::path::Path) -> bool {
     // under way decides for itself), which then goes too, as after a stop.
     let lock = crate::lock::try_acquire(&paths.lock_file).ok().flatten();
     record::remove_if_names(&paths, me, i32::MAX);
+    // A supervisor that ended outright (`upsonic-server run` killed with
+    // SIGKILL: the lifeline was its) left its state naming this server as
+    // running; nothing of that run may be left behind.
+    use crate::supervise::state;
+    if let Some(sup) = state::read(&paths).filter(|s| s.server_pid == me) {
+        // Its end is what ended our lifeline, but it may still be being torn
+        // down (descriptors close before the process is gone): wait a little.
+        if let Some(fd) = sup.pin() {
+            let _ = fd.wait_exit(std::time::Duration::from_secs(1));
+        }
+        if !sup.is_alive() {
+            state::remove_if_names(&paths, sup.pid);
+        }
+    }
     if let Some(lock) = lock {
         lock.release_and_remove();
     }

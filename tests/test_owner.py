@@ -278,6 +278,42 @@ def test_sigterm_while_the_cli_starts_cleans_up_like_ctrl_c(home):
     assert not wait_until(lambda: not can_bind("127.0.0.1", port), 4)
 
 
+RUN_MODES = {
+    "watched": [],  # the CLI's default: `run` is the server's supervisor
+    "no-supervise": ["--no-supervise"],
+    "restart": ["--restart", "always"],
+}
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize(
+    ("mode", "ending"),
+    [(m, "SIGKILL") for m in RUN_MODES] + [("watched", "SIGTERM"), ("no-supervise", "Ctrl-C")],
+)
+def test_upsonic_server_run_takes_its_server_along_however_it_ends(mode, ending, home):
+    """`run` owns its server in the foreground: killed outright, it still
+    leaves no server, no record and no supervisor state naming it."""
+    port = free_port()
+    argv = [*CLI, "run", "usm_hello:app", "--port", str(port), "--name", "fg", *RUN_MODES[mode]]
+    with running(argv, stdout=subprocess.PIPE, text=True) as p:
+        assert p.stdout is not None
+        line = p.stdout.readline()
+        assert "serving on" in line, line
+        pid = int(line.split(" pid ")[1].split()[0])
+        procs = group_of(pid)
+        assert get(port)["hello"] == "world"
+        p.send_signal(ENDINGS[ending])
+        p.wait(30)
+        assert all(wait_until(lambda q=q: gone(q), 20) for q in procs), [
+            q.pid for q in procs if not gone(q)
+        ]
+        assert wait_until(lambda: can_bind("127.0.0.1", port), 10)
+    assert wait_until(lambda: not (home / ".upsonic_fg_server.pid").exists(), 10)
+    assert not (home / ".upsonic_fg_server.sup").exists()
+    st = ServerManager("usm_hello:app", "127.0.0.1", port, "fg").status()
+    assert st.state == "stopped" and st.supervisor_pid is None, st
+
+
 # ---- descriptors of the starter ---------------------------------------------------------------
 
 STARTER = """

@@ -246,8 +246,10 @@ def _manager_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return kw
 
 
-def _manager_from_args(args: argparse.Namespace) -> ServerManager:
-    """The manager the arguments describe; a rejected value is a usage error."""
+def _manager_from_args(args: argparse.Namespace, **fixed: Any) -> ServerManager:
+    """The manager the arguments describe, with ``fixed`` keywords the
+    command itself decides (not options); a rejected value is a usage
+    error."""
     try:
         return ServerManager(
             args.app,
@@ -257,6 +259,7 @@ def _manager_from_args(args: argparse.Namespace) -> ServerManager:
             **_manager_kwargs(args),
             # An operator's server keeps how each run ended (status lists it).
             history=True,
+            **fixed,
         )
     except ValueError as e:
         raise UsageError(str(e)) from None

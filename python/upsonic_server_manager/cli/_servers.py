@@ -202,7 +202,9 @@ def _forget_leftovers(args: argparse.Namespace, name: str) -> bool:
 def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     from .._foreground import run_foreground, run_supervised
 
-    m = _manager_from_args(args)
+    # `run` owns its server in the foreground: however it ends (Ctrl-C,
+    # SIGTERM, SIGKILL), the server ends with it, never left behind.
+    m = _manager_from_args(args, stop_with_caller=True)
     if m._core.supervised:
         return run_supervised(m, args.redirect_output, args.force, out)
     return run_foreground(m, args.redirect_output, args.force, out)
