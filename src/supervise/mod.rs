@@ -18,6 +18,7 @@ mod channels;
 pub mod client;
 pub mod daemon;
 pub mod health;
+pub mod logfile;
 pub mod logwriter;
 pub mod machine;
 pub mod policy;
