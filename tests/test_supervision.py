@@ -312,6 +312,10 @@ def test_a_killed_supervisor_leaves_the_server_serving_and_start_reattaches(supe
     m = supervised("reattach")
     m.start()
     sup = supervisor(m)
+    first = serving_pid(m)
+    os.kill(first, signal.SIGKILL)
+    new_pid_serves(m, first)
+    assert m.status().restarts == 1
     pid = serving_pid(m)
     sup.kill()
     sup.wait(5)
@@ -324,9 +328,11 @@ def test_a_killed_supervisor_leaves_the_server_serving_and_start_reattaches(supe
     again.start()
     st = again.status()
     assert st.pid == pid and st.supervisor_pid not in (None, sup.pid) and not st.unsupervised
+    # The count goes on where the killed supervisor left it.
+    assert st.restarts == 1, st
     os.kill(pid, signal.SIGKILL)
     new_pid_serves(m, pid)
-    assert again.status().restarts == 1
+    assert again.status().restarts == 2
 
 
 def test_workers_are_supervised_as_a_whole(supervised) -> None:

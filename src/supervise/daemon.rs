@@ -38,7 +38,18 @@ pub fn run<S: Supervised + Sync + ?Sized>(
         unsafe { BorrowedFd::borrow_raw(control_fd) },
         rustix::fs::OFlags::NONBLOCK,
     );
-    let me = SupState::for_self();
+    let mut me = SupState::for_self();
+    if let Some(pid) = attach {
+        // Taking over from a supervisor that died (SIGKILL): the run it
+        // watched is this one, so its count and how the last run ended go on.
+        if let Some(old) = state::read(server.paths())
+            .filter(|o| o.server_pid == pid && o.pid != me.pid && !o.is_alive())
+        {
+            me.restarts = old.restarts;
+            me.last_exit = old.last_exit;
+            me.reason = old.reason;
+        }
+    }
     // ---- logs (issue 20): this process writes the server's output; the
     // guard drains the pipes when supervision ends.
     let _logs = redirect_output.then(|| {
