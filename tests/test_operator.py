@@ -140,7 +140,11 @@ def test_messages_use_the_options_and_name_our_servers(home, named):
     )
     assert r.returncode == 1
     assert "--force" in r.stderr and "force=True" not in r.stderr
-    assert "the managed server 'first'" in r.stderr
+    # Every holder is named: the server, and its supervisor that holds the
+    # socket (a bare "pid N (python3, ...)" before).
+    holders = r.stderr.split("held by ", 1)[1].split("; ")
+    assert len(holders) >= 2, r.stderr
+    assert all("the managed server 'first'" in h for h in holders), r.stderr
 
 
 def test_one_line_start_failures_are_said_once(home, named):

@@ -172,15 +172,25 @@ impl Server {
 /// Names, for each holder that belongs to a managed server recorded in
 /// `pid_dir`, that server (found by its launch marker): the same answer in
 /// `port_holders()`, `PortInUseError` and `diagnose()`.
+/// A live supervisor holding its server's socket (it binds it before any
+/// run, and keeps it between runs) belongs to that server too.
 pub fn name_managed(pid_dir: &std::path::Path, holders: &mut [Holder]) {
-    let launches: Vec<(String, String)> = record::list_names(pid_dir, false)
-        .into_iter()
+    let names = record::list_names(pid_dir, false);
+    let launches: Vec<(String, &str)> = names
+        .iter()
         .filter_map(|n| {
-            let id = record::read_identity(&record::Paths::new(pid_dir, &n))?;
-            Some((id.launch_id, n))
+            let id = record::read_identity(&record::Paths::new(pid_dir, n))?;
+            Some((id.launch_id, n.as_str()))
         })
         .collect();
-    if launches.is_empty() {
+    let supervisors: Vec<(i32, &str)> = names
+        .iter()
+        .filter_map(|n| {
+            let sup = crate::supervise::state::live(&record::Paths::new(pid_dir, n))?;
+            Some((sup.pid, n.as_str()))
+        })
+        .collect();
+    if launches.is_empty() && supervisors.is_empty() {
         return;
     }
     let facts = Live::new();
@@ -189,11 +199,18 @@ pub fn name_managed(pid_dir: &std::path::Path, holders: &mut [Holder]) {
         let marker = facts
             .launch_marker(leader)
             .or_else(|| facts.launch_marker(h.pid));
-        h.server = marker.and_then(|m| {
+        let by_launch = marker.and_then(|m| {
             launches
                 .iter()
                 .find(|(launch, _)| *launch == m)
-                .map(|(_, n)| n.clone())
+                .map(|(_, n)| *n)
         });
+        let by_supervisor = || {
+            supervisors
+                .iter()
+                .find(|(pid, _)| *pid == h.pid)
+                .map(|(_, n)| *n)
+        };
+        h.server = by_launch.or_else(by_supervisor).map(str::to_owned);
     }
 }
