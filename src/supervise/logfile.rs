@@ -7,7 +7,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 /// its newline (the rest of the line follows it in the file).
 const LINE_MAX: usize = 1 << 20;
 /// While a file cannot be written (a full disk), the next try comes after this.
+/// How often the writer checks that its file is still the one at its path
+/// (an outside rotation moved or removed it, or truncated it in place).
+const WATCH_EVERY: Duration = Duration::from_secs(1);
 pub(super) const RETRY_EVERY: Duration = Duration::from_secs(5);
 
 /// How the logs are rotated and stamped.
@@ -195,6 +198,10 @@ pub struct Sink {
     failed_at: Option<Instant>,
     /// The last write stopped inside a line: a newline first on resuming.
     mid_line: bool,
+    /// (device, inode) of the open file, and when the path was last
+    /// checked to still name it (`WATCH_EVERY`).
+    id: (u64, u64),
+    watched_at: Instant,
 }
 
 impl Sink {
@@ -209,6 +216,8 @@ impl Sink {
             dropped: 0,
             failed_at: None,
             mid_line: false,
+            id: (0, 0),
+            watched_at: Instant::now(),
         };
         let _ = s.reopen();
         s
@@ -225,9 +234,30 @@ impl Sink {
             .mode(0o644)
             .custom_flags(libc::O_NOFOLLOW)
             .open(&self.path)?;
-        self.size = f.metadata().map(|m| m.len()).unwrap_or(0);
+        let meta = f.metadata()?;
+        self.size = meta.len();
+        self.id = (meta.dev(), meta.ino());
+        self.watched_at = Instant::now();
         self.file = Some(f);
         Ok(())
+    }
+
+    /// An outside rotation (logrotate's `create`: the file moved away, or
+    /// removed) leaves our descriptor on a file the path no longer names:
+    /// a new one is opened at the path, as `WatchedFileHandler` does. One
+    /// truncated in place (`copytruncate`) is measured again, so that our
+    /// own rotation does not come early. Checked at most every `WATCH_EVERY`.
+    fn follow_outside_rotation(&mut self) {
+        if self.file.is_none() || self.watched_at.elapsed() < WATCH_EVERY {
+            return;
+        }
+        self.watched_at = Instant::now();
+        match std::fs::symlink_metadata(&self.path) {
+            Ok(m) if (m.dev(), m.ino()) == self.id => self.size = self.size.min(m.len()),
+            // Moved, removed or replaced: a later failure to open is a
+            // failure to write (counted, retried).
+            _ => self.file = None,
+        }
     }
 
     /// Renames `path` to `.1` (and each `.i` to `.i+1`, the oldest `.N`
@@ -265,6 +295,7 @@ impl Sink {
                 return;
             }
         }
+        self.follow_outside_rotation();
         if self.file.is_none() {
             if let Err(e) = self.reopen() {
                 self.fail(e, count_lines(data), say);
@@ -492,6 +523,50 @@ mod tests {
             std::fs::read_to_string(rotated_name(&base, 1)).unwrap(),
             long
         );
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn an_outside_rotation_is_followed() {
+        let d = dir("outside");
+        let base = d.join("o_server.log");
+        let opts = LogOptions {
+            max_bytes: 1000,
+            backup_count: 2,
+            timestamps: false,
+        };
+        let mut sink = Sink::open(base.clone(), opts);
+        let due = |sink: &mut Sink| sink.watched_at = Instant::now() - WATCH_EVERY;
+        sink.write(b"before\n", &mut quiet());
+        // logrotate's `create`: the file is moved away, then written on.
+        std::fs::rename(&base, d.join("moved")).unwrap();
+        due(&mut sink);
+        sink.write(b"after the move\n", &mut quiet());
+        assert_eq!(
+            std::fs::read_to_string(d.join("moved")).unwrap(),
+            "before\n"
+        );
+        assert_eq!(std::fs::read_to_string(&base).unwrap(), "after the move\n");
+        // Removed outright.
+        std::fs::remove_file(&base).unwrap();
+        due(&mut sink);
+        sink.write(b"after the rm\n", &mut quiet());
+        assert_eq!(std::fs::read_to_string(&base).unwrap(), "after the rm\n");
+        // `copytruncate`: the same file, cut; our size follows, so the
+        // cap is counted from the cut and no early rotation comes.
+        for _ in 0..65 {
+            sink.write(b"0123456789abcd\n", &mut quiet());
+        }
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&base)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        due(&mut sink);
+        sink.write(b"after the cut\n", &mut quiet());
+        assert!(!rotated_name(&base, 1).exists());
+        assert_eq!(std::fs::read_to_string(&base).unwrap(), "after the cut\n");
         std::fs::remove_dir_all(&d).unwrap();
     }
 
