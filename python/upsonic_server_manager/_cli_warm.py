@@ -7,12 +7,17 @@ with a deadline: a hung preloader is reported, never waited for)."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from typing import Callable, Optional, TextIO
 
 from ._cli_output import fmt_duration
 from ._core import Preloader, PreloaderStop, preloaders, stop_preloader
+
+# Imported by every command's start-up (`upsonic-server status` is run by
+# scripts): typing and json only when needed.
+TYPE_CHECKING = False
+
+if TYPE_CHECKING:
+    from typing import Callable, Optional, TextIO
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -93,6 +98,8 @@ def cmd_warm(args: argparse.Namespace, out: TextIO) -> int:
             sys.stderr.write("upsonic-server: error: --pid and --force go with `warm stop`\n")
             return EXIT_USAGE
         if args.json:
+            import json
+
             out.write(json.dumps([_as_dict(p) for p in found], indent=2) + "\n")
         else:
             _table(found, out)
