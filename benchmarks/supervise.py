@@ -56,6 +56,14 @@ def pid_serving(port: int, timeout: float = 2.0) -> int | None:
         return None
 
 
+def gone(p: psutil.Process) -> bool:
+    """Ended: exited, reaped or a zombie (it may go between two looks)."""
+    try:
+        return not p.is_running() or p.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 def until(cond, timeout: float, step: float = 0.002) -> float | None:
     """Seconds until cond() holds, or None at the timeout."""
     t0 = time.perf_counter()
@@ -303,7 +311,7 @@ def chaos(pid_dir: str, rounds: int, seed: int) -> tuple[int, list[str], dict[st
                 continue  # it ended between the look and the kill
             # A SIGKILL takes effect when the victim is next scheduled: judge
             # only once it is gone, not the moment before it dies.
-            until(lambda v=victim_proc: not v.is_running() or v.status() == "zombie", 10)
+            until(lambda v=victim_proc: gone(v), 10)
             if victim == "caller":
                 proc.wait()
             kills[victim] += 1
