@@ -164,6 +164,36 @@ def test_no_line_lost_or_repeated_across_a_reload_and_a_crash_restart(printer) -
         check_run(path, nxt - 1)
 
 
+def test_an_outside_rotation_is_followed(printer, tmp_path: Path) -> None:
+    """logrotate's `create` (the live file moved away) and a plain `rm`:
+    the writer opens a new file at the path, and no line is lost between
+    the moved file and the new one."""
+    m = printer("outside", log_max_bytes=0)
+    m.start()
+    out, _ = m.log_files
+    nxt = say(m, 0, 10)
+    assert wait_until(lambda: Path(out).exists() and Path(out).stat().st_size > 0)
+    moved = tmp_path / "moved.log"
+    os.rename(out, moved)
+
+    def follows() -> bool:
+        nonlocal nxt
+        nxt = say(m, nxt, 1)
+        return Path(out).exists()
+
+    assert wait_until(follows, 10), "the writer kept writing the moved file"
+    os.remove(out)
+    assert wait_until(follows, 10), "the writer kept writing the removed file"
+    nxt = say(m, nxt, 10)
+    m.stop()
+    nums = []
+    for f in (moved, Path(out)):
+        nums += [int(x.group(1)) for x in map(NUMBERED.search, f.read_text().splitlines()) if x]
+    # The lines of the removed file are gone with it; the rest is in order.
+    assert nums[:10] == list(range(10)) and nums[-1] == nxt - 1, nums
+    assert nums == sorted(nums), nums
+
+
 def test_timestamps_stamp_every_line(printer) -> None:
     m = printer("stamped", log_timestamps=True)
     m.start()
