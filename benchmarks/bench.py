@@ -230,6 +230,9 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=21, help="runs per start/stop contender")
     ap.add_argument("--idle", type=int, default=2000, help="extra idle processes")
     ap.add_argument("--quick", action="store_true", help="fewer runs, for CI smoke tests")
+    ap.add_argument(
+        "--print-only", action="store_true", help="print the tables; leave docs/benchmark.* alone"
+    )
     args = ap.parse_args()
     runs = 3 if args.quick else max(5, args.runs)
     idle_n = 200 if args.quick else args.idle
@@ -367,10 +370,10 @@ def main() -> None:
         f"{platform.machine()}, {os.cpu_count()} cores, Linux {platform.release()}, "
         f"Python {platform.python_version()}"
     )
-    report(results, home, runs)
+    report(results, home, runs, write=not args.print_only)
 
 
-def report(r: dict, home: Path, runs: int) -> None:
+def report(r: dict, home: Path, runs: int, write: bool = True) -> None:
     ss = r["startstop_ms"]
     bare_start, bare_stop = ss["bare uvicorn"]
     lines = [
@@ -423,6 +426,8 @@ def report(r: dict, home: Path, runs: int) -> None:
     ]
     text = "\n".join(lines)
     print(text)
+    if not write:
+        return
     docs = ROOT / "docs"
     docs.mkdir(exist_ok=True)
     (docs / "benchmark.md").write_text(text + "\n")
