@@ -54,6 +54,11 @@ pub fn release_record(pid_file: &std::path::Path) -> bool {
     let Some(identity) = record::read_identity(&paths).filter(|id| id.pid == me) else {
         return false;
     };
+    // A supervisor that ended outright (`upsonic-server run` killed with
+    // SIGKILL: the lifeline was its) left its state naming this server; its
+    // count of restarts belongs to the run kept below.
+    use crate::supervise::state;
+    let sup = state::read(&paths).filter(|s| s.server_pid == me);
     if identity.config.as_ref().is_some_and(|c| c.spec.history) {
         let ended_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -62,7 +67,7 @@ pub fn release_record(pid_file: &std::path::Path) -> bool {
             identity,
             end: End::Stopped,
             ended_ms,
-            restarts: 0,
+            restarts: sup.as_ref().map_or(0, |s| s.restarts),
         };
         let _ = record::write_last(&paths, &last);
     }
@@ -70,11 +75,9 @@ pub fn release_record(pid_file: &std::path::Path) -> bool {
     // under way decides for itself), which then goes too, as after a stop.
     let lock = crate::lock::try_acquire(&paths.lock_file).ok().flatten();
     record::remove_if_names(&paths, me, i32::MAX);
-    // A supervisor that ended outright (`upsonic-server run` killed with
-    // SIGKILL: the lifeline was its) left its state naming this server as
-    // running; nothing of that run may be left behind.
-    use crate::supervise::state;
-    if let Some(sup) = state::read(&paths).filter(|s| s.server_pid == me) {
+    // Nothing of that run may be left behind: its state goes too (under the
+    // lock only, so that a start attaching a new supervisor keeps its own).
+    if let Some(sup) = sup.filter(|_| lock.is_some()) {
         // Its end is what ended our lifeline, but it may still be being torn
         // down (descriptors close before the process is gone): wait a little.
         if let Some(fd) = sup.pin() {
