@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 /// A partial line longer than this is written out without waiting for
 /// its newline (the rest of the line follows it in the file).
 const LINE_MAX: usize = 1 << 20;
-/// While a file cannot be written (a full disk), the next try comes after this.
 /// How often the writer checks that its file is still the one at its path
 /// (an outside rotation moved or removed it, or truncated it in place).
 const WATCH_EVERY: Duration = Duration::from_secs(1);
+/// While a file cannot be written (a full disk), the next try comes after this.
 pub(super) const RETRY_EVERY: Duration = Duration::from_secs(5);
 
 /// How the logs are rotated and stamped.
@@ -246,7 +246,9 @@ impl Sink {
     /// removed) leaves our descriptor on a file the path no longer names:
     /// a new one is opened at the path, as `WatchedFileHandler` does. One
     /// truncated in place (`copytruncate`) is measured again, so that our
-    /// own rotation does not come early. Checked at most every `WATCH_EVERY`.
+    /// own rotation does not come early. Checked before a write, at most
+    /// every `WATCH_EVERY`; a path that cannot be looked at for another
+    /// reason (a directory made unreadable) keeps the open file.
     fn follow_outside_rotation(&mut self) {
         if self.file.is_none() || self.watched_at.elapsed() < WATCH_EVERY {
             return;
@@ -256,7 +258,9 @@ impl Sink {
             Ok(m) if (m.dev(), m.ino()) == self.id => self.size = self.size.min(m.len()),
             // Moved, removed or replaced: a later failure to open is a
             // failure to write (counted, retried).
-            _ => self.file = None,
+            Ok(_) => self.file = None,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => self.file = None,
+            Err(_) => {}
         }
     }
 
