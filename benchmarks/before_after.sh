@@ -10,7 +10,8 @@
 # --release` first; PYTHON names its interpreter, default python3). The
 # scripts are this tree's, run by each build's interpreter; supervise.py
 # without its `start` part (supervise=True, which a build before issue 20
-# lacks). Nothing under docs/ is written. Compare the medians of
+# lacks) and with its --quick counts (5 crashes, 30 chaos rounds). Nothing
+# under docs/ is written. Each side's build is named at the top of the run. Compare the medians of
 # each side; one run of one benchmark is not a result. About 20 minutes;
 # QUICK=1: a smoke run of the script itself (a few minutes, numbers of no use).
 set -euo pipefail
@@ -20,7 +21,7 @@ out=${2:-$(mktemp -d -t usm-before-after-XXXXXX)}
 here=$(cd "$(dirname "$0")/.." && pwd)
 py_b=${PYTHON:-python3}
 wt=$(mktemp -d -t usm-before-XXXXXX)
-trap 'git -C "$here" worktree remove --force "$wt" >/dev/null 2>&1 || true' EXIT
+trap 'git -C "$here" worktree remove --force "$wt" >/dev/null 2>&1 || true; rm -rf "$wt"' EXIT
 
 mkdir -p "$out"
 git -C "$here" worktree add --detach -q "$wt" "$base"
@@ -31,6 +32,15 @@ echo "building $base in $wt (venv, maturin develop --release) ..." >&2
     "httpx>=0.27" "psutil>=5.9" mirakuru
 "$wt/.venv/bin/pip" install -q --no-deps "upsonic==0.45.0"
 (cd "$wt" && VIRTUAL_ENV="$wt/.venv" PATH="$wt/.venv/bin:$PATH" maturin develop --release -q)
+# B must be this tree's build: say which one each side imports.
+for side in A B; do
+    py=$wt/.venv/bin/python
+    [ "$side" = B ] && py=$py_b
+    where=$("$py" -c 'import os, upsonic_server_manager._core as c; print(c.__file__, int(os.path.getmtime(c.__file__)))')
+    echo "$side: $where" | tee -a "$out/builds" >&2
+done
+echo "A: $(git -C "$wt" describe --always --dirty), B: $(git -C "$here" describe --always --dirty)" \
+    | tee -a "$out/builds" >&2
 
 run() { # tag python script args...
     local tag=$1 py=$2
