@@ -16,7 +16,7 @@ import httpx
 import pytest
 from _helpers import cli, free_port, get, wait_until
 from upsonic_server_manager import ServerManager, _core
-from upsonic_server_manager._logread import _Tail, history, merge, rotated
+from upsonic_server_manager._logread import GAP_NOTE, _Tail, history, merge, rotated
 
 CAP = 64 * 1024
 BACKUPS = 3
@@ -64,6 +64,46 @@ def test_following_reads_the_old_file_to_its_end_then_the_new_one(tmp_path: Path
     with open(base, "a") as f:
         f.write("ial\n")
     assert tail.poll() == ["partial"]
+    tail.close()
+
+
+def rotate(base: Path, backups: int, text: str) -> None:
+    """One rotation as the supervisor does it: ``.i`` to ``.i+1`` (the
+    oldest removed), the file to ``.1``, and ``text`` in a new file."""
+    oldest = Path(rotated(base, backups))
+    if oldest.exists():
+        oldest.unlink()
+    for i in range(backups - 1, 0, -1):
+        if Path(rotated(base, i)).exists():
+            os.rename(rotated(base, i), rotated(base, i + 1))
+    os.rename(base, rotated(base, 1))
+    base.write_text(text)
+
+
+def test_following_reads_every_file_of_several_rotations_between_two_looks(
+    tmp_path: Path,
+) -> None:
+    base = tmp_path / "r_server.log"
+    base.write_text("a1\n")
+    tail = _Tail("", base, base.stat().st_size)
+    with open(base, "a") as f:
+        f.write("a2\n")
+    rotate(base, 3, "b1\n")
+    rotate(base, 3, "c1\n")  # b's file is .1 now, a's .2
+    with open(base, "a") as f:
+        f.write("c2\n")
+    assert tail.poll() == ["a2", "b1", "c1", "c2"]
+    tail.close()
+
+
+def test_following_says_when_rotation_outran_the_backups(tmp_path: Path) -> None:
+    base = tmp_path / "g_server.log"
+    base.write_text("a1\n")
+    tail = _Tail("", base, base.stat().st_size)
+    for text in ("b1\n", "c1\n", "d1\n", "e1\n"):  # b's file is removed with a's
+        rotate(base, 2, text)
+    lines = tail.poll()
+    assert lines[0] == GAP_NOTE and lines[1:] == ["c1", "d1", "e1"], lines
     tail.close()
 
 

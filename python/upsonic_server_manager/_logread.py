@@ -103,6 +103,15 @@ def merge(streams: Sequence[tuple[str, Sequence[str]]]) -> list[tuple[str, str]]
     return [(label, line) for _, _, label, line in merged]
 
 
+#: Said in place of lines that a follower could not read because the
+#: rotation removed them first (more rotations between two looks than
+#: ``log_backup_count`` keeps).
+GAP_NOTE = (
+    "[upsonic-server: lines may be missing here: rotated away before they "
+    "could be read (a larger log_backup_count keeps them)]"
+)
+
+
 class _Tail:
     """One file followed by name: the open file, where we are, a partial line."""
 
@@ -133,17 +142,46 @@ class _Tail:
         self.pos += len(chunk)
         return chunk
 
+    def _written_since(self) -> tuple[list[str], bool]:
+        """After a rotation: the rotated files written after ours, oldest
+        first (more than one rotation between two polls), and whether ours
+        is still among them. Gone, it was the oldest and was removed: files
+        between it and the oldest kept one may have gone with it."""
+        names = []
+        while len(names) < 10_000 and os.path.exists(rotated(self.path, len(names) + 1)):
+            names.append(rotated(self.path, len(names) + 1))  # .1 newest ... .N oldest
+        for k, name in enumerate(names):
+            try:
+                if os.stat(name).st_ino == self.inode:
+                    return names[:k][::-1], True
+            except OSError:
+                pass
+        return names[::-1], False
+
     def poll(self) -> list[str]:
-        """The whole lines written since the last poll, across a rotation:
-        the old file is read to its end before the new one is opened."""
+        """The whole lines written since the last poll, across rotations:
+        the old file is read to its end, then every file rotated after it,
+        then the new one. Lines rotated away before they could be read are
+        said, never skipped silently."""
         data = self._read_rest()
         try:
             now = os.stat(self.path).st_ino
         except OSError:
             now = None
+        note = b""
         if now is not None and now != self.inode:
             if self.file is not None:
                 self.file.close()
+            between, found = self._written_since() if self.inode is not None else ([], True)
+            if not found and between:
+                note = GAP_NOTE.encode() + b"\n"
+            for name in between:
+                try:
+                    with open(name, "rb") as f:
+                        note += f.read()
+                except OSError:
+                    pass
+            data += note
             self.file, self.pos = None, 0
             self._open()
             data += self._read_rest()
