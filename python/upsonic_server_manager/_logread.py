@@ -147,7 +147,7 @@ class _Tail:
         first (more than one rotation between two polls), and whether ours
         is still among them. Gone, it was the oldest and was removed: files
         between it and the oldest kept one may have gone with it."""
-        names = []
+        names: list[str] = []
         while len(names) < 10_000 and os.path.exists(rotated(self.path, len(names) + 1)):
             names.append(rotated(self.path, len(names) + 1))  # .1 newest ... .N oldest
         for k, name in enumerate(names):
