@@ -107,7 +107,7 @@ LINGER = 1.0
 SEEN = "_upsonic_seen_data"
 
 
-def _mark_seen(protocol_class: type) -> None:
+def _mark_seen(protocol_class: Any) -> None:
     """Notes on each connection that data arrived (its first request did)."""
     original = protocol_class.data_received
 

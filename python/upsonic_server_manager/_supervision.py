@@ -42,7 +42,8 @@ def parse_event(raw: bytes) -> dict[str, Any]:
 
 def log_level(event: dict[str, Any]) -> int:
     """The ``logging`` level of a log event (INFO for a level it does not know)."""
-    return _LEVELS.get(event.get(EVENT_LEVEL), logging.INFO)
+    level = event.get(EVENT_LEVEL)
+    return _LEVELS.get(level, logging.INFO) if isinstance(level, str) else logging.INFO
 
 
 def _relay(name: str, pidfd: int, fd: int) -> None:
