@@ -20,7 +20,7 @@ import httpx
 import psutil
 import pytest
 from _helpers import cli, free_port, get, gone, port_in_use, python_script, wait_until
-from upsonic_server_manager import ServerManager
+from upsonic_server_manager import PortInUseError, ServerManager, port_holders
 
 APP = "usm_supervised:app"
 
@@ -333,6 +333,35 @@ def test_a_killed_supervisor_leaves_the_server_serving_and_start_reattaches(supe
     os.kill(pid, signal.SIGKILL)
     new_pid_serves(m, pid)
     assert again.status().restarts == 2
+
+
+def test_after_a_reattach_every_holder_is_found_and_force_stops_it_whole(supervised) -> None:
+    """A supervisor attached to a running server took its socket from it
+    (neither is the other's relative): the port's holders are all found and
+    all named, and `force` stops the supervisor first, so the server is not
+    brought back to hold the port against the new one (a trial finding)."""
+    m = supervised("held", workers=2, restart="always")
+    m.start()
+    sup = supervisor(m)
+    sup.kill()
+    sup.wait(5)
+    again = supervised("held", port=m.port, workers=2, restart="always")
+    again.start()
+    st = again.status()
+    group = {st.pid, *st.workers}
+    assert st.supervisor_pid not in (None, sup.pid), st
+    holders = port_holders(m.port, "127.0.0.1")
+    pids = {h.pid for h in holders}
+    assert {st.supervisor_pid, *group} <= pids, (holders, st)
+    assert all(h.server == "held" for h in holders), holders
+    with pytest.raises(PortInUseError) as e:
+        supervised("other", port=m.port).start()
+    assert str(e.value).count("the managed server 'held'") == len(holders), e.value
+    other = supervised("other", port=m.port)
+    other.start(force=True)
+    assert get(m.port)["pid"] == other.status().pid
+    assert not again.is_running()
+    assert all(gone(psutil.Process(p)) for p in group if psutil.pid_exists(p))
 
 
 def test_workers_are_supervised_as_a_whole(supervised) -> None:

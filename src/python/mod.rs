@@ -40,9 +40,11 @@ fn port_holders(
     let holders = run(py, move |_| {
         let ls = port::conflicting_listeners(&addrs, port)
             .map_err(|e| Error::os("reading the port table", e))?;
-        let mut holders = port::holders_of(&ls, &[]);
-        crate::server::conflict::name_managed(&platform::home_dir(), &mut holders);
-        Ok(holders)
+        Ok(crate::server::conflict::holders_named(
+            &platform::home_dir(),
+            &ls,
+            &[],
+        ))
     })?;
     Ok(holders.iter().map(PortHolder::from).collect())
 }

@@ -27,10 +27,9 @@ impl Server {
     /// Processes holding a socket that clashes with (host, port).
     pub fn port_holders(&self) -> Result<Vec<Holder>> {
         let ls = self.conflicting_listeners()?;
-        let likely: Vec<i32> = self.find().map(|f| vec![f.pid]).unwrap_or_default();
-        let mut holders = port::holders_of(&ls, &likely);
-        name_managed(&self.cfg.pid_dir, &mut holders);
-        Ok(holders)
+        // Ours first, even when its record names another PID file.
+        let ours: Vec<i32> = self.find().map(|f| vec![f.pid]).unwrap_or_default();
+        Ok(holders_named(&self.cfg.pid_dir, &ls, &ours))
     }
 
     /// Whether a bind to (host, port) would fail right now.
@@ -56,7 +55,12 @@ impl Server {
         let me = facts::me();
         let mut groups = HashSet::new();
         let mut singles = Victims::default();
-        for h in holders {
+        // A supervisor first: stopped, it stops its server and supervision
+        // ends; its server stopped first would be restarted by it.
+        let supervisors = supervisor_pids(&self.cfg.pid_dir);
+        let mut ordered: Vec<&Holder> = holders.iter().collect();
+        ordered.sort_by_key(|h| !supervisors.contains(&h.pid));
+        for h in ordered {
             // Only a leader that holds the socket itself makes a server group.
             let leader_owner = holders.iter().find(|l| l.pid == h.pgid).map(|l| l.uid);
             if claim::may_signal_group(h.pgid, leader_owner, &me) {
@@ -143,7 +147,7 @@ impl Server {
         if listeners.is_empty() {
             return Ok(());
         }
-        let holders = port::holders_of(&listeners, &[]);
+        let holders = holders_named(&self.cfg.pid_dir, &listeners, &[]);
         let recorded = self.read_record().and_then(|r| r.identity);
         let facts = Live::new();
         let (stoppable, blocking): (Vec<Holder>, Vec<Holder>) =
@@ -167,6 +171,42 @@ impl Server {
         }
         Ok(())
     }
+}
+
+/// The live supervisors of the servers recorded in `pid_dir`.
+fn supervisor_pids(pid_dir: &std::path::Path) -> HashSet<i32> {
+    record::list_names(pid_dir, false)
+        .iter()
+        .filter_map(|n| crate::supervise::state::live(&record::Paths::new(pid_dir, n)))
+        .map(|s| s.pid)
+        .collect()
+}
+
+/// Every holder of `listeners`, each named (`name_managed`). The servers
+/// and supervisors recorded in `pid_dir` are looked at first with their
+/// descendants: a supervisor attached to a running server got its socket
+/// from it (`pidfd_getfd`), so neither is the other's relative, and a
+/// search that stops at the first holder would miss one of them.
+/// `also`: more processes to look at first.
+pub fn holders_named(
+    pid_dir: &std::path::Path,
+    listeners: &[port::Listener],
+    also: &[i32],
+) -> Vec<Holder> {
+    if listeners.is_empty() {
+        return Vec::new();
+    }
+    let mut likely: Vec<i32> = also.to_vec();
+    likely.extend(supervisor_pids(pid_dir));
+    likely.extend(
+        record::list_names(pid_dir, false)
+            .iter()
+            .filter_map(|n| record::read_identity(&record::Paths::new(pid_dir, n)))
+            .map(|id| id.pid),
+    );
+    let mut holders = port::holders_of(listeners, &likely);
+    name_managed(pid_dir, &mut holders);
+    holders
 }
 
 /// Names, for each holder that belongs to a managed server recorded in
