@@ -310,8 +310,32 @@ def test_upsonic_server_run_takes_its_server_along_however_it_ends(mode, ending,
         assert wait_until(lambda: can_bind("127.0.0.1", port), 10)
     assert wait_until(lambda: not (home / ".upsonic_fg_server.pid").exists(), 10)
     assert not (home / ".upsonic_fg_server.sup").exists()
+    assert wait_until(lambda: not (home / ".upsonic_fg_server.lock").exists(), 10)
     st = ServerManager("usm_hello:app", "127.0.0.1", port, "fg").status()
     assert st.state == "stopped" and st.supervisor_pid is None, st
+
+
+@pytest.mark.parametrize("mode", ["watched", "no-supervise"])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_run_stopped_before_its_server_is_ready_says_so_and_exits_0(mode, sig, home):
+    """systemd's stop (SIGTERM) or Ctrl-C while `run` still waits for its
+    server: the half-started server is stopped, `run` says so and exits 0,
+    as it does once the server serves (it exited 130 without a word)."""
+    port = free_port()
+    env = {**os.environ, "USM_SLOW_SECONDS": "3"}
+    argv = [*CLI, "run", "usm_slow:app", "--port", str(port), "--name", "early", *RUN_MODES[mode]]
+    with running(argv, env=env, stdout=subprocess.PIPE, text=True) as p:
+        assert wait_until(lambda: bool(psutil.Process(p.pid).children(recursive=True)), 10)
+        kids = psutil.Process(p.pid).children(recursive=True)
+        p.send_signal(sig)
+        code = p.wait(20)
+        assert p.stdout is not None
+        said = p.stdout.read()
+    assert code == 0, said
+    if mode == "watched":
+        assert "early: stopped before it was ready" in said
+    assert all(wait_until(lambda q=q: gone(q), 10) for q in kids)
+    assert not [f.name for f in home.glob(".upsonic_early_server.*") if f.suffix != ".last"]
 
 
 # ---- descriptors of the starter ---------------------------------------------------------------

@@ -191,7 +191,16 @@ def run_supervised(m: ServerManager, redirect_output: bool, force: bool, out: Te
     reader = threading.Thread(target=relay, name="usm-run-events", daemon=True)
     reader.start()
     try:
-        code = m._core.supervise_here(redirect_output, force, control_r, events_w)
+        try:
+            code = m._core.supervise_here(redirect_output, force, control_r, events_w)
+        except KeyboardInterrupt:
+            # SIGTERM or SIGINT before the first run was ready: the core
+            # stopped the half-started server; a stop, as once it serves.
+            reader.join(5)
+            sd_notify("STOPPING=1")
+            out.write(f"{m.name}: stopped before it was ready\n")
+            out.flush()
+            return EXIT_OK
         reader.join(5)
         if code == 0:
             sd_notify("STOPPING=1")
