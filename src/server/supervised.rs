@@ -187,7 +187,15 @@ impl Server {
             drop(lock);
         }
         let ev = crate::supervise::daemon::Events::new(Some(events), None);
-        crate::supervise::daemon::run(self, redirect_output, None, control_fd, ev)
+        let code = crate::supervise::daemon::run(self, redirect_output, None, control_fd, ev);
+        // Supervision is over and nothing of it is recorded any more: the
+        // name's lock file goes too, as after `stop()` (`run` left it).
+        if let Ok(Some(lock)) = crate::lock::try_acquire(&self.paths.lock_file) {
+            if !self.paths.pid_file.exists() && state::read(&self.paths).is_none() {
+                lock.release_and_remove();
+            }
+        }
+        code
     }
 
     /// `restart()` of a supervised server: its supervisor replaces the run
