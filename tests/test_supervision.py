@@ -322,6 +322,7 @@ def test_a_killed_supervisor_leaves_the_server_serving_and_start_reattaches(supe
     assert serving_pid(m) == pid
     st = m.status()
     assert (st.state, st.supervisor_pid, st.unsupervised) == ("running", None, True)
+    assert st.restarts == 1, st  # what the killed supervisor counted
     # The next start with a restart policy attaches a new supervisor to the
     # running server instead of replacing it.
     again = supervised("reattach", port=m.port)

@@ -109,6 +109,19 @@ impl Status {
         }
     }
 
+    /// A running server whose supervisor was killed: the restarts it
+    /// counted (its state names this run) still are the server's, until a
+    /// new supervisor attaches and goes on counting.
+    fn counted_by_a_dead_supervisor(mut self, sup: Option<SupState>, pid: i32) -> Self {
+        if self.supervisor_pid.is_none() {
+            if let Some(s) = sup.filter(|s| s.server_pid == pid && !s.is_alive()) {
+                self.restarts = s.restarts;
+                self.last_exit = s.last_exit;
+            }
+        }
+        self
+    }
+
     /// Adds what the supervisor (live, or gone after giving up) says.
     fn supervised_by(
         mut self,
@@ -261,6 +274,7 @@ impl Server {
             supervised: false,
         }
         .supervised_by(policy, sup, None)
+        .counted_by_a_dead_supervisor(sup_state::read(&self.paths), f.pid)
     }
 
     /// A recorded server whose leader is gone: processes of its launch
