@@ -57,9 +57,9 @@ impl Server {
         let mut singles = Victims::default();
         // A supervisor first: stopped, it stops its server and supervision
         // ends; its server stopped first would be restarted by it.
-        let supervisors = supervisor_pids(&self.cfg.pid_dir);
+        let recorded = Recorded::read(&self.cfg.pid_dir);
         let mut ordered: Vec<&Holder> = holders.iter().collect();
-        ordered.sort_by_key(|h| !supervisors.contains(&h.pid));
+        ordered.sort_by_key(|h| !recorded.is_supervisor(h.pid));
         for h in ordered {
             // Only a leader that holds the socket itself makes a server group.
             let leader_owner = holders.iter().find(|l| l.pid == h.pgid).map(|l| l.uid);
@@ -173,13 +173,63 @@ impl Server {
     }
 }
 
-/// The live supervisors of the servers recorded in `pid_dir`.
-fn supervisor_pids(pid_dir: &std::path::Path) -> HashSet<i32> {
-    record::list_names(pid_dir, false)
-        .iter()
-        .filter_map(|n| crate::supervise::state::live(&record::Paths::new(pid_dir, n)))
-        .map(|s| s.pid)
-        .collect()
+/// What `pid_dir` records, read once per question: each server's launch
+/// marker, PID and name, and each live supervisor's PID and name.
+struct Recorded {
+    launches: Vec<(String, i32, String)>,
+    supervisors: Vec<(i32, String)>,
+}
+
+impl Recorded {
+    fn read(pid_dir: &std::path::Path) -> Self {
+        let mut r = Recorded {
+            launches: Vec::new(),
+            supervisors: Vec::new(),
+        };
+        for n in record::list_names(pid_dir, false) {
+            let paths = record::Paths::new(pid_dir, &n);
+            if let Some(sup) = crate::supervise::state::live(&paths) {
+                r.supervisors.push((sup.pid, n.clone()));
+            }
+            if let Some(id) = record::read_identity(&paths) {
+                r.launches.push((id.launch_id, id.pid, n));
+            }
+        }
+        r
+    }
+
+    fn is_supervisor(&self, pid: i32) -> bool {
+        self.supervisors.iter().any(|(p, _)| *p == pid)
+    }
+
+    /// Names each holder that belongs to a recorded server: by its launch
+    /// marker, or as the server's live supervisor (it binds the socket
+    /// before any run, and keeps it between runs).
+    fn name(&self, holders: &mut [Holder]) {
+        if self.launches.is_empty() && self.supervisors.is_empty() {
+            return;
+        }
+        let facts = Live::new();
+        for h in holders.iter_mut() {
+            let leader = if h.pgid > 1 { h.pgid } else { h.pid };
+            let marker = facts
+                .launch_marker(leader)
+                .or_else(|| facts.launch_marker(h.pid));
+            let by_launch = marker.and_then(|m| {
+                self.launches
+                    .iter()
+                    .find(|(launch, _, _)| *launch == m)
+                    .map(|(_, _, n)| n)
+            });
+            let by_supervisor = || {
+                self.supervisors
+                    .iter()
+                    .find(|(pid, _)| *pid == h.pid)
+                    .map(|(_, n)| n)
+            };
+            h.server = by_launch.or_else(by_supervisor).cloned();
+        }
+    }
 }
 
 /// Every holder of `listeners`, each named (`name_managed`). The servers
@@ -196,61 +246,18 @@ pub fn holders_named(
     if listeners.is_empty() {
         return Vec::new();
     }
+    let recorded = Recorded::read(pid_dir);
     let mut likely: Vec<i32> = also.to_vec();
-    likely.extend(supervisor_pids(pid_dir));
-    likely.extend(
-        record::list_names(pid_dir, false)
-            .iter()
-            .filter_map(|n| record::read_identity(&record::Paths::new(pid_dir, n)))
-            .map(|id| id.pid),
-    );
+    likely.extend(recorded.supervisors.iter().map(|(pid, _)| *pid));
+    likely.extend(recorded.launches.iter().map(|(_, pid, _)| *pid));
     let mut holders = port::holders_of(listeners, &likely);
-    name_managed(pid_dir, &mut holders);
+    recorded.name(&mut holders);
     holders
 }
 
 /// Names, for each holder that belongs to a managed server recorded in
-/// `pid_dir`, that server (found by its launch marker): the same answer in
-/// `port_holders()`, `PortInUseError` and `diagnose()`.
-/// A live supervisor holding its server's socket (it binds it before any
-/// run, and keeps it between runs) belongs to that server too.
+/// `pid_dir`, that server (its launch marker, or its live supervisor): the
+/// same answer in `port_holders()`, `PortInUseError` and `diagnose()`.
 pub fn name_managed(pid_dir: &std::path::Path, holders: &mut [Holder]) {
-    let names = record::list_names(pid_dir, false);
-    let launches: Vec<(String, &str)> = names
-        .iter()
-        .filter_map(|n| {
-            let id = record::read_identity(&record::Paths::new(pid_dir, n))?;
-            Some((id.launch_id, n.as_str()))
-        })
-        .collect();
-    let supervisors: Vec<(i32, &str)> = names
-        .iter()
-        .filter_map(|n| {
-            let sup = crate::supervise::state::live(&record::Paths::new(pid_dir, n))?;
-            Some((sup.pid, n.as_str()))
-        })
-        .collect();
-    if launches.is_empty() && supervisors.is_empty() {
-        return;
-    }
-    let facts = Live::new();
-    for h in holders.iter_mut() {
-        let leader = if h.pgid > 1 { h.pgid } else { h.pid };
-        let marker = facts
-            .launch_marker(leader)
-            .or_else(|| facts.launch_marker(h.pid));
-        let by_launch = marker.and_then(|m| {
-            launches
-                .iter()
-                .find(|(launch, _)| *launch == m)
-                .map(|(_, n)| *n)
-        });
-        let by_supervisor = || {
-            supervisors
-                .iter()
-                .find(|(pid, _)| *pid == h.pid)
-                .map(|(_, n)| *n)
-        };
-        h.server = by_launch.or_else(by_supervisor).map(str::to_owned);
-    }
+    Recorded::read(pid_dir).name(holders);
 }
