@@ -109,12 +109,12 @@ impl Status {
         }
     }
 
-    /// A running server whose supervisor was killed: the restarts it
-    /// counted (its state names this run) still are the server's, until a
-    /// new supervisor attaches and goes on counting.
-    fn counted_by_a_dead_supervisor(mut self, sup: Option<SupState>, pid: i32) -> Self {
+    /// A running server whose supervisor was killed (no live one was
+    /// found): the restarts it counted (its state names this run) still are
+    /// the server's, until a new supervisor attaches and goes on counting.
+    fn counted_by_a_dead_supervisor(mut self, sup_file: Option<SupState>, pid: i32) -> Self {
         if self.supervisor_pid.is_none() {
-            if let Some(s) = sup.filter(|s| s.server_pid == pid && !s.is_alive()) {
+            if let Some(s) = sup_file.filter(|s| s.server_pid == pid) {
                 self.restarts = s.restarts;
                 self.last_exit = s.last_exit;
             }
@@ -213,7 +213,10 @@ impl Server {
             .find()
             .filter(|f| f.info.is_alive() && !f.pidfd.has_exited());
         let child_exit = self.launched.lock().as_mut().and_then(|l| l.poll());
-        let sup = sup_state::live(&self.paths);
+        // Read once: the live supervisor's, or a killed one's (its count
+        // still is the running server's).
+        let sup_file = sup_state::read(&self.paths);
+        let sup = sup_file.clone().filter(SupState::is_alive);
         // How the last run ended matters only when none runs now.
         let last = found.is_none().then(|| self.last_run()).flatten();
         let policy = self.recorded_policy(found.as_ref(), last.as_ref());
@@ -274,7 +277,7 @@ impl Server {
             supervised: false,
         }
         .supervised_by(policy, sup, None)
-        .counted_by_a_dead_supervisor(sup_state::read(&self.paths), f.pid)
+        .counted_by_a_dead_supervisor(sup_file, f.pid)
     }
 
     /// A recorded server whose leader is gone: processes of its launch
