@@ -141,11 +141,16 @@ def run_with_spinner(label: str, fn: Callable[[], None], out: TextIO, spin: bool
 
 def follow(sources: Sequence[tuple[str, Path, int]], out: TextIO) -> None:
     """Prints lines appended to each ``(label, path, offset)`` as they arrive,
-    from all of them at once, until interrupted; a rotated file is read to
-    its end, then the new one from its start (``_logread.follow``)."""
+    from all of them at once, until Ctrl-C (which ends it, not the
+    command); a rotated file is read to its end, then the new one from its
+    start (``_logread.follow``). What ``out`` holds is flushed first."""
     from . import _logread
 
-    _logread.follow(sources, out)
+    out.flush()
+    try:
+        _logread.follow(sources, out)
+    except KeyboardInterrupt:
+        pass
 
 
 # The library's words for what the CLI spells as options, where the option

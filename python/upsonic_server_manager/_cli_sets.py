@@ -363,12 +363,8 @@ def cmd_logs(args: argparse.Namespace, out: TextIO) -> int:
     if not sources:
         print(f"upsonic-server: no log files for {', '.join(names)} (not up yet?)", file=sys.stderr)
         return EXIT_ERROR
-    out.flush()
     if args.follow:
-        try:
-            follow(sources, out)
-        except KeyboardInterrupt:
-            return EXIT_OK
+        follow(sources, out)
     return EXIT_OK
 
 

@@ -86,12 +86,8 @@ def cmd_logs(args: argparse.Namespace, out: TextIO) -> int:
         raise ServerManagerError(
             f"no log files for {where} (start it with --redirect-output to keep its output)"
         )
-    out.flush()
     if args.follow:
-        try:
-            follow(sources, out)
-        except KeyboardInterrupt:
-            return EXIT_OK
+        follow(sources, out)
     return EXIT_OK
 
 
