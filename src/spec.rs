@@ -427,11 +427,12 @@ pub fn option(name: &str) -> Option<&'static Opt> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::supervision::{HealthCheck, Restart};
 
-    fn sample() -> ServerSpec {
+    /// A spec with every kind of field set, for the tests of what carries it.
+    pub(crate) fn sample() -> ServerSpec {
         let mut s = ServerSpec {
             app_path: "m:app".into(),
             host: "127.0.0.1".into(),

@@ -44,36 +44,11 @@ impl Order {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::supervise::{Restart, Supervision};
-    use std::time::Duration;
 
     #[test]
     fn orders_round_trip() {
-        let mut sup = Supervision::default();
-        sup.policy.restart = Restart::OnFailure;
         let order = Order {
-            cfg: ServerSpec {
-                app_path: "m:app".into(),
-                host: "127.0.0.1".into(),
-                port: 8123,
-                name: "api".into(),
-                workers: 2,
-                log_dir: "/tmp/l\nx".into(),
-                pid_dir: "/tmp/p".into(),
-                cwd: Some("/srv".into()),
-                env: vec![("A".into(), "1=2\n".into())],
-                start_timeout: Duration::from_millis(1500),
-                stop_timeout: Duration::from_secs(2),
-                uvicorn_args: vec!["--log-level".into(), "error".into()],
-                python: "/usr/bin/python3".into(),
-                hold_socket: true,
-                stop_with_caller: false,
-                supervision: sup,
-                warm: true,
-                preload: vec!["numpy".into()],
-                pid_file: None,
-                history: false,
-            },
+            cfg: crate::spec::tests::sample(),
             redirect_output: true,
             attach: Some(4242),
             socket_fd: true,
